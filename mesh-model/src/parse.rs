@@ -165,7 +165,7 @@ pub fn parse_str(text: &str, source: impl AsRef<Path>) -> ParseOutput {
                 file: source.to_path_buf(),
                 line: line + leading,
             };
-            match serde_saphyr::from_str::<Value>(doc) {
+            match from_yaml(doc) {
                 Ok(value) => decode_object(value, &loc, &mut out),
                 Err(e) => {
                     let (msg, at) = yaml_error(&e);
@@ -316,6 +316,20 @@ pub fn split_yaml_documents(text: &str) -> Vec<(usize, &str)> {
         docs.push((start_line, &text[start_byte..]));
     }
     docs
+}
+
+/// Parses one YAML document into JSON.
+///
+/// Booleans are YAML 1.2's (`true`/`false` only): Kubernetes decodes `n`, `no`, `on` and `y`
+/// into string fields as strings, and label values such as `n` must stay strings here too.
+/// Duplicate keys are errors, as in kubectl's strict decoding. Alias expansion is budgeted,
+/// so "billion laughs" documents fail instead of exhausting memory.
+fn from_yaml(doc: &str) -> Result<Value, serde_saphyr::Error> {
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    };
+    serde_saphyr::from_str_with_options(doc, options)
 }
 
 fn is_blank_yaml(doc: &str) -> bool {
@@ -636,8 +650,7 @@ fn parse_mesh_document<T: DeserializeOwned>(
     configmap_key: &str,
 ) -> Result<(T, Vec<Finding>), Finding> {
     let yaml = |t: &str| {
-        serde_saphyr::from_str::<Value>(t)
-            .map_err(|e| Finding::error("", format!("invalid YAML: {}", yaml_error(&e).0)))
+        from_yaml(t).map_err(|e| Finding::error("", format!("invalid YAML: {}", yaml_error(&e).0)))
     };
     let mut value = yaml(text)?;
     if value.is_null() {

@@ -416,6 +416,7 @@ pub fn service_entry_for(
     } else {
         versions
     };
+    let all_versions = versions.clone();
     vec(
         (
             ip(),
@@ -426,7 +427,7 @@ pub fn service_entry_for(
         1..5,
     )
     .prop_map(move |eps| {
-        let endpoints = eps
+        let mut endpoints: Vec<WorkloadEntrySpec> = eps
             .into_iter()
             .map(|(address, version, weight, locality)| WorkloadEntrySpec {
                 address,
@@ -436,6 +437,16 @@ pub fn service_entry_for(
                 ..Default::default()
             })
             .collect();
+        // Every version (subset) selects at least one endpoint.
+        for (i, v) in all_versions.iter().enumerate() {
+            if !endpoints.iter().any(|e| e.labels.get("version") == Some(v)) {
+                endpoints.push(WorkloadEntrySpec {
+                    address: format!("10.255.0.{}", i + 1),
+                    labels: BTreeMap::from([("version".to_string(), v.clone())]),
+                    ..Default::default()
+                });
+            }
+        }
         Resource::new(
             meta.clone(),
             ServiceEntrySpec {
