@@ -57,7 +57,7 @@ impl Duration {
 
     /// Whether the value has no sub-millisecond part (Istio requires millisecond precision).
     pub fn is_whole_millis(&self) -> bool {
-        self.0.subsec_nanos() % 1_000_000 == 0
+        self.0.subsec_nanos().is_multiple_of(1_000_000)
     }
 
     /// Whether the value is zero.

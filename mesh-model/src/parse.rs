@@ -634,23 +634,30 @@ fn error_path(path: &serde_path_to_error::Path) -> String {
 /// assert_eq!(mesh.root_namespace, "istio-system"); // default kept
 /// assert_eq!(warnings[0].path, "foo");
 /// ```
-pub fn parse_mesh_config(text: &str) -> Result<(crate::mesh::MeshConfig, Vec<Finding>), Finding> {
+pub fn parse_mesh_config(
+    text: &str,
+) -> Result<(crate::mesh::MeshConfig, Vec<Finding>), Box<Finding>> {
     parse_mesh_document(text, "mesh")
 }
 
 /// Reads MeshNetworks from YAML or JSON, or from a ConfigMap's `data.meshNetworks`.
 pub fn parse_mesh_networks(
     text: &str,
-) -> Result<(crate::mesh::MeshNetworks, Vec<Finding>), Finding> {
+) -> Result<(crate::mesh::MeshNetworks, Vec<Finding>), Box<Finding>> {
     parse_mesh_document(text, "meshNetworks")
 }
 
 fn parse_mesh_document<T: DeserializeOwned>(
     text: &str,
     configmap_key: &str,
-) -> Result<(T, Vec<Finding>), Finding> {
+) -> Result<(T, Vec<Finding>), Box<Finding>> {
     let yaml = |t: &str| {
-        from_yaml(t).map_err(|e| Finding::error("", format!("invalid YAML: {}", yaml_error(&e).0)))
+        from_yaml(t).map_err(|e| {
+            Box::new(Finding::error(
+                "",
+                format!("invalid YAML: {}", yaml_error(&e).0),
+            ))
+        })
     };
     let mut value = yaml(text)?;
     if value.is_null() {
@@ -663,7 +670,10 @@ fn parse_mesh_document<T: DeserializeOwned>(
             .and_then(|d| d.get(configmap_key))
             .and_then(Value::as_str)
             .ok_or_else(|| {
-                Finding::error(format!("data.{configmap_key}"), "ConfigMap has no such key")
+                Box::new(Finding::error(
+                    format!("data.{configmap_key}"),
+                    "ConfigMap has no such key",
+                ))
             })?;
         prefix = format!("data.{configmap_key}.");
         value = yaml(inner)?;
@@ -672,7 +682,7 @@ fn parse_mesh_document<T: DeserializeOwned>(
         }
     }
     let (v, unknown) = deserialize_tracking::<T>(value)
-        .map_err(|(path, msg)| Finding::error(format!("{prefix}{path}"), msg))?;
+        .map_err(|(path, msg)| Box::new(Finding::error(format!("{prefix}{path}"), msg)))?;
     let warnings = unknown
         .into_iter()
         .map(|p| Finding::warning(format!("{prefix}{p}"), "unknown field"))

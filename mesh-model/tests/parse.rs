@@ -1,5 +1,7 @@
 //! Reading manifests: documents, lists, JSON, directories, kinds, versions, locations.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::path::Path;
 
 use mesh_model::validate::Severity;

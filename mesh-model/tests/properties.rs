@@ -1,6 +1,8 @@
 //! Property tests: generated configuration validates, round-trips through YAML and JSON,
 //! and no input makes the parser panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use mesh_model::strategy::{self, mesh_set};
 use mesh_model::{Config, Duration, StringMatch, parse_str, validate};
 use proptest::prelude::*;

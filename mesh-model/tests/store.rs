@@ -1,5 +1,7 @@
 //! The config store: validation on write, last-good retention, events, snapshots, sync.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::sync::Arc;
 
 use mesh_model::store::{Change, ConfigEvent};

@@ -8,6 +8,8 @@
 //! `fixtures/valid/*.yaml`: every document must produce no errors, and no warnings beyond
 //! those it expects.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::path::{Path, PathBuf};
 
 use mesh_model::parse::split_yaml_documents;

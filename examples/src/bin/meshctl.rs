@@ -158,11 +158,11 @@ fn validate(paths: &[PathBuf], output: Output, root_namespace: String) -> ExitCo
                 .and_then(|()| writeln!(out))
         }
     };
-    if let Err(e) = written {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("meshctl: writing output: {e}");
-            return ExitCode::from(2);
-        }
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("meshctl: writing output: {e}");
+        return ExitCode::from(2);
     }
     if errors > 0 {
         ExitCode::from(1)

@@ -99,7 +99,10 @@ pub(crate) fn check_wildcard_host(host: &str) -> Result<Wildcard, String> {
 
 /// Whether `host` uses `*` other than as the whole first label.
 pub(crate) fn is_partial_wildcard(host: &str) -> bool {
-    host.contains('*') && host != "*" && !(host.starts_with("*.") && !host[2..].contains('*'))
+    match host.strip_prefix("*.") {
+        Some(rest) => rest.contains('*'),
+        None => host != "*" && host.contains('*'),
+    }
 }
 
 /// Whether `host` is a valid (possibly wildcard) host, or an IP address.
@@ -267,12 +270,12 @@ pub(crate) fn label_key(key: &str) -> Result<(), String> {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    if let Some(p) = prefix {
-        if !is_dns1123_subdomain(p) {
-            return Err(format!(
-                "invalid label key {key:?}: prefix must be a DNS subdomain"
-            ));
-        }
+    if let Some(p) = prefix
+        && !is_dns1123_subdomain(p)
+    {
+        return Err(format!(
+            "invalid label key {key:?}: prefix must be a DNS subdomain"
+        ));
     }
     if !is_label_name(name) {
         return Err(format!(

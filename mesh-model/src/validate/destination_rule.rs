@@ -129,13 +129,14 @@ fn validate_traffic_policy(tp: &TrafficPolicy, at: &str, ns: &str, r: &mut Repor
         if tp.proxy_protocol.is_some() {
             r.error(&tat, "tunnel cannot be combined with proxyProtocol");
         }
-        if let Some(p) = &t.protocol {
-            if p != "CONNECT" && p != "POST" {
-                r.error(
-                    format!("{tat}.protocol"),
-                    format!("tunnel protocol {p:?} must be CONNECT or POST"),
-                );
-            }
+        if let Some(p) = &t.protocol
+            && p != "CONNECT"
+            && p != "POST"
+        {
+            r.error(
+                format!("{tat}.protocol"),
+                format!("tunnel protocol {p:?} must be CONNECT or POST"),
+            );
         }
         if t.target_host.is_empty() {
             r.error(
@@ -151,13 +152,13 @@ fn validate_traffic_policy(tp: &TrafficPolicy, at: &str, ns: &str, r: &mut Repor
         r.check(format!("{tat}.targetPort"), check_port(t.target_port));
     }
     if let Some(rb) = &tp.retry_budget {
-        if let Some(p) = rb.percent {
-            if !(0.0..=100.0).contains(&p) {
-                r.error(
-                    format!("{at}.retryBudget.percent"),
-                    format!("percent {p} must be in the range 0..100"),
-                );
-            }
+        if let Some(p) = rb.percent
+            && !(0.0..=100.0).contains(&p)
+        {
+            r.error(
+                format!("{at}.retryBudget.percent"),
+                format!("percent {p} must be in the range 0..100"),
+            );
         }
         if let Some(d) = &rb.budget_interval {
             r.check(
@@ -174,7 +175,7 @@ fn is_prime(n: u64) -> bool {
     }
     let mut d = 2;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -203,13 +204,13 @@ fn validate_lb(lb: &LoadBalancerSettings, at: &str, has_outlier: bool, r: &mut R
         if let Some(h) = &ch.http_header_name {
             r.check(format!("{cat}.httpHeaderName"), check_header_name(h));
         }
-        if let Some(q) = &ch.http_query_parameter_name {
-            if q.is_empty() {
-                r.error(
-                    format!("{cat}.httpQueryParameterName"),
-                    "query parameter name must not be empty",
-                );
-            }
+        if let Some(q) = &ch.http_query_parameter_name
+            && q.is_empty()
+        {
+            r.error(
+                format!("{cat}.httpQueryParameterName"),
+                "query parameter name must not be empty",
+            );
         }
         if let Some(c) = &ch.http_cookie {
             if c.name.is_empty() {
@@ -228,13 +229,13 @@ fn validate_lb(lb: &LoadBalancerSettings, at: &str, has_outlier: bool, r: &mut R
                 "the deprecated minimumRingSize cannot be combined with ringHash or maglev",
             );
         }
-        if let Some(size) = ch.maglev.as_ref().and_then(|m| m.table_size) {
-            if !is_prime(size) || size >= 5_000_011 {
-                r.error(
-                    format!("{cat}.maglev.tableSize"),
-                    format!("table size {size} must be a prime number below 5000011"),
-                );
-            }
+        if let Some(size) = ch.maglev.as_ref().and_then(|m| m.table_size)
+            && (!is_prime(size) || size >= 5_000_011)
+        {
+            r.error(
+                format!("{cat}.maglev.tableSize"),
+                format!("table size {size} must be a prime number below 5000011"),
+            );
         }
     }
     if let Some(w) = &lb.warmup {
@@ -249,21 +250,21 @@ fn validate_lb(lb: &LoadBalancerSettings, at: &str, has_outlier: bool, r: &mut R
             Some(d) => r.check(format!("{wat}.duration"), check_duration(d)),
             None => r.error(format!("{wat}.duration"), "warmup duration is required"),
         }
-        if let Some(a) = w.aggression {
-            if a <= 0.0 {
-                r.error(
-                    format!("{wat}.aggression"),
-                    format!("aggression {a} must be greater than 0"),
-                );
-            }
+        if let Some(a) = w.aggression
+            && a <= 0.0
+        {
+            r.error(
+                format!("{wat}.aggression"),
+                format!("aggression {a} must be greater than 0"),
+            );
         }
-        if let Some(p) = w.minimum_percent {
-            if !(0.0..=100.0).contains(&p) {
-                r.error(
-                    format!("{wat}.minimumPercent"),
-                    format!("minimum percent {p} must be in the range 0..100"),
-                );
-            }
+        if let Some(p) = w.minimum_percent
+            && !(0.0..=100.0).contains(&p)
+        {
+            r.error(
+                format!("{wat}.minimumPercent"),
+                format!("minimum percent {p} must be in the range 0..100"),
+            );
         }
     }
     if lb.warmup.is_some() || lb.warmup_duration_secs.is_some() {
@@ -400,10 +401,10 @@ pub(crate) fn validate_locality_lb(
 }
 
 fn non_negative(v: Option<i32>, at: String, r: &mut Report) {
-    if let Some(v) = v {
-        if v < 0 {
-            r.error(at, format!("{v} must not be negative"));
-        }
+    if let Some(v) = v
+        && v < 0
+    {
+        r.error(at, format!("{v} must not be negative"));
     }
 }
 
@@ -503,13 +504,13 @@ fn validate_outlier(od: &OutlierDetection, at: &str, r: &mut Report) {
         ("maxEjectionPercent", od.max_ejection_percent),
         ("minHealthPercent", od.min_health_percent),
     ] {
-        if let Some(v) = v {
-            if !(0..=100).contains(&v) {
-                r.error(
-                    format!("{at}.{name}"),
-                    format!("{v} must be in the range 0..100"),
-                );
-            }
+        if let Some(v) = v
+            && !(0..=100).contains(&v)
+        {
+            r.error(
+                format!("{at}.{name}"),
+                format!("{v} must be in the range 0..100"),
+            );
         }
     }
     for (i, c) in od.outlier_detection_http_error_codes.iter().enumerate() {
@@ -530,15 +531,14 @@ fn validate_client_tls(tls: &ClientTlsSettings, at: &str, ns: &str, r: &mut Repo
         if has_files {
             r.error(format!("{at}.credentialName"), "credentialName cannot be combined with clientCertificate, privateKey or caCertificates");
         }
-        if let Some(rest) = cred.strip_prefix("configmap://") {
-            if let Some((cred_ns, _)) = rest.split_once('/') {
-                if cred_ns != ns {
-                    r.error(
-                        format!("{at}.credentialName"),
-                        "a configmap:// credential must be in the DestinationRule's namespace",
-                    );
-                }
-            }
+        if let Some(rest) = cred.strip_prefix("configmap://")
+            && let Some((cred_ns, _)) = rest.split_once('/')
+            && cred_ns != ns
+        {
+            r.error(
+                format!("{at}.credentialName"),
+                "a configmap:// credential must be in the DestinationRule's namespace",
+            );
         }
     }
     if tls.mode == ClientTlsMode::Mutual && tls.credential_name.is_none() {
@@ -557,18 +557,20 @@ fn validate_client_tls(tls: &ClientTlsSettings, at: &str, ns: &str, r: &mut Repo
     }
     if tls.insecure_skip_verify == Some(true) {
         match tls.mode {
-            ClientTlsMode::Simple => {
-                if tls.ca_certificates.is_some()
+            ClientTlsMode::Simple
+                if (tls.ca_certificates.is_some()
                     || tls.credential_name.is_some()
-                    || !tls.subject_alt_names.is_empty()
-                {
-                    r.error(at, "with insecureSkipVerify, SIMPLE may not set caCertificates, credentialName or subjectAltNames");
-                }
+                    || !tls.subject_alt_names.is_empty()) =>
+            {
+                r.error(at, "with insecureSkipVerify, SIMPLE may not set caCertificates, credentialName or subjectAltNames");
             }
-            ClientTlsMode::Mutual => {
-                if tls.ca_certificates.is_some() || !tls.subject_alt_names.is_empty() {
-                    r.error(at, "with insecureSkipVerify, MUTUAL may not set caCertificates or subjectAltNames");
-                }
+            ClientTlsMode::Mutual
+                if (tls.ca_certificates.is_some() || !tls.subject_alt_names.is_empty()) =>
+            {
+                r.error(
+                    at,
+                    "with insecureSkipVerify, MUTUAL may not set caCertificates or subjectAltNames",
+                );
             }
             _ => {}
         }

@@ -52,13 +52,13 @@ pub(crate) fn validate(gw: &Gateway, r: &mut Report) {
                 ),
             );
         }
-        if let Some(n) = &s.name {
-            if !server_names.insert(n.as_str()) {
-                r.error(
-                    format!("{at}.name"),
-                    format!("server name {n:?} is not unique"),
-                );
-            }
+        if let Some(n) = &s.name
+            && !server_names.insert(n.as_str())
+        {
+            r.error(
+                format!("{at}.name"),
+                format!("server name {n:?} is not unique"),
+            );
         }
     }
 }
@@ -97,13 +97,14 @@ fn validate_server(s: &Server, at: &str, r: &mut Report) {
             "targetPort is not supported on Gateway servers",
         );
     }
-    if let Some(b) = &s.bind {
-        if !unix_bind && b.parse::<std::net::IpAddr>().is_err() {
-            r.error(
-                format!("{at}.bind"),
-                format!("bind {b:?} must be an IP address or unix:// socket"),
-            );
-        }
+    if let Some(b) = &s.bind
+        && !unix_bind
+        && b.parse::<std::net::IpAddr>().is_err()
+    {
+        r.error(
+            format!("{at}.bind"),
+            format!("bind {b:?} must be an IP address or unix:// socket"),
+        );
     }
     if s.hosts.is_empty() {
         r.error(format!("{at}.hosts"), "at least one host is required");
@@ -114,13 +115,15 @@ fn validate_server(s: &Server, at: &str, r: &mut Report) {
             Some((ns, dns)) => (Some(ns), dns),
             None => (None, h.as_str()),
         };
-        if let Some(ns) = ns {
-            if ns != "*" && ns != "." && !is_dns1123_label(ns) {
-                r.error(
-                    &hat,
-                    format!("invalid namespace {ns:?} in host {h:?}: must be *, . or a namespace"),
-                );
-            }
+        if let Some(ns) = ns
+            && ns != "*"
+            && ns != "."
+            && !is_dns1123_label(ns)
+        {
+            r.error(
+                &hat,
+                format!("invalid namespace {ns:?} in host {h:?}: must be *, . or a namespace"),
+            );
         }
         if dns.parse::<std::net::IpAddr>().is_ok() {
             continue;
@@ -279,13 +282,15 @@ fn validate_server_tls(tls: &ServerTlsSettings, at: &str, r: &mut Report) {
             "a minimum TLS version below 1.2 with the default cipher list allows weak ciphers",
         );
     }
-    if let (Some(min), Some(max)) = (tls.min_protocol_version, tls.max_protocol_version) {
-        if min != TlsProtocol::TlsAuto && max != TlsProtocol::TlsAuto && min > max {
-            r.error(
-                format!("{at}.minProtocolVersion"),
-                "minProtocolVersion is above maxProtocolVersion",
-            );
-        }
+    if let (Some(min), Some(max)) = (tls.min_protocol_version, tls.max_protocol_version)
+        && min != TlsProtocol::TlsAuto
+        && max != TlsProtocol::TlsAuto
+        && min > max
+    {
+        r.error(
+            format!("{at}.minProtocolVersion"),
+            "minProtocolVersion is above maxProtocolVersion",
+        );
     }
     for (i, c) in tls.cipher_suites.iter().enumerate() {
         let name = c.trim_start_matches('[').trim_end_matches(']');

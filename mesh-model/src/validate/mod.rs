@@ -282,13 +282,13 @@ fn validate_metadata(kind: Kind, meta: &ObjectMeta, r: &mut Report) {
             format!("invalid name {:?}: must be a DNS-1123 subdomain", meta.name),
         );
     }
-    if let Some(ns) = &meta.namespace {
-        if !is_dns1123_label(ns) {
-            r.error(
-                "metadata.namespace",
-                format!("invalid namespace {ns:?}: must be a DNS-1123 label"),
-            );
-        }
+    if let Some(ns) = &meta.namespace
+        && !is_dns1123_label(ns)
+    {
+        r.error(
+            "metadata.namespace",
+            format!("invalid namespace {ns:?}: must be a DNS-1123 label"),
+        );
     }
     for key in meta.labels.keys() {
         if let Err(e) = common::label_key(key) {

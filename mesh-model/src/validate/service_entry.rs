@@ -166,24 +166,22 @@ pub(crate) fn validate(se: &ServiceEntry, r: &mut Report) {
         let at = format!("spec.endpoints[{i}]");
         let unix = ep.address.starts_with("unix://");
         match res {
-            Resolution::Static => {
-                if !unix && ep.address.parse::<std::net::IpAddr>().is_err() {
-                    r.error(
-                        format!("{at}.address"),
-                        format!(
-                            "STATIC endpoint address {:?} must be an IP or unix:// address",
-                            ep.address
-                        ),
-                    );
-                }
+            Resolution::Static if !unix && ep.address.parse::<std::net::IpAddr>().is_err() => {
+                r.error(
+                    format!("{at}.address"),
+                    format!(
+                        "STATIC endpoint address {:?} must be an IP or unix:// address",
+                        ep.address
+                    ),
+                );
             }
-            Resolution::Dns | Resolution::DnsRoundRobin => {
-                if !unix && ep.address.parse::<std::net::IpAddr>().is_err() {
-                    r.check(
-                        format!("{at}.address"),
-                        crate::validate::common::check_fqdn(&ep.address),
-                    );
-                }
+            Resolution::Dns | Resolution::DnsRoundRobin
+                if !unix && ep.address.parse::<std::net::IpAddr>().is_err() =>
+            {
+                r.check(
+                    format!("{at}.address"),
+                    crate::validate::common::check_fqdn(&ep.address),
+                );
             }
             _ => {}
         }

@@ -151,21 +151,21 @@ pub(crate) fn validate(sc: &Sidecar, r: &mut Report) {
         }
     }
 
-    if let Some(otp) = &spec.outbound_traffic_policy {
-        if let Some(proxy) = &otp.egress_proxy {
-            if otp.mode != OutboundTrafficPolicyMode::AllowAny {
-                r.error(
-                    "spec.outboundTrafficPolicy.egressProxy",
-                    "egressProxy is only allowed with mode ALLOW_ANY",
-                );
-            }
-            validate_destination(proxy, "spec.outboundTrafficPolicy.egressProxy", r);
-            if proxy.port.is_none() {
-                r.error(
-                    "spec.outboundTrafficPolicy.egressProxy.port",
-                    "egressProxy port is required",
-                );
-            }
+    if let Some(otp) = &spec.outbound_traffic_policy
+        && let Some(proxy) = &otp.egress_proxy
+    {
+        if otp.mode != OutboundTrafficPolicyMode::AllowAny {
+            r.error(
+                "spec.outboundTrafficPolicy.egressProxy",
+                "egressProxy is only allowed with mode ALLOW_ANY",
+            );
+        }
+        validate_destination(proxy, "spec.outboundTrafficPolicy.egressProxy", r);
+        if proxy.port.is_none() {
+            r.error(
+                "spec.outboundTrafficPolicy.egressProxy.port",
+                "egressProxy port is required",
+            );
         }
     }
 }
@@ -189,13 +189,14 @@ fn validate_port(p: &Port, at: &str, unix: bool, r: &mut Report) {
 }
 
 fn validate_bind(bind: Option<&str>, at: &str, r: &mut Report) {
-    if let Some(b) = bind {
-        if !b.starts_with("unix://") && b.parse::<std::net::IpAddr>().is_err() {
-            r.error(
-                at,
-                format!("bind {b:?} must be an IP address or unix:// socket"),
-            );
-        }
+    if let Some(b) = bind
+        && !b.starts_with("unix://")
+        && b.parse::<std::net::IpAddr>().is_err()
+    {
+        r.error(
+            at,
+            format!("bind {b:?} must be an IP address or unix:// socket"),
+        );
     }
 }
 

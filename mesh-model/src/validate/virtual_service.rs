@@ -344,13 +344,13 @@ fn validate_http_route(route: &HttpRoute, at: &str, ctx: &RouteCtx, r: &mut Repo
     for (k, d) in route.route.iter().enumerate() {
         let dat = format!("{at}.route[{k}]");
         validate_destination(&d.destination, &format!("{dat}.destination"), r);
-        if let Some(w) = d.weight {
-            if w < 0 {
-                r.error(
-                    format!("{dat}.weight"),
-                    format!("weight {w} must not be negative"),
-                );
-            }
+        if let Some(w) = d.weight
+            && w < 0
+        {
+            r.error(
+                format!("{dat}.weight"),
+                format!("weight {w} must not be negative"),
+            );
         }
         if let Some(h) = &d.headers {
             validate_headers(h, &format!("{dat}.headers"), r);
@@ -418,13 +418,13 @@ fn validate_http_route(route: &HttpRoute, at: &str, ctx: &RouteCtx, r: &mut Repo
             check_percentage(p.value),
         );
     }
-    if let Some(p) = route.mirror_percent {
-        if p > 100 {
-            r.error(
-                format!("{at}.mirrorPercent"),
-                format!("mirror percent {p} must be at most 100"),
-            );
-        }
+    if let Some(p) = route.mirror_percent
+        && p > 100
+    {
+        r.error(
+            format!("{at}.mirrorPercent"),
+            format!("mirror percent {p} must be at most 100"),
+        );
     }
     for (k, m) in route.mirrors.iter().enumerate() {
         validate_destination(&m.destination, &format!("{at}.mirrors[{k}].destination"), r);
@@ -472,13 +472,13 @@ fn validate_delegate(d: &Delegate, at: &str, r: &mut Report) {
             format!("invalid delegate name {:?}", d.name),
         );
     }
-    if let Some(ns) = &d.namespace {
-        if !is_dns1123_label(ns) {
-            r.error(
-                format!("{at}.namespace"),
-                format!("invalid delegate namespace {ns:?}"),
-            );
-        }
+    if let Some(ns) = &d.namespace
+        && !is_dns1123_label(ns)
+    {
+        r.error(
+            format!("{at}.namespace"),
+            format!("invalid delegate namespace {ns:?}"),
+        );
     }
 }
 
@@ -543,13 +543,13 @@ fn validate_match(m: &HttpMatchRequest, at: &str, ctx: &RouteCtx, r: &mut Report
     for (k, g) in m.gateways.iter().enumerate() {
         check_gateway_name(g, &format!("{at}.gateways[{k}]"), r);
     }
-    if let Some(ns) = &m.source_namespace {
-        if !is_dns1123_label(ns) {
-            r.error(
-                format!("{at}.sourceNamespace"),
-                format!("invalid namespace {ns:?}"),
-            );
-        }
+    if let Some(ns) = &m.source_namespace
+        && !is_dns1123_label(ns)
+    {
+        r.error(
+            format!("{at}.sourceNamespace"),
+            format!("invalid namespace {ns:?}"),
+        );
     }
 }
 
@@ -564,13 +564,13 @@ pub(crate) fn validate_destination(d: &Destination, at: &str, r: &mut Report) {
             check_wildcard_host(&d.host).map(|_| ()),
         );
     }
-    if let Some(s) = &d.subset {
-        if !is_dns1123_label(s) {
-            r.error(
-                format!("{at}.subset"),
-                format!("subset {s:?} must be a DNS-1123 label"),
-            );
-        }
+    if let Some(s) = &d.subset
+        && !is_dns1123_label(s)
+    {
+        r.error(
+            format!("{at}.subset"),
+            format!("subset {s:?} must be a DNS-1123 label"),
+        );
     }
     if let Some(p) = &d.port {
         r.check(format!("{at}.port.number"), check_port(p.number));
@@ -580,13 +580,13 @@ pub(crate) fn validate_destination(d: &Destination, at: &str, r: &mut Report) {
 fn validate_l4_destinations(route: &[RouteDestination], at: &str, r: &mut Report) {
     for (k, d) in route.iter().enumerate() {
         validate_destination(&d.destination, &format!("{at}[{k}].destination"), r);
-        if let Some(w) = d.weight {
-            if w < 0 {
-                r.error(
-                    format!("{at}[{k}].weight"),
-                    format!("weight {w} must not be negative"),
-                );
-            }
+        if let Some(w) = d.weight
+            && w < 0
+        {
+            r.error(
+                format!("{at}[{k}].weight"),
+                format!("weight {w} must not be negative"),
+            );
         }
     }
     if route.len() > 1
@@ -629,34 +629,35 @@ fn validate_redirect(rd: &HttpRedirect, matches: &[HttpMatchRequest], at: &str, 
             );
         }
     }
-    if let Some(u) = &rd.uri {
-        if u.is_empty() {
-            r.error(format!("{at}.uri"), "redirect uri must not be empty");
-        }
+    if let Some(u) = &rd.uri
+        && u.is_empty()
+    {
+        r.error(format!("{at}.uri"), "redirect uri must not be empty");
     }
-    if let Some(a) = &rd.authority {
-        if a.is_empty() {
-            r.error(
-                format!("{at}.authority"),
-                "redirect authority must not be empty",
-            );
-        }
+    if let Some(a) = &rd.authority
+        && a.is_empty()
+    {
+        r.error(
+            format!("{at}.authority"),
+            "redirect authority must not be empty",
+        );
     }
-    if let Some(code) = rd.redirect_code {
-        if !(300..=399).contains(&code) {
-            r.error(
-                format!("{at}.redirectCode"),
-                format!("redirect code {code} must be a 3xx code"),
-            );
-        }
+    if let Some(code) = rd.redirect_code
+        && !(300..=399).contains(&code)
+    {
+        r.error(
+            format!("{at}.redirectCode"),
+            format!("redirect code {code} must be a 3xx code"),
+        );
     }
-    if let Some(s) = &rd.scheme {
-        if s != "http" && s != "https" {
-            r.error(
-                format!("{at}.scheme"),
-                format!("redirect scheme {s:?} must be http or https"),
-            );
-        }
+    if let Some(s) = &rd.scheme
+        && s != "http"
+        && s != "https"
+    {
+        r.error(
+            format!("{at}.scheme"),
+            format!("redirect scheme {s:?} must be http or https"),
+        );
     }
     if let Some(p) = rd.port {
         r.check(format!("{at}.port"), check_port(p));
@@ -693,13 +694,13 @@ fn validate_rewrite(rw: &HttpRewrite, at: &str, r: &mut Report) {
             );
         }
     }
-    if let Some(a) = &rw.authority {
-        if a.is_empty() {
-            r.error(
-                format!("{at}.authority"),
-                "rewrite authority must not be empty",
-            );
-        }
+    if let Some(a) = &rw.authority
+        && a.is_empty()
+    {
+        r.error(
+            format!("{at}.authority"),
+            "rewrite authority must not be empty",
+        );
     }
 }
 
@@ -802,13 +803,13 @@ fn validate_fault(f: &HttpFaultInjection, at: &str, r: &mut Report) {
     if let Some(d) = &f.delay {
         let dat = format!("{at}.delay");
         check_fault_percentage(&d.percentage, &dat, r);
-        if let Some(p) = d.percent {
-            if !(0..=100).contains(&p) {
-                r.error(
-                    format!("{dat}.percent"),
-                    format!("percent {p} must be in the range 0..100"),
-                );
-            }
+        if let Some(p) = d.percent
+            && !(0..=100).contains(&p)
+        {
+            r.error(
+                format!("{dat}.percent"),
+                format!("percent {p} must be in the range 0..100"),
+            );
         }
         if d.exponential_delay.is_some() {
             r.error(

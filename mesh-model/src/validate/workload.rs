@@ -111,13 +111,14 @@ pub(crate) fn validate_group(wg: &WorkloadGroup, r: &mut Report) {
         }
         if let Some(h) = &p.http_get {
             r.check(format!("{at}.httpGet.port"), check_port(h.port));
-            if let Some(s) = &h.scheme {
-                if s != "HTTP" && s != "HTTPS" {
-                    r.error(
-                        format!("{at}.httpGet.scheme"),
-                        format!("scheme {s:?} must be HTTP or HTTPS"),
-                    );
-                }
+            if let Some(s) = &h.scheme
+                && s != "HTTP"
+                && s != "HTTPS"
+            {
+                r.error(
+                    format!("{at}.httpGet.scheme"),
+                    format!("scheme {s:?} must be HTTP or HTTPS"),
+                );
             }
             for (i, hdr) in h.http_headers.iter().enumerate() {
                 r.check(
@@ -129,10 +130,10 @@ pub(crate) fn validate_group(wg: &WorkloadGroup, r: &mut Report) {
         if let Some(t) = &p.tcp_socket {
             r.check(format!("{at}.tcpSocket.port"), check_port(t.port));
         }
-        if let Some(e) = &p.exec {
-            if e.command.is_empty() {
-                r.error(format!("{at}.exec.command"), "command is required");
-            }
+        if let Some(e) = &p.exec
+            && e.command.is_empty()
+        {
+            r.error(format!("{at}.exec.command"), "command is required");
         }
         if let Some(g) = &p.grpc {
             r.check(format!("{at}.grpc.port"), check_port(g.port));
