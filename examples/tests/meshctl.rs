@@ -190,3 +190,93 @@ fn several_paths_and_the_root_namespace_flag() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn analyze_finds_cross_resource_problems() {
+    let p = temp_file(
+        "analyze.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v, namespace: shop}\nspec: {hosts: [a.example.com], gateways: [shop/nowhere], http: [{route: [{destination: {host: a}}]}]}\n",
+    );
+    let out = meshctl(&["validate", p.to_str().unwrap()], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "single-resource validation passes"
+    );
+    let out = meshctl(&["validate", "--analyze", p.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{}:1: error: VirtualService shop/v: spec.gateways[0]: IST0101",
+            p.display()
+        )),
+        "{stdout}"
+    );
+    let out = meshctl(
+        &["validate", "--analyze", examples_config().to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[test]
+fn mesh_config_is_validated_and_sets_the_root_namespace() {
+    let good = examples_config().join("mesh.yaml");
+    let out = meshctl(
+        &[
+            "validate",
+            "--mesh-config",
+            good.to_str().unwrap(),
+            examples_config().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    let bad = temp_file(
+        "mesh.yaml",
+        "rootNamespace: mesh-root\nconnectTimeout: 0s\nfutureField: 1\n",
+    );
+    let pa = temp_file(
+        "root-pa.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p, namespace: mesh-root}\nspec: {selector: {matchLabels: {app: a}}}\n",
+    );
+    let out = meshctl(
+        &[
+            "validate",
+            "--mesh-config",
+            bad.to_str().unwrap(),
+            pa.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{}:1: error: MeshConfig -/mesh: connectTimeout: duration 0s must be at least 1ms",
+            bad.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: MeshConfig -/mesh: futureField: unknown field"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: PeerAuthentication mesh-root/p: spec.selector"),
+        "{stdout}"
+    );
+
+    let out = meshctl(
+        &[
+            "validate",
+            "--mesh-config",
+            "/no/such/mesh.yaml",
+            pa.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -62,6 +62,7 @@ mod macros;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod host;
 pub mod mesh;
 pub mod meta;
 pub mod networking;

@@ -5,12 +5,15 @@
 //! error or unreadable input.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use mesh_model::MeshConfig;
 use mesh_model::parse::{ParseOutput, count_findings};
-use mesh_model::validate::{Finding, ValidationContext};
+use mesh_model::validate::{
+    Finding, ResourceRef, SourceLocation, ValidationContext, validate_mesh_config,
+};
 
 #[derive(Parser)]
 #[command(
@@ -33,9 +36,17 @@ enum Command {
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
-        /// The mesh root namespace (policies there apply mesh-wide).
-        #[arg(long, default_value = "istio-system")]
-        root_namespace: String,
+        /// The mesh root namespace (policies there apply mesh-wide); default: the mesh
+        /// config's, else istio-system.
+        #[arg(long)]
+        root_namespace: Option<String>,
+        /// Also run the cross-resource checks of `istioctl analyze` (conflicting
+        /// VirtualService hosts and Sidecars, references to missing gateways and delegates).
+        #[arg(long)]
+        analyze: bool,
+        /// A MeshConfig file (or the `istio` ConfigMap) to validate and take defaults from.
+        #[arg(long, value_name = "FILE")]
+        mesh_config: Option<PathBuf>,
     },
 }
 
@@ -60,7 +71,15 @@ fn main() -> ExitCode {
             paths,
             output,
             root_namespace,
-        } => validate(&paths, output, root_namespace),
+            analyze,
+            mesh_config,
+        } => validate(
+            &paths,
+            output,
+            root_namespace,
+            analyze,
+            mesh_config.as_deref(),
+        ),
     }
 }
 
@@ -77,7 +96,32 @@ fn read_inputs(paths: &[PathBuf]) -> Result<ParseOutput, String> {
     Ok(out)
 }
 
-fn validate(paths: &[PathBuf], output: Output, root_namespace: String) -> ExitCode {
+/// Reads and validates a MeshConfig file; its findings are located in that file.
+fn read_mesh_config(path: &Path) -> Result<(MeshConfig, Vec<Finding>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let loc = SourceLocation {
+        file: path.to_path_buf(),
+        line: 1,
+    };
+    let resource = ResourceRef::new("MeshConfig", "-", "mesh");
+    let locate = |f: Finding| f.with_location(loc.clone()).with_resource(resource.clone());
+    match mesh_model::parse_mesh_config(&text) {
+        Ok((mesh, warnings)) => {
+            let mut findings: Vec<Finding> = warnings.into_iter().map(locate).collect();
+            findings.extend(validate_mesh_config(&mesh).into_iter().map(locate));
+            Ok((mesh, findings))
+        }
+        Err(f) => Ok((MeshConfig::default(), vec![locate(*f)])),
+    }
+}
+
+fn validate(
+    paths: &[PathBuf],
+    output: Output,
+    root_namespace: Option<String>,
+    analyze: bool,
+    mesh_config: Option<&Path>,
+) -> ExitCode {
     let parsed = match read_inputs(paths) {
         Ok(p) => p,
         Err(e) => {
@@ -85,11 +129,50 @@ fn validate(paths: &[PathBuf], output: Output, root_namespace: String) -> ExitCo
             return ExitCode::from(2);
         }
     };
-    let mut ctx = ValidationContext::default();
-    ctx.root_namespace = root_namespace;
     let mut findings: Vec<Finding> = parsed.findings.clone();
+    let mut ctx = ValidationContext::default();
+    if let Some(path) = mesh_config {
+        match read_mesh_config(path) {
+            Ok((mesh, mesh_findings)) => {
+                ctx.root_namespace = mesh.root_namespace;
+                findings.extend(mesh_findings);
+            }
+            Err(e) => {
+                eprintln!("meshctl: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(ns) = root_namespace {
+        ctx.root_namespace = ns;
+    }
     for r in &parsed.resources {
         findings.extend(r.check(&ctx));
+    }
+    if analyze {
+        let configs: Vec<&mesh_model::Config> =
+            parsed.resources.iter().map(|r| &r.config).collect();
+        let locations: std::collections::BTreeMap<_, _> = parsed
+            .resources
+            .iter()
+            .map(|r| (r.config.key(), r.location.clone()))
+            .collect();
+        for f in mesh_model::validate::analyze(&configs) {
+            let loc = f.resource.as_ref().and_then(|res| {
+                let kind = mesh_model::Kind::from_name(&res.kind)?;
+                locations
+                    .get(&mesh_model::ResourceKey::new(
+                        kind,
+                        &res.namespace,
+                        &res.name,
+                    ))
+                    .cloned()
+            });
+            findings.push(match loc {
+                Some(l) => f.with_location(l),
+                None => f,
+            });
+        }
     }
     findings.sort_by(|a, b| {
         (&a.location, a.severity == mesh_model::Severity::Warning)

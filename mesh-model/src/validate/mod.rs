@@ -5,6 +5,7 @@
 //! follows Istio: what the webhook rejects is an error, what it accepts with a message is a
 //! warning.
 
+mod analyze;
 mod common;
 mod destination_rule;
 mod gateway;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::meta::{Kind, ObjectMeta, ResourceKey};
 
+pub use analyze::analyze;
 pub use common::{is_dns1123_label, is_valid_host, validate_regex};
 
 /// How serious a finding is.
@@ -300,4 +302,110 @@ fn validate_metadata(kind: Kind, meta: &ObjectMeta, r: &mut Report) {
             r.error(format!("metadata.labels[{key}]"), e);
         }
     }
+}
+
+/// Validates MeshConfig: durations, ports, the trust domain, export defaults and the locality
+/// LB setting. Findings carry paths relative to the mesh config (`connectTimeout`, ...).
+///
+/// ```
+/// let (mut mesh, _) = mesh_model::parse_mesh_config("connectTimeout: 0s").unwrap();
+/// let findings = mesh_model::validate::validate_mesh_config(&mesh);
+/// assert_eq!(findings[0].path, "connectTimeout");
+/// ```
+pub fn validate_mesh_config(mesh: &crate::mesh::MeshConfig) -> Vec<Finding> {
+    let mut r = Report::default();
+    if !common::is_dns1123_subdomain(&mesh.trust_domain) {
+        r.error(
+            "trustDomain",
+            format!("trust domain {:?} must be a DNS name", mesh.trust_domain),
+        );
+    }
+    for (i, td) in mesh.trust_domain_aliases.iter().enumerate() {
+        if !common::is_dns1123_subdomain(td) {
+            r.error(
+                format!("trustDomainAliases[{i}]"),
+                format!("{td:?} must be a DNS name"),
+            );
+        }
+    }
+    if !is_dns1123_label(&mesh.root_namespace) {
+        r.error(
+            "rootNamespace",
+            format!("{:?} must be a namespace name", mesh.root_namespace),
+        );
+    }
+    r.check(
+        "connectTimeout",
+        common::check_duration(&mesh.connect_timeout),
+    );
+    r.check(
+        "dnsRefreshRate",
+        common::check_duration(&mesh.dns_refresh_rate),
+    );
+    r.check(
+        "protocolDetectionTimeout",
+        common::check_duration_or_zero(&mesh.protocol_detection_timeout),
+    );
+    r.check(
+        "proxyListenPort",
+        common::check_port(mesh.proxy_listen_port),
+    );
+    r.check(
+        "proxyInboundListenPort",
+        common::check_port(mesh.proxy_inbound_listen_port),
+    );
+    if let Some(p) = mesh.proxy_http_port.filter(|p| *p != 0) {
+        r.check("proxyHttpPort", common::check_port(p));
+    }
+    let pc = &mesh.default_config;
+    r.check(
+        "defaultConfig.proxyAdminPort",
+        common::check_port(pc.proxy_admin_port),
+    );
+    r.check(
+        "defaultConfig.statusPort",
+        common::check_port(pc.status_port),
+    );
+    r.check(
+        "defaultConfig.drainDuration",
+        common::check_duration(&pc.drain_duration),
+    );
+    r.check(
+        "defaultConfig.terminationDrainDuration",
+        common::check_duration_or_zero(&pc.termination_drain_duration),
+    );
+    if pc
+        .discovery_address
+        .rsplit_once(':')
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        r.error(
+            "defaultConfig.discoveryAddress",
+            format!("{:?} must be host:port", pc.discovery_address),
+        );
+    }
+    for (field, list) in [
+        ("defaultServiceExportTo", &mesh.default_service_export_to),
+        (
+            "defaultVirtualServiceExportTo",
+            &mesh.default_virtual_service_export_to,
+        ),
+        (
+            "defaultDestinationRuleExportTo",
+            &mesh.default_destination_rule_export_to,
+        ),
+    ] {
+        common::check_export_to(
+            list,
+            &mesh.root_namespace,
+            field == "defaultServiceExportTo",
+            field,
+            &mut r,
+        );
+    }
+    if let Some(l) = &mesh.locality_lb_setting {
+        // Mesh-wide failover is applied per DestinationRule with outlier detection; do not warn.
+        destination_rule::validate_locality_lb(l, "localityLbSetting", true, &mut r);
+    }
+    r.findings
 }

@@ -24,10 +24,17 @@ pub(crate) fn validate(se: &ServiceEntry, r: &mut Report) {
         if h == "*" {
             r.error(&at, "host \"*\" is not allowed in a ServiceEntry");
         } else if is_partial_wildcard(h) {
-            r.warn(
-                &at,
-                format!("host {h:?} uses a partial wildcard, which only works as an exact string"),
-            );
+            let resolved = matches!(res, Resolution::Dns | Resolution::DnsRoundRobin)
+                && spec.endpoints.is_empty()
+                && spec.workload_selector.is_none();
+            if !resolved {
+                r.warn(
+                    &at,
+                    format!(
+                        "host {h:?} uses a partial wildcard, which only works as an exact string"
+                    ),
+                );
+            }
         } else {
             r.check(&at, check_wildcard_host(h).map(|_| ()));
         }
@@ -94,7 +101,10 @@ pub(crate) fn validate(se: &ServiceEntry, r: &mut Report) {
         }
         if res != Resolution::None
             && spec.hosts.len() > 1
-            && !matches!(proto.as_str(), "HTTP" | "TLS" | "HTTPS" | "GRPC" | "HTTP2")
+            && !matches!(
+                proto.as_str(),
+                "HTTP" | "TLS" | "HTTPS" | "GRPC" | "GRPC-WEB" | "HTTP2"
+            )
         {
             r.error(
                 format!("{at}.protocol"),
@@ -140,11 +150,12 @@ pub(crate) fn validate(se: &ServiceEntry, r: &mut Report) {
         Resolution::Dns | Resolution::DnsRoundRobin
             if spec.endpoints.is_empty() && spec.workload_selector.is_none() =>
         {
+            // The hosts themselves are resolved: names or *.domain, never patterns.
             for (i, h) in spec.hosts.iter().enumerate() {
-                if h.starts_with('*') {
+                if is_partial_wildcard(h) {
                     r.error(
                         format!("spec.hosts[{i}]"),
-                        "DNS resolution without endpoints needs concrete hosts (no wildcards)",
+                        "hosts must be FQDNs or *.domain when DNS resolution has no endpoints",
                     );
                 }
             }
