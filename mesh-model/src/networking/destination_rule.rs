@@ -135,6 +135,9 @@ pub struct LoadBalancerSettings {
     /// Locality-weighted load balancing; replaces the mesh-wide setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Option<LocalityLbSetting>,
+    /// Zone-aware load balancing (newest Istio), kept verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_aware_lb_setting: Option<serde_json::Value>,
     /// Slow-start warmup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<WarmupConfiguration>,
