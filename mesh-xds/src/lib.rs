@@ -1,0 +1,34 @@
+//! Istio configuration → Envoy xDS v3, with Istio's semantics and names.
+//!
+//! The translator is pure: [`PushContext`] indexes a `mesh-model` store snapshot, and
+//! [`translate`] produces the clusters, endpoint assignments, listeners and route
+//! configurations one [`Proxy`] should see. The `server` feature (default) adds the ADS server.
+//!
+//! ```
+//! use mesh_model::{ConfigStore, MeshConfig, parse_str};
+//! use mesh_xds::{Proxy, PushContext, translate};
+//!
+//! let store = ConfigStore::new();
+//! store.apply_all(parse_str(include_str!("../tests/fixtures/basic.yaml"), "basic.yaml"));
+//! let ctx = PushContext::new(MeshConfig::default(), store.snapshot());
+//! let resources = translate(&ctx, &Proxy::default());
+//! assert!(resources.consistent().is_ok());
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod naming;
+mod pb;
+pub mod proxy;
+pub mod registry;
+pub mod resource;
+#[cfg(feature = "server")]
+pub mod server;
+pub mod snapshot;
+pub mod translate;
+
+pub use error::Error;
+pub use proxy::Proxy;
+pub use snapshot::Snapshot;
+pub use translate::{PushContext, Resources, translate};

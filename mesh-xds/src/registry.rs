@@ -1,0 +1,231 @@
+//! The service registry that ServiceEntries and WorkloadEntries define.
+//!
+//! Istio turns every host of a ServiceEntry into its own service; endpoints come from the
+//! entry's inline `endpoints`, or from the WorkloadEntries in the same namespace that its
+//! `workloadSelector` selects. This module does that conversion, purely, from a store snapshot.
+
+use std::collections::BTreeMap;
+
+use mesh_model::networking::service_entry::{Location, Resolution};
+use mesh_model::networking::workload::WorkloadEntrySpec;
+use mesh_model::store::Snapshot;
+use mesh_model::{Config, Kind};
+
+/// A service port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServicePort {
+    /// Name.
+    pub name: String,
+    /// Port number clients use.
+    pub number: u32,
+    /// Protocol, upper case (`HTTP`, `GRPC`, `TCP`, ...). Empty means unknown (TCP).
+    pub protocol: String,
+    /// Port on the endpoints, when it differs.
+    pub target_port: Option<u32>,
+}
+
+impl ServicePort {
+    /// Whether traffic on this port is HTTP of some kind.
+    pub fn is_http(&self) -> bool {
+        matches!(self.protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
+    }
+
+    /// Whether this port speaks HTTP/2 to the upstream.
+    pub fn is_http2(&self) -> bool {
+        matches!(self.protocol.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB")
+    }
+}
+
+/// One endpoint of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// IP, DNS name or `unix://` path.
+    pub address: String,
+    /// Per-port-name overrides of the port.
+    pub ports: BTreeMap<String, u32>,
+    /// Labels (used by subsets).
+    pub labels: BTreeMap<String, String>,
+    /// `region/zone/subzone`.
+    pub locality: String,
+    /// Load-balancing weight (at least 1).
+    pub weight: u32,
+    /// Network.
+    pub network: String,
+    /// Service account.
+    pub service_account: String,
+}
+
+impl Endpoint {
+    /// The port this endpoint listens on for `port`.
+    pub fn port_for(&self, port: &ServicePort) -> u32 {
+        self.ports
+            .get(&port.name)
+            .copied()
+            .or(port.target_port)
+            .unwrap_or(port.number)
+    }
+
+    fn from_spec(spec: &WorkloadEntrySpec) -> Endpoint {
+        Endpoint {
+            address: spec.address.clone(),
+            ports: spec.ports.clone(),
+            labels: spec.labels.clone(),
+            locality: spec.locality.clone(),
+            weight: spec.weight.filter(|w| *w > 0).unwrap_or(1),
+            network: spec.network.clone(),
+            service_account: spec.service_account.clone(),
+        }
+    }
+}
+
+/// A service of the mesh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Fully qualified host name.
+    pub hostname: String,
+    /// Namespace of the defining ServiceEntry.
+    pub namespace: String,
+    /// Name of the defining ServiceEntry.
+    pub entry_name: String,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Endpoint discovery mode.
+    pub resolution: Resolution,
+    /// In or outside the mesh.
+    pub location: Location,
+    /// Virtual IPs.
+    pub addresses: Vec<String>,
+    /// Visibility as written (empty = mesh default).
+    pub export_to: Vec<String>,
+    /// Endpoints, in a stable order.
+    pub endpoints: Vec<Endpoint>,
+    /// `creationTimestamp` of the entry, for conflict order.
+    pub created: Option<String>,
+}
+
+impl Service {
+    /// The port with this number.
+    pub fn port(&self, number: u32) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.number == number)
+    }
+
+    /// Whether the service is visible from `namespace` (exportTo rules; empty = `default_export`).
+    pub fn visible_to(&self, namespace: &str, default_export: &[String]) -> bool {
+        let export = if self.export_to.is_empty() { default_export } else { &self.export_to };
+        export.iter().any(|e| match e.as_str() {
+            "*" => true,
+            "." => self.namespace == namespace,
+            "~" => false,
+            ns => ns == namespace,
+        })
+    }
+}
+
+/// All services, keyed by host name. When two entries declare one host, the older one wins, as
+/// in Istio.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceRegistry {
+    services: BTreeMap<String, Vec<Service>>,
+}
+
+impl ServiceRegistry {
+    /// Builds the registry from the ServiceEntries and WorkloadEntries of a snapshot.
+    pub fn from_snapshot(snapshot: &Snapshot) -> ServiceRegistry {
+        let workload_entries: Vec<(&str, &WorkloadEntrySpec)> = snapshot
+            .of_kind(Kind::WorkloadEntry)
+            .filter_map(|c| match c.as_ref() {
+                Config::WorkloadEntry(we) => Some((we.metadata.namespace(), &we.spec)),
+                _ => None,
+            })
+            .collect();
+        let mut entries: Vec<&mesh_model::ServiceEntry> = snapshot
+            .of_kind(Kind::ServiceEntry)
+            .filter_map(|c| match c.as_ref() {
+                Config::ServiceEntry(se) => Some(se),
+                _ => None,
+            })
+            .collect();
+        entries.sort_by(|a, b| {
+            (a.metadata.creation_timestamp.as_deref(), a.metadata.namespace(), &a.metadata.name).cmp(&(
+                b.metadata.creation_timestamp.as_deref(),
+                b.metadata.namespace(),
+                &b.metadata.name,
+            ))
+        });
+        let mut services: BTreeMap<String, Vec<Service>> = BTreeMap::new();
+        for se in entries {
+            let ns = se.metadata.namespace();
+            let spec = &se.spec;
+            let mut endpoints: Vec<Endpoint> = match &spec.workload_selector {
+                Some(sel) => workload_entries
+                    .iter()
+                    .filter(|(wns, we)| *wns == ns && sel.matches(&we.labels))
+                    .map(|(_, we)| Endpoint::from_spec(we))
+                    .collect(),
+                None => spec.endpoints.iter().map(Endpoint::from_spec).collect(),
+            };
+            endpoints.sort();
+            let ports = spec
+                .ports
+                .iter()
+                .map(|p| ServicePort {
+                    name: p.name.clone(),
+                    number: p.number,
+                    protocol: p.protocol.to_ascii_uppercase(),
+                    target_port: p.target_port,
+                })
+                .collect::<Vec<_>>();
+            for host in &spec.hosts {
+                let hostname = mesh_model::host::resolve_short_name(host, ns, mesh_model::host::DEFAULT_DOMAIN_SUFFIX);
+                services.entry(hostname.clone()).or_default().push(Service {
+                    hostname,
+                    namespace: ns.to_string(),
+                    entry_name: se.metadata.name.clone(),
+                    ports: ports.clone(),
+                    resolution: spec.resolution,
+                    location: spec.location,
+                    addresses: spec.addresses.clone(),
+                    export_to: spec.export_to.clone(),
+                    endpoints: endpoints.clone(),
+                    created: se.metadata.creation_timestamp.clone(),
+                });
+            }
+        }
+        ServiceRegistry { services }
+    }
+
+    /// Every service visible from `namespace`, one per host (the oldest visible declaration), in
+    /// host order.
+    pub fn visible(&self, namespace: &str, default_export: &[String]) -> Vec<&Service> {
+        self.services
+            .values()
+            .filter_map(|decls| {
+                // Prefer a declaration in the proxy's own namespace, then the oldest visible one.
+                decls
+                    .iter()
+                    .find(|s| s.namespace == namespace && s.visible_to(namespace, default_export))
+                    .or_else(|| decls.iter().find(|s| s.visible_to(namespace, default_export)))
+            })
+            .collect()
+    }
+
+    /// The service declared for a host (the oldest declaration).
+    pub fn get(&self, hostname: &str) -> Option<&Service> {
+        self.services.get(hostname).and_then(|d| d.first())
+    }
+
+    /// Every service (oldest declaration per host).
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values().filter_map(|d| d.first())
+    }
+
+    /// How many hosts are registered.
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Whether nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+}

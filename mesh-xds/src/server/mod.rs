@@ -1,0 +1,126 @@
+//! The ADS server: `StreamAggregatedResources` (SotW) and `DeltaAggregatedResources` (delta),
+//! shaped like go-control-plane — a snapshot source apart from the protocol.
+//!
+//! Each stream runs in its own task and talks to its client through a small bounded channel,
+//! so a slow or dead client only ever blocks itself. Streams read snapshots from a
+//! [`SnapshotSource`] (`tokio::sync::watch` per view), and record what they sent, what was
+//! ACKed and what was NACKed in [`Connections`], which debug endpoints and metrics read.
+
+mod cache;
+mod delta;
+mod sotw;
+mod status;
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::snapshot::Snapshot;
+
+pub use cache::SnapshotCache;
+pub use status::{ConnectionInfo, Connections, PushEvent, SyncStatus, TypeStatus};
+
+/// Where streams get their snapshots: one `watch` per node view.
+pub trait SnapshotSource: Send + Sync + 'static {
+    /// Called once per stream with the node of its first request.
+    fn watch(&self, node: &Node) -> watch::Receiver<Arc<Snapshot>>;
+}
+
+impl<T: SnapshotSource> SnapshotSource for Arc<T> {
+    fn watch(&self, node: &Node) -> watch::Receiver<Arc<Snapshot>> {
+        (**self).watch(node)
+    }
+}
+
+/// Tuning for the ADS server.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Responses buffered per stream before the stream's task waits for the client. Small on
+    /// purpose: memory per stream stays bounded and a slow client slows only itself.
+    pub response_buffer: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { response_buffer: 4 }
+    }
+}
+
+/// The ADS service. Wrap it with [`AdsServer::into_service`] and add it to a tonic router.
+#[derive(Debug)]
+pub struct AdsServer<S> {
+    source: Arc<S>,
+    connections: Arc<Connections>,
+    config: ServerConfig,
+}
+
+impl<S: SnapshotSource> AdsServer<S> {
+    /// A server reading snapshots from `source`.
+    pub fn new(source: Arc<S>) -> Self {
+        AdsServer {
+            source,
+            connections: Arc::new(Connections::default()),
+            config: ServerConfig::default(),
+        }
+    }
+
+    /// Uses a shared connection registry (to read sync status elsewhere).
+    #[must_use]
+    pub fn with_connections(mut self, connections: Arc<Connections>) -> Self {
+        self.connections = connections;
+        self
+    }
+
+    /// Overrides the tuning.
+    #[must_use]
+    pub fn with_config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The connection registry.
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
+    }
+
+    /// The tonic service.
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(16 * 1024 * 1024)
+    }
+}
+
+#[tonic::async_trait]
+impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(self.config.response_buffer);
+        let stream = sotw::SotwStream::new(self.source.clone(), self.connections.clone(), tx);
+        tokio::spawn(stream.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(self.config.response_buffer);
+        let stream = delta::DeltaStream::new(self.source.clone(), self.connections.clone(), tx);
+        tokio::spawn(stream.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

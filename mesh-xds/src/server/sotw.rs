@@ -1,0 +1,213 @@
+//! State-of-the-world ADS streams.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+use crate::resource::{self, PUSH_ORDER};
+use crate::server::status::{Connections, PushEvent};
+use crate::server::SnapshotSource;
+use crate::snapshot::Snapshot;
+
+/// What the stream knows about one type.
+#[derive(Debug, Default)]
+struct TypeState {
+    /// The client asked for this type at least once.
+    requested: bool,
+    /// Wildcard subscription (CDS/LDS with no names, or `*`).
+    wildcard: bool,
+    /// Subscribed names (non-wildcard).
+    names: BTreeSet<String>,
+    /// Nonce of the last response.
+    nonce: String,
+    /// Hash of the (name, version) list last sent.
+    sent_hash: Option<u64>,
+    /// Hash of the content the client rejected; never re-sent unchanged.
+    nacked_hash: Option<u64>,
+    /// Answer the next request even if it looks like an ACK (a dependency changed, so the
+    /// client is warming and waits for this type).
+    always_respond: bool,
+}
+
+pub(crate) struct SotwStream<S> {
+    source: Arc<S>,
+    connections: Arc<Connections>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    types: BTreeMap<String, TypeState>,
+    snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
+    id: Option<u64>,
+    node_id: String,
+    counter: u64,
+}
+
+impl<S: SnapshotSource> SotwStream<S> {
+    pub(crate) fn new(source: Arc<S>, connections: Arc<Connections>, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Self {
+        SotwStream { source, connections, tx, types: BTreeMap::new(), snapshots: None, id: None, node_id: String::new(), counter: 0 }
+    }
+
+    pub(crate) async fn run(mut self, mut requests: Streaming<DiscoveryRequest>) {
+        loop {
+            let keep_going = tokio::select! {
+                req = requests.message() => match req {
+                    Ok(Some(r)) => self.on_request(r).await,
+                    Ok(None) | Err(_) => false,
+                },
+                changed = changed(&mut self.snapshots) => match changed {
+                    true => self.push_changes().await,
+                    false => false,
+                },
+            };
+            if !keep_going {
+                break;
+            }
+        }
+        if let Some(id) = self.id {
+            self.connections.remove(id);
+        }
+    }
+
+    async fn on_request(&mut self, req: DiscoveryRequest) -> bool {
+        if self.snapshots.is_none() {
+            let Some(node) = &req.node else {
+                let _ = self.tx.send(Err(Status::invalid_argument("the first request must carry node"))).await;
+                return false;
+            };
+            self.node_id = node.id.clone();
+            self.snapshots = Some(self.source.watch(node));
+            self.id = Some(self.connections.register(node.id.clone(), "sotw"));
+        }
+        let type_url = req.type_url.clone();
+        if type_url.is_empty() {
+            return true;
+        }
+        let id = self.id.unwrap_or_default();
+        let t = self.types.entry(type_url.clone()).or_default();
+        if let Some(err) = &req.error_detail {
+            // NACK: remember what was rejected, keep the client on its last good config, and
+            // never answer with the same rejected content.
+            if req.response_nonce == t.nonce {
+                t.nacked_hash = t.sent_hash;
+            }
+            let detail = err.message.clone();
+            self.connections.update(id, &type_url, |s| {
+                s.nack = Some(detail.clone());
+                s.nacks += 1;
+            });
+            self.connections.emit(PushEvent::Nacked { type_url, node_id: self.node_id.clone(), detail });
+            return true;
+        }
+        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
+        let wants_wildcard = names.contains("*") || (names.is_empty() && resource::is_wildcard_type(&type_url) && !t.requested);
+        let initial = req.response_nonce.is_empty() || !t.requested;
+        if !initial && req.response_nonce != t.nonce {
+            // A stale nonce: a response crossed this request; the next one will be answered.
+            return true;
+        }
+        if !initial {
+            let version = req.version_info.clone();
+            let nonce = req.response_nonce.clone();
+            self.connections.update(id, &type_url, |s| {
+                s.acked_version = version.clone();
+                s.acked_nonce = nonce;
+                s.nack = None;
+            });
+            self.connections.emit(PushEvent::Acked { type_url: type_url.clone(), node_id: self.node_id.clone(), version });
+            t.nacked_hash = None;
+        }
+        let added = names.iter().any(|n| !t.names.contains(n) && n != "*");
+        let names_changed = names != t.names;
+        t.requested = true;
+        if wants_wildcard || (t.wildcard && (names.is_empty() || names.contains("*"))) {
+            t.wildcard = true;
+            t.names.clear();
+        } else {
+            t.wildcard = false;
+            t.names = names;
+        }
+        let respond = initial || t.always_respond || added || (names_changed && t.wildcard);
+        if respond {
+            let force = initial || t.always_respond;
+            t.always_respond = false;
+            return self.send(&type_url, force).await;
+        }
+        true
+    }
+
+    async fn push_changes(&mut self) -> bool {
+        for type_url in PUSH_ORDER {
+            if self.types.get(type_url).is_some_and(|t| t.requested) && !self.send(type_url, false).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the current resources of a type if they differ from what was last sent (or if
+    /// `force`), but never content the client already rejected.
+    async fn send(&mut self, type_url: &str, force: bool) -> bool {
+        let Some(rx) = &self.snapshots else { return true };
+        let snapshot = rx.borrow().clone();
+        let Some(t) = self.types.get_mut(type_url) else { return true };
+        let all = snapshot.of_type(type_url);
+        let chosen: Vec<&Arc<crate::resource::EncodedResource>> = match (t.wildcard, all) {
+            (_, None) => Vec::new(),
+            (true, Some(m)) => m.values().collect(),
+            (false, Some(m)) => t.names.iter().filter_map(|n| m.get(n)).collect(),
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for r in &chosen {
+            (&r.name, &r.version).hash(&mut h);
+        }
+        let hash = h.finish();
+        if t.nacked_hash == Some(hash) || (!force && t.sent_hash == Some(hash)) {
+            return true;
+        }
+        self.counter += 1;
+        let nonce = format!("{}-{}", self.id.unwrap_or_default(), self.counter);
+        let version = snapshot.version.clone();
+        let bytes = chosen.iter().map(|r| r.any.value.len()).sum();
+        let resp = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: chosen.iter().map(|r| r.any.clone()).collect(),
+            type_url: type_url.to_string(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        let changed = t.sent_hash != Some(hash);
+        t.sent_hash = Some(hash);
+        t.nonce = nonce.clone();
+        if changed {
+            // Make-before-break: a new cluster set waits for endpoints, a new listener set
+            // for routes; answer the dependent type's next request even if it looks like an ACK.
+            let dependent = match type_url {
+                resource::CLUSTER => Some(resource::ENDPOINT),
+                resource::LISTENER => Some(resource::ROUTE),
+                _ => None,
+            };
+            if let Some(d) = dependent {
+                self.types.entry(d.to_string()).or_default().always_respond = true;
+            }
+        }
+        let id = self.id.unwrap_or_default();
+        self.connections.update(id, type_url, |s| {
+            s.sent_version = version.clone();
+            s.sent_nonce = nonce;
+            s.pushes += 1;
+        });
+        self.connections.emit(PushEvent::Sent { type_url: type_url.to_string(), bytes, version });
+        self.tx.send(Ok(resp)).await.is_ok()
+    }
+}
+
+/// Waits for the next snapshot; `false` when the source is gone. Pends forever before the
+/// stream has a node.
+pub(crate) async fn changed(rx: &mut Option<watch::Receiver<Arc<Snapshot>>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}

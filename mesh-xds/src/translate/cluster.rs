@@ -1,0 +1,415 @@
+//! Clusters (CDS): one per service port and per DestinationRule subset, shaped by the
+//! DestinationRule's traffic policy (reference §3.4).
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, circuit_breakers, cluster,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CoreHttpOptions,
+    KeepaliveSettings, RoutingPriority, TcpKeepalive, UpstreamHttpProtocolOptions,
+    data_source,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, TlsCertificate, UpstreamTlsContext,
+    common_tls_context,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use mesh_model::networking::destination_rule::{
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, DestinationRuleSpec, H2UpgradePolicy,
+    OutlierDetection, SimpleLb, TrafficPolicy,
+};
+use mesh_model::networking::service_entry::Resolution;
+
+use crate::naming;
+use crate::pb::{ads_source, any, dur, u32v};
+use crate::proxy::Proxy;
+use crate::registry::{Service, ServicePort};
+use crate::translate::scope::{SidecarScope, destination_rule, effective_policy};
+use crate::translate::{PushContext, Resources, endpoint};
+
+const MAX_U32: u32 = u32::MAX;
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Whether a cluster is discovered over EDS.
+pub(crate) fn is_eds(c: &Cluster) -> bool {
+    matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::Eds as i32)
+}
+
+/// Clusters (and their EDS assignments) for every imported service, plus the special ones.
+pub(crate) fn sidecar_clusters(ctx: &PushContext, proxy: &Proxy, scope: &SidecarScope<'_>, out: &mut Resources) {
+    for svc in &scope.services {
+        let dr = destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
+        for port in &svc.ports {
+            let name = naming::outbound_cluster(port.number, "", &svc.hostname);
+            let policy = effective_policy(dr.as_ref(), None, port.number);
+            add_cluster(ctx, proxy, svc, port, &name, None, &policy, out);
+            if let Some(dr) = &dr {
+                for subset in &dr.subsets {
+                    let name = naming::outbound_cluster(port.number, &subset.name, &svc.hostname);
+                    let policy = effective_policy(Some(dr), Some(subset), port.number);
+                    add_cluster(ctx, proxy, svc, port, &name, Some(&subset.labels), &policy, out);
+                }
+            }
+        }
+    }
+    let blackhole = Cluster {
+        name: naming::BLACKHOLE_CLUSTER.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32)),
+        connect_timeout: Some(dur(&ctx.mesh.connect_timeout)),
+        ..Default::default()
+    };
+    out.clusters.insert(blackhole.name.clone(), blackhole);
+    let passthrough = Cluster {
+        name: naming::PASSTHROUGH_CLUSTER.into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32)),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(dur(&ctx.mesh.connect_timeout)),
+        circuit_breakers: Some(circuit_breakers_for(None)),
+        ..Default::default()
+    };
+    out.clusters.insert(passthrough.name.clone(), passthrough);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_cluster(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    svc: &Service,
+    port: &ServicePort,
+    name: &str,
+    subset_labels: Option<&std::collections::BTreeMap<String, String>>,
+    policy: &TrafficPolicy,
+    out: &mut Resources,
+) {
+    let mut c = Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(dur(
+            policy
+                .connection_pool
+                .as_ref()
+                .and_then(|cp| cp.tcp.as_ref())
+                .and_then(|t| t.connect_timeout.as_ref())
+                .unwrap_or(&ctx.mesh.connect_timeout),
+        )),
+        circuit_breakers: Some(circuit_breakers_for(policy.connection_pool.as_ref())),
+        ..Default::default()
+    };
+    let passthrough_lb = policy.load_balancer.as_ref().and_then(|l| l.simple) == Some(SimpleLb::Passthrough);
+    match svc.resolution {
+        Resolution::None => set_original_dst(&mut c),
+        _ if passthrough_lb => set_original_dst(&mut c),
+        Resolution::Static => {
+            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32));
+            c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+                eds_config: Some(ads_source(Some(std::time::Duration::ZERO))),
+                service_name: name.to_string(),
+            });
+            out.endpoints.insert(
+                name.to_string(),
+                endpoint::assignment(ctx, proxy, svc, port, name, subset_labels, policy),
+            );
+        }
+        Resolution::Dns | Resolution::DnsRoundRobin | Resolution::DynamicDns => {
+            let t = if svc.resolution == Resolution::Dns {
+                cluster::DiscoveryType::StrictDns
+            } else {
+                cluster::DiscoveryType::LogicalDns
+            };
+            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(t as i32));
+            c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
+            // Istio also sets respect_dns_ttl and the mesh dns_refresh_rate; Envoy 1.40 deprecates
+            // those cluster fields in favour of the DNS cluster extension, so Envoy's defaults apply.
+            let mut cla: ClusterLoadAssignment =
+                endpoint::assignment(ctx, proxy, svc, port, name, subset_labels, policy);
+            if cla.endpoints.is_empty() && !svc.hostname.starts_with('*') {
+                cla = endpoint::single(name, &svc.hostname, port.number);
+            }
+            if t == cluster::DiscoveryType::LogicalDns {
+                // LOGICAL_DNS takes exactly one host.
+                endpoint::keep_first(&mut cla);
+            }
+            c.load_assignment = Some(cla);
+        }
+    }
+    if !matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::OriginalDst as i32) {
+        apply_lb(&mut c, policy);
+    }
+    if let Some(od) = &policy.outlier_detection {
+        apply_outlier(&mut c, od);
+    }
+    if port.is_http() {
+        apply_http_options(&mut c, port, policy, &ctx.mesh);
+    } else if let Some(tcp) = policy.connection_pool.as_ref().and_then(|cp| cp.tcp.as_ref()) {
+        if let Some(k) = &tcp.tcp_keepalive {
+            c.upstream_connection_options = Some(envoy_types::pb::envoy::config::cluster::v3::UpstreamConnectionOptions {
+                tcp_keepalive: Some(TcpKeepalive {
+                    keepalive_probes: k.probes.map(u32v),
+                    keepalive_time: k.time.map(|t| u32v(u32::try_from(t.as_std().as_secs()).unwrap_or(u32::MAX))),
+                    keepalive_interval: k.interval.map(|t| u32v(u32::try_from(t.as_std().as_secs()).unwrap_or(u32::MAX))),
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    if let Some(tls) = &policy.tls {
+        if let Some(ts) = upstream_tls(tls, port.is_http2()) {
+            c.transport_socket = Some(ts);
+        }
+    }
+    out.clusters.insert(name.to_string(), c);
+}
+
+fn set_original_dst(c: &mut Cluster) {
+    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32));
+    c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+}
+
+/// One threshold with Istio's defaults (everything 2^32-1, remaining tracked); 0 means unset.
+fn circuit_breakers_for(cp: Option<&ConnectionPoolSettings>) -> CircuitBreakers {
+    let pick = |v: Option<i32>| match v {
+        Some(n) if n > 0 => u32::try_from(n).unwrap_or(MAX_U32),
+        _ => MAX_U32,
+    };
+    let tcp = cp.and_then(|c| c.tcp.as_ref());
+    let http = cp.and_then(|c| c.http.as_ref());
+    CircuitBreakers {
+        thresholds: vec![circuit_breakers::Thresholds {
+            priority: RoutingPriority::Default as i32,
+            max_connections: Some(u32v(pick(tcp.and_then(|t| t.max_connections)))),
+            max_pending_requests: Some(u32v(pick(http.and_then(|h| h.http1_max_pending_requests)))),
+            max_requests: Some(u32v(pick(http.and_then(|h| h.http2_max_requests)))),
+            max_retries: Some(u32v(pick(http.and_then(|h| h.max_retries)))),
+            track_remaining: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn apply_lb(c: &mut Cluster, policy: &TrafficPolicy) {
+    let lb = policy.load_balancer.as_ref();
+    c.lb_policy = match lb.and_then(|l| l.simple) {
+        Some(SimpleLb::RoundRobin) => cluster::LbPolicy::RoundRobin,
+        Some(SimpleLb::Random) => cluster::LbPolicy::Random,
+        _ => cluster::LbPolicy::LeastRequest,
+    } as i32;
+    if let Some(ch) = lb.and_then(|l| l.consistent_hash.as_ref()) {
+        if let Some(m) = &ch.maglev {
+            c.lb_policy = cluster::LbPolicy::Maglev as i32;
+            c.lb_config = Some(cluster::LbConfig::MaglevLbConfig(cluster::MaglevLbConfig {
+                table_size: Some(envoy_types::pb::google::protobuf::UInt64Value { value: m.table_size.unwrap_or(65537) }),
+            }));
+        } else {
+            c.lb_policy = cluster::LbPolicy::RingHash as i32;
+            let size = ch
+                .ring_hash
+                .as_ref()
+                .and_then(|r| r.minimum_ring_size)
+                .or(ch.minimum_ring_size)
+                .unwrap_or(1024);
+            c.lb_config = Some(cluster::LbConfig::RingHashLbConfig(cluster::RingHashLbConfig {
+                minimum_ring_size: Some(envoy_types::pb::google::protobuf::UInt64Value { value: size }),
+                ..Default::default()
+            }));
+        }
+    }
+    if let Some(w) = lb.and_then(|l| l.warmup.as_ref()) {
+        let cfg = cluster::SlowStartConfig {
+            slow_start_window: w.duration.as_ref().map(dur),
+            aggression: Some(envoy_types::pb::envoy::config::core::v3::RuntimeDouble {
+                default_value: w.aggression.unwrap_or(1.0),
+                runtime_key: String::new(),
+            }),
+            min_weight_percent: Some(envoy_types::pb::envoy::r#type::v3::Percent {
+                value: w.minimum_percent.unwrap_or(10.0),
+            }),
+        };
+        match c.lb_policy {
+            x if x == cluster::LbPolicy::RoundRobin as i32 => {
+                c.lb_config = Some(cluster::LbConfig::RoundRobinLbConfig(cluster::RoundRobinLbConfig {
+                    slow_start_config: Some(cfg),
+                    ..Default::default()
+                }))
+            }
+            x if x == cluster::LbPolicy::LeastRequest as i32 => {
+                c.lb_config = Some(cluster::LbConfig::LeastRequestLbConfig(cluster::LeastRequestLbConfig {
+                    slow_start_config: Some(cfg),
+                    ..Default::default()
+                }))
+            }
+            _ => {}
+        }
+    }
+    let locality = lb.and_then(|l| l.locality_lb_setting.as_ref());
+    let has_outlier = policy.outlier_detection.is_some();
+    let weighted = locality.is_some_and(|l| !l.distribute.is_empty() || ((!l.failover.is_empty() || !l.failover_priority.is_empty()) && has_outlier));
+    let panic = policy.outlier_detection.as_ref().and_then(|o| o.min_health_percent);
+    if weighted || panic.is_some() {
+        c.common_lb_config = Some(cluster::CommonLbConfig {
+            healthy_panic_threshold: panic.map(|p| envoy_types::pb::envoy::r#type::v3::Percent { value: f64::from(p) }),
+            locality_config_specifier: weighted.then(|| {
+                cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                    cluster::common_lb_config::LocalityWeightedLbConfig {},
+                )
+            }),
+            ..Default::default()
+        });
+    }
+}
+
+fn apply_outlier(c: &mut Cluster, od: &OutlierDetection) {
+    let enforcing = |v: Option<u32>| Some(u32v(if v.unwrap_or(0) > 0 { 100 } else { 0 }));
+    let mut o = EnvoyOutlier {
+        enforcing_success_rate: Some(u32v(0)),
+        interval: od.interval.as_ref().map(dur),
+        base_ejection_time: od.base_ejection_time.as_ref().map(dur),
+        max_ejection_percent: od.max_ejection_percent.filter(|p| *p > 0).map(|p| u32v(u32::try_from(p).unwrap_or(100))),
+        ..Default::default()
+    };
+    match od.consecutive_5xx_errors {
+        Some(n) => {
+            o.consecutive_5xx = Some(u32v(n));
+            o.enforcing_consecutive_5xx = enforcing(Some(n));
+        }
+        None => {
+            // Istio's default: 5 consecutive 5xx.
+            o.consecutive_5xx = Some(u32v(5));
+            o.enforcing_consecutive_5xx = Some(u32v(100));
+        }
+    }
+    if let Some(n) = od.consecutive_gateway_errors {
+        o.consecutive_gateway_failure = Some(u32v(n));
+        o.enforcing_consecutive_gateway_failure = enforcing(Some(n));
+    }
+    if od.split_external_local_origin_errors == Some(true) {
+        o.split_external_local_origin_errors = true;
+        if let Some(n) = od.consecutive_local_origin_failures {
+            o.consecutive_local_origin_failure = Some(u32v(n));
+            o.enforcing_consecutive_local_origin_failure = enforcing(Some(n));
+        }
+    }
+    c.outlier_detection = Some(o);
+}
+
+fn apply_http_options(c: &mut Cluster, port: &ServicePort, policy: &TrafficPolicy, mesh: &mesh_model::MeshConfig) {
+    let http = policy.connection_pool.as_ref().and_then(|cp| cp.http.as_ref());
+    let tcp = policy.connection_pool.as_ref().and_then(|cp| cp.tcp.as_ref());
+    let upgrade = http.and_then(|h| h.h2_upgrade_policy).or(mesh.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
+    let h2 = port.is_http2() || (upgrade && port.protocol == "HTTP");
+    let mut common = CoreHttpOptions::default();
+    let idle = http.and_then(|h| h.idle_timeout).or_else(|| tcp.and_then(|t| t.idle_timeout));
+    if let Some(i) = idle {
+        common.idle_timeout = Some(dur(&i));
+    }
+    if let Some(n) = http.and_then(|h| h.max_requests_per_connection).filter(|n| *n > 0) {
+        common.max_requests_per_connection = Some(u32v(u32::try_from(n).unwrap_or(MAX_U32)));
+    }
+    if let Some(d) = tcp.and_then(|t| t.max_connection_duration) {
+        common.max_connection_duration = Some(dur(&d));
+    }
+    let h2_options = || {
+        let mut o = Http2ProtocolOptions::default();
+        if let Some(n) = http.and_then(|h| h.max_concurrent_streams).filter(|n| *n > 0) {
+            o.max_concurrent_streams = Some(u32v(u32::try_from(n).unwrap_or(MAX_U32)));
+        }
+        if let Some(k) = http.and_then(|h| h.http2_keep_alive.as_ref()) {
+            o.connection_keepalive = Some(KeepaliveSettings {
+                interval: k.interval.as_ref().map(dur),
+                timeout: k.timeout.as_ref().map(dur),
+                ..Default::default()
+            });
+        }
+        o
+    };
+    let protocol = if http.and_then(|h| h.use_client_protocol) == Some(true) {
+        http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+            http_protocol_options::UseDownstreamHttpConfig {
+                http_protocol_options: Some(Http1ProtocolOptions::default()),
+                http2_protocol_options: Some(h2_options()),
+                ..Default::default()
+            },
+        )
+    } else {
+        http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(http_protocol_options::ExplicitHttpConfig {
+            protocol_config: Some(if h2 {
+                http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(h2_options())
+            } else {
+                http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())
+            }),
+        })
+    };
+    let options = HttpProtocolOptions {
+        common_http_protocol_options: (common != CoreHttpOptions::default()).then_some(common),
+        upstream_http_protocol_options: Some(UpstreamHttpProtocolOptions::default()).filter(|_| false),
+        upstream_protocol_options: Some(protocol),
+        ..Default::default()
+    };
+    c.typed_extension_protocol_options = HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), any(&options))]);
+}
+
+fn file(path: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_string())),
+        ..Default::default()
+    }
+}
+
+/// Client TLS for SIMPLE and MUTUAL with files. ISTIO_MUTUAL needs the workload certificate
+/// over SDS, which arrives with mesh-identity; until then it is left plaintext.
+fn upstream_tls(tls: &ClientTlsSettings, h2: bool) -> Option<envoy_types::pb::envoy::config::core::v3::TransportSocket> {
+    if !matches!(tls.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual) {
+        return None;
+    }
+    let mut common = CommonTlsContext {
+        alpn_protocols: if h2 { vec!["h2".into()] } else { Vec::new() },
+        ..Default::default()
+    };
+    if tls.mode == ClientTlsMode::Mutual {
+        if let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key) {
+            common.tls_certificates = vec![TlsCertificate {
+                certificate_chain: Some(file(cert)),
+                private_key: Some(file(key)),
+                ..Default::default()
+            }];
+        }
+    }
+    if tls.insecure_skip_verify != Some(true) {
+        if let Some(ca) = &tls.ca_certificates {
+            let sans = tls
+                .subject_alt_names
+                .iter()
+                .map(|s| envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SubjectAltNameMatcher {
+                    san_type: envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType::Dns as i32,
+                    r#matcher: Some(crate::pb::string_matcher(&mesh_model::StringMatch::Exact(s.clone()), false)),
+                    oid: String::new(),
+                })
+                .collect();
+            common.validation_context_type = Some(common_tls_context::ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(file(ca)),
+                    match_typed_subject_alt_names: sans,
+                    crl: tls.ca_crl.as_deref().map(file),
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(common),
+        sni: tls.sni.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    Some(crate::pb::transport_socket("envoy.transport_sockets.tls", &ctx))
+}
+
+/// Whether a DR routes with consistent hashing for this port and subset (routes then carry
+/// hash policies and drop the previous-hosts retry predicate).
+pub(crate) fn consistent_hash(dr: Option<&DestinationRuleSpec>, subset: Option<&str>, port: u32) -> Option<mesh_model::networking::destination_rule::ConsistentHashLb> {
+    let subset = subset.and_then(|s| dr.and_then(|d| d.subsets.iter().find(|x| x.name == s)));
+    effective_policy(dr, subset, port).load_balancer.and_then(|l| l.consistent_hash)
+}

@@ -1,0 +1,248 @@
+//! Pure, deterministic translation: (mesh config, config store snapshot, proxy) → xDS.
+//!
+//! [`PushContext`] indexes one store snapshot once (like istiod's PushContext); [`translate`]
+//! turns it into the [`Resources`] one proxy sees. Nothing here does IO; the same inputs always
+//! produce the same resources (maps are ordered), and [`Resources::consistent`] checks the
+//! invariants Envoy relies on.
+
+mod cluster;
+mod endpoint;
+mod listener;
+mod route;
+mod scope;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use mesh_model::store::Snapshot;
+use mesh_model::{Config, Kind, MeshConfig};
+
+use crate::proxy::{Proxy, ProxyType};
+use crate::registry::ServiceRegistry;
+
+pub use scope::SidecarScope;
+
+/// Everything translation needs from one snapshot of the config store, indexed once and shared
+/// by every proxy's translation.
+#[derive(Debug)]
+pub struct PushContext {
+    /// Mesh-wide settings.
+    pub mesh: MeshConfig,
+    /// Services from ServiceEntries and WorkloadEntries.
+    pub registry: ServiceRegistry,
+    /// The store snapshot.
+    pub snapshot: Arc<Snapshot>,
+    /// VirtualServices, oldest first (Istio's conflict order).
+    pub(crate) virtual_services: Vec<Arc<Config>>,
+    /// DestinationRules, oldest first.
+    pub(crate) destination_rules: Vec<Arc<Config>>,
+    /// Gateways.
+    pub(crate) gateways: Vec<Arc<Config>>,
+    /// Sidecars, oldest first.
+    pub(crate) sidecars: Vec<Arc<Config>>,
+}
+
+fn sorted(snapshot: &Snapshot, kind: Kind) -> Vec<Arc<Config>> {
+    let mut v: Vec<Arc<Config>> = snapshot.of_kind(kind).cloned().collect();
+    v.sort_by(|a, b| a.conflict_order().cmp(&b.conflict_order()));
+    v
+}
+
+impl PushContext {
+    /// Indexes a snapshot.
+    pub fn new(mesh: MeshConfig, snapshot: Arc<Snapshot>) -> PushContext {
+        PushContext {
+            registry: ServiceRegistry::from_snapshot(&snapshot),
+            virtual_services: sorted(&snapshot, Kind::VirtualService),
+            destination_rules: sorted(&snapshot, Kind::DestinationRule),
+            gateways: sorted(&snapshot, Kind::Gateway),
+            sidecars: sorted(&snapshot, Kind::Sidecar),
+            mesh,
+            snapshot,
+        }
+    }
+
+    /// The domain suffix of service host names.
+    pub fn domain_suffix(&self) -> &str {
+        mesh_model::host::DEFAULT_DOMAIN_SUFFIX
+    }
+}
+
+/// The xDS resources for one proxy, keyed by resource name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resources {
+    /// CDS.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// EDS, for every EDS cluster.
+    pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    /// LDS.
+    pub listeners: BTreeMap<String, Listener>,
+    /// RDS, for every route config a listener names.
+    pub routes: BTreeMap<String, RouteConfiguration>,
+}
+
+/// Translates the configuration one proxy sees.
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_model::{ConfigStore, MeshConfig, parse_str};
+/// use mesh_xds::{Proxy, PushContext, translate};
+///
+/// let store = ConfigStore::new();
+/// store.apply_all(parse_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: reviews, namespace: shop}
+/// spec:
+///   hosts: [reviews.shop.svc.cluster.local]
+///   location: MESH_INTERNAL
+///   resolution: STATIC
+///   ports: [{number: 9080, name: http, protocol: HTTP}]
+///   endpoints: [{address: 10.0.0.1}]
+/// ", "x.yaml"));
+/// let ctx = PushContext::new(MeshConfig::default(), store.snapshot());
+/// let out = translate(&ctx, &Proxy::default());
+/// assert!(out.clusters.contains_key("outbound|9080||reviews.shop.svc.cluster.local"));
+/// assert!(out.endpoints.contains_key("outbound|9080||reviews.shop.svc.cluster.local"));
+/// assert!(out.consistent().is_ok());
+/// ```
+pub fn translate(ctx: &PushContext, proxy: &Proxy) -> Resources {
+    match proxy.proxy_type {
+        ProxyType::Sidecar => {
+            let scope = SidecarScope::new(ctx, proxy);
+            let mut out = Resources::default();
+            cluster::sidecar_clusters(ctx, proxy, &scope, &mut out);
+            listener::sidecar_listeners(ctx, proxy, &scope, &mut out);
+            out
+        }
+        ProxyType::Router => {
+            let mut out = Resources::default();
+            let scope = SidecarScope::gateway(ctx, proxy);
+            cluster::sidecar_clusters(ctx, proxy, &scope, &mut out);
+            listener::gateway_listeners(ctx, proxy, &mut out);
+            out
+        }
+    }
+}
+
+/// A broken output invariant.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Inconsistency {
+    /// A route points at a cluster that is not in the output.
+    #[error("route config {route:?} references missing cluster {cluster:?}")]
+    MissingCluster {
+        /// The route config.
+        route: String,
+        /// The cluster.
+        cluster: String,
+    },
+    /// An EDS cluster has no ClusterLoadAssignment.
+    #[error("EDS cluster {0:?} has no endpoint assignment")]
+    MissingAssignment(String),
+    /// A listener names a route config that is not in the output.
+    #[error("listener {listener:?} references missing route config {route:?}")]
+    MissingRoute {
+        /// The listener.
+        listener: String,
+        /// The route config.
+        route: String,
+    },
+    /// A name differs from the key it is stored under.
+    #[error("resource stored as {key:?} is named {name:?}")]
+    NameMismatch {
+        /// The key.
+        key: String,
+        /// The resource's own name.
+        name: String,
+    },
+    /// A listener's TCP proxy points at a missing cluster.
+    #[error("listener {listener:?} references missing cluster {cluster:?}")]
+    ListenerCluster {
+        /// The listener.
+        listener: String,
+        /// The cluster.
+        cluster: String,
+    },
+}
+
+impl Resources {
+    /// Checks the invariants Envoy needs: every route's clusters exist, every EDS cluster has its
+    /// assignment, every RDS name a listener references exists, names match keys.
+    pub fn consistent(&self) -> Result<(), Vec<Inconsistency>> {
+        let mut problems = Vec::new();
+        for (k, c) in &self.clusters {
+            if &c.name != k {
+                problems.push(Inconsistency::NameMismatch { key: k.clone(), name: c.name.clone() });
+            }
+            if cluster::is_eds(c) && !self.endpoints.contains_key(k) {
+                problems.push(Inconsistency::MissingAssignment(k.clone()));
+            }
+        }
+        for (k, r) in &self.routes {
+            if &r.name != k {
+                problems.push(Inconsistency::NameMismatch { key: k.clone(), name: r.name.clone() });
+            }
+            for cl in route::referenced_clusters(r) {
+                if !self.clusters.contains_key(&cl) {
+                    problems.push(Inconsistency::MissingCluster { route: k.clone(), cluster: cl });
+                }
+            }
+        }
+        for (k, l) in &self.listeners {
+            if &l.name != k {
+                problems.push(Inconsistency::NameMismatch { key: k.clone(), name: l.name.clone() });
+            }
+            let (rds, clusters) = listener::references(l);
+            for r in rds {
+                if !self.routes.contains_key(&r) {
+                    problems.push(Inconsistency::MissingRoute { listener: k.clone(), route: r });
+                }
+            }
+            for c in clusters {
+                if !self.clusters.contains_key(&c) {
+                    problems.push(Inconsistency::ListenerCluster { listener: k.clone(), cluster: c });
+                }
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    /// Names of the route configs the listeners reference.
+    pub fn referenced_routes(&self) -> BTreeSet<String> {
+        self.listeners.values().flat_map(|l| listener::references(l).0).collect()
+    }
+}
+
+
+/// Decodes a snapshot back into typed resources (for checks and debug dumps).
+pub(crate) fn decode_resources(s: &crate::snapshot::Snapshot) -> Resources {
+    use prost::Message;
+    let mut r = Resources::default();
+    let each = |t: &str| s.of_type(t).into_iter().flat_map(|m| m.iter());
+    for (n, e) in each(crate::resource::CLUSTER) {
+        if let Ok(c) = Cluster::decode(e.any.value.as_slice()) {
+            r.clusters.insert(n.clone(), c);
+        }
+    }
+    for (n, e) in each(crate::resource::ENDPOINT) {
+        if let Ok(c) = ClusterLoadAssignment::decode(e.any.value.as_slice()) {
+            r.endpoints.insert(n.clone(), c);
+        }
+    }
+    for (n, e) in each(crate::resource::LISTENER) {
+        if let Ok(c) = Listener::decode(e.any.value.as_slice()) {
+            r.listeners.insert(n.clone(), c);
+        }
+    }
+    for (n, e) in each(crate::resource::ROUTE) {
+        if let Ok(c) = RouteConfiguration::decode(e.any.value.as_slice()) {
+            r.routes.insert(n.clone(), c);
+        }
+    }
+    r
+}
