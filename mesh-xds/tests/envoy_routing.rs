@@ -1,0 +1,370 @@
+//! Conformance with a real Envoy 1.40 over ADS: traffic is routed exactly as the Istio
+//! configuration says, and Envoy rejects nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::envoy::{Api, Envoy};
+use support::{ControlPlane, eventually, free_port, serve, upstream};
+
+const NODE: &str = r#"{id: "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local", cluster: client, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE, LABELS: {app: client}}}"#;
+
+/// A Sidecar that binds `port` on 127.0.0.1 without iptables, importing the namespace.
+fn sidecar(port: u16) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: shop}}
+spec:
+  egress:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    captureMode: NONE
+    hosts: ["./*"]
+  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}
+"#
+    )
+}
+
+/// A STATIC ServiceEntry `name.shop.svc.cluster.local:port` with one endpoint per upstream,
+/// labelled `version: <upstream name>`.
+fn service(name: &str, port: u16, upstreams: &[&upstream::Upstream]) -> String {
+    let eps: String = upstreams
+        .iter()
+        .map(|u| format!("  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {}}}}}\n", u.port(), u.name))
+        .collect();
+    format!(
+        r#"
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  hosts: [{name}.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  endpoints:
+{eps}"#
+    )
+}
+
+struct Harness {
+    _cp: std::sync::Arc<ControlPlane>,
+    envoy: Envoy,
+    listener: SocketAddr,
+}
+
+async fn start(config: &str, port: u16, api: Api) -> Harness {
+    let cp = ControlPlane::new(config);
+    let (xds, _conns) = serve(cp.clone()).await;
+    let envoy = Envoy::start(xds, api, NODE).await;
+    envoy.wait_live().await;
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    Harness { _cp: cp, envoy, listener }
+}
+
+/// Sends requests until one succeeds with 200 (the listener and routes are in place).
+async fn wait_routable(h: &Harness, host: &str) {
+    eventually("a 200 through envoy", Duration::from_secs(20), async || {
+        let r = upstream::get(h.listener, host, "/", &[]).await.ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_entry_static_endpoints_are_all_reached() {
+    let a = upstream::start("a").await;
+    let b = upstream::start("b").await;
+    let c = upstream::start("c").await;
+    let port = free_port();
+    let config = format!("{}{}", sidecar(port), service("reviews", port, &[&a, &b, &c]));
+    for api in [Api::Sotw, Api::Delta] {
+        let h = start(&config, port, api).await;
+        wait_routable(&h, "reviews.shop.svc.cluster.local").await;
+        let before = [a.count(), b.count(), c.count()];
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            let r = upstream::get(h.listener, "reviews", "/", &[]).await.unwrap();
+            assert_eq!(r.status, 200, "{r:?}");
+            seen.insert(r.body);
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["a", "b", "c"], "every endpoint is reached");
+        let after = [a.count(), b.count(), c.count()];
+        assert!(after.iter().zip(before).all(|(x, y)| *x > y));
+        // Short names from the same namespace, and unknown hosts under REGISTRY_ONLY.
+        let r = upstream::get(h.listener, "reviews.shop", "/", &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        let r = upstream::get(h.listener, "unknown.example.com", "/", &[]).await.unwrap();
+        assert_eq!(r.status, 502, "REGISTRY_ONLY answers unknown hosts with 502");
+        assert_eq!(h.envoy.rejections().await, 0, "{}", h.envoy.log());
+        assert!(h.envoy.clusters().await.contains(&format!("outbound|{port}||reviews.shop.svc.cluster.local")));
+    }
+}
+
+/// Three versions of `reviews` (v1, v2, v3) behind one ServiceEntry, with a DestinationRule
+/// declaring a subset per version.
+async fn reviews_versions(port: u16, extra: &str) -> (Harness, [upstream::Upstream; 3]) {
+    let v1 = upstream::start("v1").await;
+    let v2 = upstream::start("v2").await;
+    let v3 = upstream::start("v3").await;
+    let config = format!(
+        r#"{}{}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: shop}}
+spec:
+  host: reviews
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+  - {{name: v3, labels: {{version: v3}}}}
+{extra}"#,
+        sidecar(port),
+        service("reviews", port, &[&v1, &v2, &v3]),
+    );
+    let h = start(&config, port, Api::Sotw).await;
+    (h, [v1, v2, v3])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_subsets_split_traffic() {
+    let port = free_port();
+    let vs = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v3}, weight: 20}
+"#;
+    let (h, _ups) = reviews_versions(port, vs).await;
+    wait_routable(&h, "reviews").await;
+    let n = 500;
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..n {
+        let r = upstream::get(h.listener, "reviews", "/", &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        *counts.entry(r.body).or_default() += 1;
+    }
+    let v1 = f64::from(counts.get("v1").copied().unwrap_or(0)) / f64::from(n);
+    // Binomial(500, 0.8) has a standard deviation of 1.8%; 4 sigma is 7.2%.
+    assert!((v1 - 0.8).abs() < 0.072, "v1 share {v1} from {counts:?}");
+    assert!(!counts.contains_key("v2"), "{counts:?}");
+    assert_eq!(h.envoy.rejections().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_cookie_and_uri_matches_pick_subsets() {
+    let port = free_port();
+    let vs = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{headers: {cookie: {regex: "^(.*?;)?(canary=yes)(;.*)?$"}}}]
+    route: [{destination: {host: reviews, subset: v3}}]
+  - match: [{uri: {prefix: /v3/}}, {uri: {exact: /three}}]
+    route: [{destination: {host: reviews, subset: v3}}]
+  - match: [{uri: {regex: "/only-v1/[0-9]+"}, queryParams: {debug: {exact: "1"}}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /api/}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    let (h, _ups) = reviews_versions(port, vs).await;
+    let body = async |path: &str, headers: &[(&str, &str)]| {
+        let r = upstream::get(h.listener, "reviews", path, headers).await.unwrap();
+        (r.status, r.body)
+    };
+    eventually("routes", Duration::from_secs(20), async || (body("/api/x", &[]).await.0 == 200).then_some(())).await;
+    assert_eq!(body("/api/x", &[("end-user", "jason")]).await, (200, "v2".into()));
+    assert_eq!(body("/api/x", &[("cookie", "canary=yes; a=b")]).await, (200, "v3".into()));
+    assert_eq!(body("/v3/page", &[]).await, (200, "v3".into()));
+    assert_eq!(body("/three", &[]).await, (200, "v3".into()));
+    assert_eq!(body("/only-v1/42?debug=1", &[]).await, (200, "v1".into()));
+    assert_eq!(body("/api/x", &[]).await, (200, "v1".into()));
+    // No route matches: Envoy answers 404 (NR) for a known host.
+    assert_eq!(body("/elsewhere", &[]).await.0, 404);
+    assert_eq!(body("/only-v1/42", &[]).await.0, 404, "query parameter missing");
+    assert_eq!(h.envoy.rejections().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_and_timeouts() {
+    let port = free_port();
+    let vs = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /abort}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /half}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 50}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /delay}}]
+    fault: {delay: {fixedDelay: 400ms, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /slow}}]
+    timeout: 200ms
+    retries: {attempts: 0}
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    let (h, ups) = reviews_versions(port, vs).await;
+    ups[1].seen.delay_ms.store(2000, std::sync::atomic::Ordering::SeqCst);
+    wait_routable(&h, "reviews").await;
+    let get = async |p: &str| upstream::get(h.listener, "reviews", p, &[]).await.unwrap();
+    let r = get("/abort").await;
+    assert_eq!(r.status, 418);
+    let before = ups[0].count();
+    let mut aborted = 0;
+    for _ in 0..200 {
+        if get("/half").await.status == 503 {
+            aborted += 1;
+        }
+    }
+    assert!((60..=140).contains(&aborted), "50% abort gave {aborted}/200");
+    assert_eq!(ups[0].count() - before, 200 - aborted, "aborted requests never reach the upstream");
+    let t = std::time::Instant::now();
+    assert_eq!(get("/delay").await.status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(400), "delay injected: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let r = get("/slow").await;
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(t.elapsed() < Duration::from_millis(1500), "timed out by Envoy: {:?}", t.elapsed());
+    assert_eq!(h.envoy.rejections().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_counted_at_the_upstream() {
+    let port = free_port();
+    let vs = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /retry}}]
+    retries: {attempts: 3, retryOn: "5xx", retryIgnorePreviousHosts: false}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /pertry}}]
+    timeout: 5s
+    retries: {attempts: 2, perTryTimeout: 200ms, retryOn: "5xx,reset", retryIgnorePreviousHosts: false}
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /none}}]
+    retries: {attempts: 0}
+    route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    let (h, ups) = reviews_versions(port, vs).await;
+    eventually("routes", Duration::from_secs(20), async || {
+        (upstream::get(h.listener, "reviews", "/retry", &[]).await.ok()?.status == 200).then_some(())
+    })
+    .await;
+    use std::sync::atomic::Ordering::SeqCst;
+    // Fails twice, then succeeds: 3 requests at the upstream for 1 client request.
+    ups[0].seen.fail_first.store(2, SeqCst);
+    let before = ups[0].count();
+    let r = upstream::get(h.listener, "reviews", "/retry", &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(ups[0].count() - before, 3);
+    // Fails more often than allowed: 1 + 3 attempts, then the 503 reaches the client.
+    ups[0].seen.fail_first.store(10, SeqCst);
+    let before = ups[0].count();
+    let r = upstream::get(h.listener, "reviews", "/retry", &[]).await.unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(ups[0].count() - before, 4);
+    ups[0].seen.fail_first.store(0, SeqCst);
+    // attempts: 0 disables retries.
+    ups[0].seen.fail_first.store(1, SeqCst);
+    let before = ups[0].count();
+    assert_eq!(upstream::get(h.listener, "reviews", "/none", &[]).await.unwrap().status, 503);
+    assert_eq!(ups[0].count() - before, 1);
+    // Per-try timeout: every try of a slow upstream times out; 1 + 2 tries.
+    ups[1].seen.delay_ms.store(1000, SeqCst);
+    let before = ups[1].count();
+    let r = upstream::get(h.listener, "reviews", "/pertry", &[]).await.unwrap();
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(ups[1].count() - before, 3);
+    assert_eq!(h.envoy.rejections().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_direct_response_rewrite_headers_and_mirror() {
+    let port = free_port();
+    let vs = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {exact: /old}}]
+    redirect: {uri: /new, authority: new.example.com, redirectCode: 308}
+  - match: [{uri: {prefix: /static}}]
+    directResponse: {status: 203, body: {string: "from the proxy"}}
+  - match: [{uri: {prefix: /api/v1/}}]
+    rewrite: {uri: /v2/, authority: rewritten.internal}
+    route: [{destination: {host: reviews, subset: v1}}]
+    headers:
+      request: {set: {x-set: one}, add: {x-added: two}, remove: [x-drop]}
+      response: {set: {x-resp: three}, remove: [x-upstream]}
+  - match: [{uri: {prefix: /regex/}}]
+    rewrite: {uriRegexRewrite: {match: "^/regex/([a-z]+)/(.*)$", rewrite: "/\\2/\\1"}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+    mirror: {host: reviews, subset: v3}
+    mirrorPercentage: {value: 100}
+"#;
+    let (h, ups) = reviews_versions(port, vs).await;
+    wait_routable(&h, "reviews").await;
+    let r = upstream::get(h.listener, "reviews", "/old", &[]).await.unwrap();
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], "http://new.example.com/new");
+    let r = upstream::get(h.listener, "reviews", "/static/x", &[]).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (203, "from the proxy"));
+    let r = upstream::get(h.listener, "reviews", "/api/v1/items?x=1", &[("x-drop", "gone"), ("x-added", "zero")]).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "v1"));
+    assert_eq!(r.headers.get("x-resp").map(String::as_str), Some("three"));
+    assert!(!r.headers.contains_key("x-upstream"), "response header removed");
+    let seen = ups[0].seen.headers.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(ups[0].seen.paths.lock().unwrap().last().unwrap(), "/v2/items?x=1");
+    assert_eq!(seen["host"], "rewritten.internal");
+    assert_eq!(seen["x-set"], "one");
+    assert!(seen["x-added"].contains("zero") && seen["x-added"].contains("two"), "{seen:?}");
+    assert!(!seen.contains_key("x-drop"));
+    let _ = upstream::get(h.listener, "reviews", "/regex/abc/rest/of/path", &[]).await.unwrap();
+    assert_eq!(ups[0].seen.paths.lock().unwrap().last().unwrap(), "/rest/of/path/abc");
+    // The mirror sees copies (with -shadow hosts) of default-route traffic.
+    let before = ups[2].count();
+    for _ in 0..5 {
+        assert_eq!(upstream::get(h.listener, "reviews", "/mirrored", &[]).await.unwrap().body, "v1");
+    }
+    eventually("mirrored copies", Duration::from_secs(5), async || (ups[2].count() - before >= 5).then_some(())).await;
+    let shadow = ups[2].seen.headers.lock().unwrap().last().cloned().unwrap();
+    assert!(shadow["host"].ends_with("-shadow"), "{shadow:?}");
+    assert_eq!(h.envoy.rejections().await, 0);
+}

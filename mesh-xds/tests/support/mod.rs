@@ -1,0 +1,114 @@
+//! Test support: an in-process control plane, upstream HTTP servers that answer with their own
+//! name, and real Envoy processes driven over ADS.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod envoy;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use mesh_model::{ConfigStore, MeshConfig, parse_str};
+use mesh_xds::server::{AdsServer, Connections, SnapshotSource};
+use mesh_xds::{Proxy, PushContext, Snapshot, translate};
+use tokio::sync::watch;
+
+/// A control plane for tests: a config store, translated per node on demand and re-pushed
+/// whenever the test calls [`ControlPlane::update`].
+pub struct ControlPlane {
+    pub store: ConfigStore,
+    pub mesh: MeshConfig,
+    views: std::sync::Mutex<Vec<(Proxy, watch::Sender<Arc<Snapshot>>)>>,
+    version: std::sync::atomic::AtomicU64,
+}
+
+impl ControlPlane {
+    pub fn new(yaml: &str) -> Arc<Self> {
+        let cp = Arc::new(ControlPlane {
+            store: ConfigStore::new(),
+            mesh: MeshConfig::default(),
+            views: std::sync::Mutex::new(Vec::new()),
+            version: std::sync::atomic::AtomicU64::new(1),
+        });
+        cp.apply(yaml);
+        cp
+    }
+
+    /// Applies manifests; every invalid one fails the test.
+    pub fn apply(&self, yaml: &str) {
+        let report = self.store.apply_all(parse_str(yaml, "test.yaml"));
+        assert!(report.rejected.is_empty(), "{:#?}", report.rejected);
+    }
+
+    fn snapshot_for(&self, proxy: &Proxy, previous: Option<&Snapshot>) -> Snapshot {
+        let ctx = PushContext::new(self.mesh.clone(), self.store.snapshot());
+        let resources = translate(&ctx, proxy);
+        resources.consistent().expect("consistent translation");
+        let v = self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Snapshot::from_resources(v.to_string(), &resources, previous)
+    }
+
+    /// Re-translates every connected view and pushes what changed.
+    pub fn update(&self) {
+        let views = self.views.lock().unwrap();
+        for (proxy, tx) in views.iter() {
+            let prev = tx.borrow().clone();
+            let next = self.snapshot_for(proxy, Some(&prev));
+            tx.send_if_modified(|cur| {
+                if cur.resources == next.resources {
+                    false
+                } else {
+                    *cur = Arc::new(next);
+                    true
+                }
+            });
+        }
+    }
+}
+
+impl SnapshotSource for ControlPlane {
+    fn watch(&self, node: &Node) -> watch::Receiver<Arc<Snapshot>> {
+        let proxy = Proxy::from_node(node);
+        let snap = self.snapshot_for(&proxy, None);
+        let (tx, rx) = watch::channel(Arc::new(snap));
+        self.views.lock().unwrap().push((proxy, tx));
+        rx
+    }
+}
+
+/// Serves ADS for `cp` on 127.0.0.1 (an ephemeral port).
+pub async fn serve(cp: Arc<ControlPlane>) -> (SocketAddr, Arc<Connections>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = AdsServer::new(cp);
+    let connections = server.connections();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(server.into_service())
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    (addr, connections)
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the tests bind it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
