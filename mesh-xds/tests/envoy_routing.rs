@@ -368,3 +368,158 @@ spec:
     assert!(shadow["host"].ends_with("-shadow"), "{shadow:?}");
     assert_eq!(h.envoy.rejections().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_pool_limits_overflow_with_503() {
+    let port = free_port();
+    let dr = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+    retries: {attempts: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-limits, namespace: shop}
+spec:
+  host: reviews.shop.svc.cluster.local
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1, http2MaxRequests: 1, maxRequestsPerConnection: 1}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+"#;
+    // reviews_versions adds its own DR for the same host; this one is older by name order and
+    // carries the traffic policy, which merging keeps.
+    let (h, ups) = reviews_versions(port, dr).await;
+    wait_routable(&h, "reviews").await;
+    ups[0].seen.delay_ms.store(600, std::sync::atomic::Ordering::SeqCst);
+    let listener = h.listener;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(async move { upstream::get(listener, "reviews", "/", &[]).await.unwrap() }))
+        .collect();
+    let mut ok = 0;
+    let mut overflow = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(r.headers.get("x-envoy-overloaded").map(String::as_str), Some("true"), "{r:?}");
+                overflow += 1;
+            }
+            s => panic!("unexpected {s}: {r:?}"),
+        }
+    }
+    assert!(ok >= 1 && overflow >= 1, "ok={ok} overflow={overflow}");
+    let name = format!("cluster.outbound|{port}|v1|reviews.shop.svc.cluster.local.upstream_rq_pending_overflow");
+    assert!(h.envoy.stat(&name).await.unwrap_or(0) >= 1, "{:?}", h.envoy.stats("overflow").await);
+    assert_eq!(h.envoy.rejections().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_a_failing_endpoint() {
+    let good = upstream::start("good").await;
+    let bad = upstream::start("bad").await;
+    bad.seen.fail_first.store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    let port = free_port();
+    let config = format!(
+        r#"{}{}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: ratings, namespace: shop}}
+spec:
+  hosts: [ratings]
+  http: [{{route: [{{destination: {{host: ratings}}}}], retries: {{attempts: 0}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: ratings, namespace: shop}}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}
+    outlierDetection: {{consecutive5xxErrors: 2, interval: 100ms, baseEjectionTime: 60s, maxEjectionPercent: 100}}
+"#,
+        sidecar(port),
+        service("ratings", port, &[&good, &bad])
+    );
+    let h = start(&config, port, Api::Sotw).await;
+    wait_routable(&h, "ratings").await;
+    let stat = format!("cluster.outbound|{port}||ratings.shop.svc.cluster.local.outlier_detection.ejections_active");
+    eventually("the failing endpoint ejected", Duration::from_secs(20), async || {
+        let _ = upstream::get(h.listener, "ratings", "/", &[]).await;
+        (h.envoy.stat(&stat).await? >= 1).then_some(())
+    })
+    .await;
+    let before = bad.count();
+    for _ in 0..20 {
+        let r = upstream::get(h.listener, "ratings", "/", &[]).await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "good"));
+    }
+    assert_eq!(bad.count(), before, "no traffic reaches the ejected endpoint");
+    assert_eq!(h.envoy.rejections().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_serves_bound_virtual_services_on_a_loopback_port() {
+    let v1 = upstream::start("v1").await;
+    let gw_port = free_port();
+    let svc_port = 9080;
+    let config = format!(
+        r#"{}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {gw_port}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    hosts: ["shop/*.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop-edge, namespace: shop}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge]
+  http:
+  - match: [{{uri: {{prefix: /reviews}}}}]
+    route: [{{destination: {{host: reviews, port: {{number: {svc_port}}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: mesh-only, namespace: shop}}
+spec:
+  hosts: [other.example.com]
+  http: [{{route: [{{destination: {{host: reviews}}}}]}}]
+"#,
+        service("reviews", svc_port, &[&v1])
+    );
+    let cp = ControlPlane::new(&config);
+    let (xds, _conns) = serve(cp.clone()).await;
+    let node = r#"{id: "router~127.0.0.1~gw.shop~shop.svc.cluster.local", cluster: gw, metadata: {NAMESPACE: shop, LABELS: {istio: ingressgateway}}}"#;
+    let envoy = Envoy::start(xds, Api::Delta, node).await;
+    envoy.wait_live().await;
+    let addr: SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
+    let r = eventually("gateway route", Duration::from_secs(20), async || {
+        let r = upstream::get(addr, "shop.example.com", "/reviews/1", &[]).await.ok()?;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(r.body, "v1");
+    assert_eq!(upstream::get(addr, "shop.example.com", "/elsewhere", &[]).await.unwrap().status, 404);
+    assert_eq!(upstream::get(addr, "other.example.com", "/", &[]).await.unwrap().status, 404, "mesh-only VS is not on the gateway");
+    assert_eq!(upstream::get(addr, "nobody.example.com", "/", &[]).await.unwrap().status, 404);
+    assert!(envoy.admin_get("/config_dump?resource=dynamic_listeners").await.unwrap().contains(&format!("127.0.0.1_{gw_port}")));
+    assert_eq!(envoy.rejections().await, 0);
+}
