@@ -43,6 +43,13 @@ impl ControlPlane {
         assert!(report.rejected.is_empty(), "{:#?}", report.rejected);
     }
 
+    /// Replaces the whole configuration (deleting what is gone) and pushes.
+    pub fn replace(&self, yaml: &str) -> mesh_model::store::ApplyReport {
+        let report = self.store.sync(parse_str(yaml, "test.yaml"));
+        self.update();
+        report
+    }
+
     fn snapshot_for(&self, proxy: &Proxy, previous: Option<&Snapshot>) -> Snapshot {
         let ctx = PushContext::new(self.mesh.clone(), self.store.snapshot());
         let resources = translate(&ctx, proxy);
@@ -94,6 +101,60 @@ pub async fn serve(cp: Arc<ControlPlane>) -> (SocketAddr, Arc<Connections>) {
             .unwrap();
     });
     (addr, connections)
+}
+
+/// A control-plane server that can be stopped and restarted on the same address. It runs on
+/// its own runtime in its own thread, so stopping it cuts every stream at once, as a control
+/// plane restart does.
+pub struct Served {
+    pub addr: SocketAddr,
+    pub connections: Arc<Connections>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    /// Stops serving and drops every connection.
+    pub async fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Serves ADS for `cp` on `addr` (port 0 for an ephemeral one) until stopped.
+pub async fn serve_at(cp: Arc<ControlPlane>, addr: SocketAddr) -> Served {
+    let std_listener = std::net::TcpListener::bind(addr).unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let server = AdsServer::new(cp);
+    let connections = server.connections();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let _ = tonic::transport::Server::builder().add_service(server.into_service()).serve_with_incoming(incoming).await;
+        });
+        let _ = stopped.recv();
+        // Dropping the runtime cancels every task: the listener and all connections close.
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    });
+    Served { addr, connections, stop: Some(stop), thread: Some(thread) }
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
