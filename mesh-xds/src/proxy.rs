@@ -203,7 +203,7 @@ impl Proxy {
         if get("GENERATOR").and_then(text).as_deref() == Some("grpc") {
             p.proxyless_grpc = true;
         }
-        if node.user_agent_name.contains("grpc") {
+        if node.user_agent_name.to_ascii_lowercase().contains("grpc") {
             p.proxyless_grpc = true;
         }
         if let Some(l) = &node.locality {

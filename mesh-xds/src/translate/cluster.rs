@@ -137,7 +137,7 @@ fn add_cluster(
         }
     }
     if !matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::OriginalDst as i32) {
-        apply_lb(&mut c, policy);
+        apply_lb(&mut c, policy, proxy.proxyless_grpc);
     }
     if let Some(od) = &policy.outlier_detection {
         apply_outlier(&mut c, od);
@@ -191,11 +191,13 @@ fn circuit_breakers_for(cp: Option<&ConnectionPoolSettings>) -> CircuitBreakers 
     }
 }
 
-fn apply_lb(c: &mut Cluster, policy: &TrafficPolicy) {
+fn apply_lb(c: &mut Cluster, policy: &TrafficPolicy, proxyless: bool) {
     let lb = policy.load_balancer.as_ref();
     c.lb_policy = match lb.and_then(|l| l.simple) {
         Some(SimpleLb::RoundRobin) => cluster::LbPolicy::RoundRobin,
         Some(SimpleLb::Random) => cluster::LbPolicy::Random,
+        // Proxyless gRPC clients support ROUND_ROBIN and ring hash; use the former by default.
+        None | Some(SimpleLb::Unspecified) if proxyless => cluster::LbPolicy::RoundRobin,
         _ => cluster::LbPolicy::LeastRequest,
     } as i32;
     if let Some(ch) = lb.and_then(|l| l.consistent_hash.as_ref()) {
