@@ -27,9 +27,13 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn new(yaml: &str) -> Arc<Self> {
+        Self::with_mesh(yaml, MeshConfig::default())
+    }
+
+    pub fn with_mesh(yaml: &str, mesh: MeshConfig) -> Arc<Self> {
         let cp = Arc::new(ControlPlane {
             store: ConfigStore::new(),
-            mesh: MeshConfig::default(),
+            mesh,
             views: std::sync::Mutex::new(Vec::new()),
             version: std::sync::atomic::AtomicU64::new(1),
         });
@@ -45,7 +49,8 @@ impl ControlPlane {
 
     /// Replaces the whole configuration (deleting what is gone) and pushes.
     pub fn replace(&self, yaml: &str) -> mesh_model::store::ApplyReport {
-        let report = self.store.sync(parse_str(yaml, "test.yaml"));
+        let label = if yaml.trim_start().starts_with('{') { "test.json" } else { "test.yaml" };
+        let report = self.store.sync(parse_str(yaml, label));
         self.update();
         report
     }
