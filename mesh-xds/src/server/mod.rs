@@ -8,6 +8,7 @@
 
 mod cache;
 mod delta;
+mod push;
 mod sotw;
 mod status;
 
@@ -27,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::snapshot::Snapshot;
 
 pub use cache::SnapshotCache;
+pub use push::{Debounce, PushSummary, ViewCache, view_key};
 pub use status::{ConnectionInfo, Connections, PushEvent, SyncStatus, TypeStatus};
 
 /// Where streams get their snapshots: one `watch` per node view.
