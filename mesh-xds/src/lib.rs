@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dump;
 pub mod error;
 pub mod naming;
 mod pb;

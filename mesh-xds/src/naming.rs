@@ -68,7 +68,10 @@ mod tests {
     fn round_trip() {
         let n = outbound_cluster(9080, "v1", "reviews.default.svc.cluster.local");
         assert_eq!(n, "outbound|9080|v1|reviews.default.svc.cluster.local");
-        assert_eq!(parse_outbound_cluster(&n), Some((9080, "v1", "reviews.default.svc.cluster.local")));
+        assert_eq!(
+            parse_outbound_cluster(&n),
+            Some((9080, "v1", "reviews.default.svc.cluster.local"))
+        );
         assert_eq!(parse_outbound_cluster("inbound|80||"), None);
     }
 }

@@ -1,10 +1,10 @@
 //! Small constructors for Envoy protobuf values, so translation code reads as Istio semantics.
 
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, TransportSocket, address, config_source,
     socket_address, transport_socket,
 };
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value};
@@ -44,7 +44,9 @@ pub(crate) fn boolv(v: bool) -> BoolValue {
 /// `ConfigSource{ads{}, resource_api_version: V3}` with the given initial fetch timeout.
 pub(crate) fn ads_source(initial_fetch_timeout: Option<std::time::Duration>) -> ConfigSource {
     ConfigSource {
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
         initial_fetch_timeout: initial_fetch_timeout.map(duration),
         resource_api_version: ApiVersion::V3 as i32,
         ..Default::default()

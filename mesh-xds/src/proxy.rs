@@ -155,14 +155,18 @@ impl Proxy {
         };
         let parts: Vec<&str> = node.id.split('~').collect();
         if parts.len() == 4 {
-            p.proxy_type = if parts[0] == "router" { ProxyType::Router } else { ProxyType::Sidecar };
+            p.proxy_type = if parts[0] == "router" {
+                ProxyType::Router
+            } else {
+                ProxyType::Sidecar
+            };
             if !parts[1].is_empty() {
                 p.ip_addresses = vec![parts[1].to_string()];
             }
-            if let Some((_, ns)) = parts[2].split_once('.') {
-                if !ns.is_empty() {
-                    p.namespace = ns.to_string();
-                }
+            if let Some((_, ns)) = parts[2].split_once('.')
+                && !ns.is_empty()
+            {
+                p.namespace = ns.to_string();
             }
             p.dns_domain = parts[3].to_string();
         }
@@ -172,14 +176,23 @@ impl Proxy {
         if let Some(ns) = get("NAMESPACE").and_then(text).filter(|s| !s.is_empty()) {
             p.namespace = ns;
             if parts.len() != 4 {
-                p.dns_domain = format!("{}.svc.{}", p.namespace, mesh_model::host::DEFAULT_DOMAIN_SUFFIX);
+                p.dns_domain = format!(
+                    "{}.svc.{}",
+                    p.namespace,
+                    mesh_model::host::DEFAULT_DOMAIN_SUFFIX
+                );
             }
         }
         if let Some(l) = get("LABELS") {
             p.labels = string_map(l);
         }
         if let Some(ips) = get("INSTANCE_IPS").and_then(text) {
-            let ips: Vec<String> = ips.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+            let ips: Vec<String> = ips
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
             if !ips.is_empty() {
                 p.ip_addresses = ips;
             }

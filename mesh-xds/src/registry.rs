@@ -27,7 +27,10 @@ pub struct ServicePort {
 impl ServicePort {
     /// Whether traffic on this port is HTTP of some kind.
     pub fn is_http(&self) -> bool {
-        matches!(self.protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
+        matches!(
+            self.protocol.as_str(),
+            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
+        )
     }
 
     /// Whether this port speaks HTTP/2 to the upstream.
@@ -111,7 +114,11 @@ impl Service {
 
     /// Whether the service is visible from `namespace` (exportTo rules; empty = `default_export`).
     pub fn visible_to(&self, namespace: &str, default_export: &[String]) -> bool {
-        let export = if self.export_to.is_empty() { default_export } else { &self.export_to };
+        let export = if self.export_to.is_empty() {
+            default_export
+        } else {
+            &self.export_to
+        };
         export.iter().any(|e| match e.as_str() {
             "*" => true,
             "." => self.namespace == namespace,
@@ -146,11 +153,16 @@ impl ServiceRegistry {
             })
             .collect();
         entries.sort_by(|a, b| {
-            (a.metadata.creation_timestamp.as_deref(), a.metadata.namespace(), &a.metadata.name).cmp(&(
-                b.metadata.creation_timestamp.as_deref(),
-                b.metadata.namespace(),
-                &b.metadata.name,
-            ))
+            (
+                a.metadata.creation_timestamp.as_deref(),
+                a.metadata.namespace(),
+                &a.metadata.name,
+            )
+                .cmp(&(
+                    b.metadata.creation_timestamp.as_deref(),
+                    b.metadata.namespace(),
+                    &b.metadata.name,
+                ))
         });
         let mut services: BTreeMap<String, Vec<Service>> = BTreeMap::new();
         for se in entries {
@@ -176,7 +188,11 @@ impl ServiceRegistry {
                 })
                 .collect::<Vec<_>>();
             for host in &spec.hosts {
-                let hostname = mesh_model::host::resolve_short_name(host, ns, mesh_model::host::DEFAULT_DOMAIN_SUFFIX);
+                let hostname = mesh_model::host::resolve_short_name(
+                    host,
+                    ns,
+                    mesh_model::host::DEFAULT_DOMAIN_SUFFIX,
+                );
                 services.entry(hostname.clone()).or_default().push(Service {
                     hostname,
                     namespace: ns.to_string(),
@@ -204,7 +220,11 @@ impl ServiceRegistry {
                 decls
                     .iter()
                     .find(|s| s.namespace == namespace && s.visible_to(namespace, default_export))
-                    .or_else(|| decls.iter().find(|s| s.visible_to(namespace, default_export)))
+                    .or_else(|| {
+                        decls
+                            .iter()
+                            .find(|s| s.visible_to(namespace, default_export))
+                    })
             })
             .collect()
     }

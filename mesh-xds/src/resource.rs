@@ -121,16 +121,27 @@ mod tests {
 
     #[test]
     fn canonical_route_encoding_decodes_to_the_same_message_and_is_stable() {
-        let mut route = Route { name: "r".into(), ..Default::default() };
+        let mut route = Route {
+            name: "r".into(),
+            ..Default::default()
+        };
         for k in ["z", "a", "m", "b", "q"] {
             route.typed_per_filter_config.insert(
                 format!("envoy.filters.http.{k}"),
-                Any { type_url: "t".into(), value: k.as_bytes().to_vec() },
+                Any {
+                    type_url: "t".into(),
+                    value: k.as_bytes().to_vec(),
+                },
             );
         }
         let rc = RouteConfiguration {
             name: "80".into(),
-            virtual_hosts: vec![VirtualHost { name: "v".into(), domains: vec!["*".into()], routes: vec![route.clone(), route] }],
+            virtual_hosts: vec![VirtualHost {
+                name: "v".into(),
+                domains: vec!["*".into()],
+                routes: vec![route.clone(), route],
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let bytes = encode_canonical(&rc);
@@ -140,7 +151,11 @@ mod tests {
             let mut again = rc.clone();
             for v in &mut again.virtual_hosts {
                 for r in &mut v.routes {
-                    r.typed_per_filter_config = r.typed_per_filter_config.clone().into_iter().collect::<HashMap<_, _>>();
+                    r.typed_per_filter_config = r
+                        .typed_per_filter_config
+                        .clone()
+                        .into_iter()
+                        .collect::<HashMap<_, _>>();
                 }
             }
             assert_eq!(encode_canonical(&again), bytes);

@@ -21,7 +21,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// Encodes translated resources once. Resources whose bytes equal one in `previous` reuse
     /// its allocation, so unchanged resources are shared across pushes.
-    pub fn from_resources(version: impl Into<String>, r: &Resources, previous: Option<&Snapshot>) -> Snapshot {
+    pub fn from_resources(
+        version: impl Into<String>,
+        r: &Resources,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
         let reuse = |type_url: &str, e: Arc<EncodedResource>| -> Arc<EncodedResource> {
             match previous.and_then(|p| p.get(type_url, &e.name)) {
                 Some(old) if old.version == e.version && old.any == e.any => old.clone(),
@@ -31,7 +35,10 @@ impl Snapshot {
         let mut resources: BTreeMap<String, TypedResources> = BTreeMap::new();
         let mut put = |type_url: &str, e: Arc<EncodedResource>| {
             let e = reuse(type_url, e);
-            resources.entry(type_url.to_string()).or_default().insert(e.name.clone(), e);
+            resources
+                .entry(type_url.to_string())
+                .or_default()
+                .insert(e.name.clone(), e);
         };
         for (n, c) in &r.clusters {
             put(resource::CLUSTER, EncodedResource::new(n, c));
@@ -43,9 +50,15 @@ impl Snapshot {
             put(resource::LISTENER, EncodedResource::new(n, l));
         }
         for (n, rc) in &r.routes {
-            put(resource::ROUTE, EncodedResource::from_bytes(n, resource::ROUTE.to_string(), encode_canonical(rc)));
+            put(
+                resource::ROUTE,
+                EncodedResource::from_bytes(n, resource::ROUTE.to_string(), encode_canonical(rc)),
+            );
         }
-        Snapshot { version: version.into(), resources }
+        Snapshot {
+            version: version.into(),
+            resources,
+        }
     }
 
     /// One resource.

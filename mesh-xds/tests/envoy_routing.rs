@@ -36,7 +36,13 @@ spec:
 fn service(name: &str, port: u16, upstreams: &[&upstream::Upstream]) -> String {
     let eps: String = upstreams
         .iter()
-        .map(|u| format!("  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {}}}}}\n", u.port(), u.name))
+        .map(|u| {
+            format!(
+                "  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {}}}}}\n",
+                u.port(),
+                u.name
+            )
+        })
         .collect();
     format!(
         r#"
@@ -66,7 +72,11 @@ async fn start(config: &str, port: u16, api: Api) -> Harness {
     let envoy = Envoy::start(xds, api, NODE).await;
     envoy.wait_live().await;
     let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    Harness { _cp: cp, envoy, listener }
+    Harness {
+        _cp: cp,
+        envoy,
+        listener,
+    }
 }
 
 /// Sends requests until one succeeds with 200 (the listener and routes are in place).
@@ -84,27 +94,49 @@ async fn service_entry_static_endpoints_are_all_reached() {
     let b = upstream::start("b").await;
     let c = upstream::start("c").await;
     let port = free_port();
-    let config = format!("{}{}", sidecar(port), service("reviews", port, &[&a, &b, &c]));
+    let config = format!(
+        "{}{}",
+        sidecar(port),
+        service("reviews", port, &[&a, &b, &c])
+    );
     for api in [Api::Sotw, Api::Delta] {
         let h = start(&config, port, api).await;
         wait_routable(&h, "reviews.shop.svc.cluster.local").await;
         let before = [a.count(), b.count(), c.count()];
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..60 {
-            let r = upstream::get(h.listener, "reviews", "/", &[]).await.unwrap();
+            let r = upstream::get(h.listener, "reviews", "/", &[])
+                .await
+                .unwrap();
             assert_eq!(r.status, 200, "{r:?}");
             seen.insert(r.body);
         }
-        assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["a", "b", "c"], "every endpoint is reached");
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            ["a", "b", "c"],
+            "every endpoint is reached"
+        );
         let after = [a.count(), b.count(), c.count()];
         assert!(after.iter().zip(before).all(|(x, y)| *x > y));
         // Short names from the same namespace, and unknown hosts under REGISTRY_ONLY.
-        let r = upstream::get(h.listener, "reviews.shop", "/", &[]).await.unwrap();
+        let r = upstream::get(h.listener, "reviews.shop", "/", &[])
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
-        let r = upstream::get(h.listener, "unknown.example.com", "/", &[]).await.unwrap();
-        assert_eq!(r.status, 502, "REGISTRY_ONLY answers unknown hosts with 502");
+        let r = upstream::get(h.listener, "unknown.example.com", "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status, 502,
+            "REGISTRY_ONLY answers unknown hosts with 502"
+        );
         assert_eq!(h.envoy.rejections().await, 0, "{}", h.envoy.log());
-        assert!(h.envoy.clusters().await.contains(&format!("outbound|{port}||reviews.shop.svc.cluster.local")));
+        assert!(
+            h.envoy
+                .clusters()
+                .await
+                .contains(&format!("outbound|{port}||reviews.shop.svc.cluster.local"))
+        );
     }
 }
 
@@ -154,7 +186,9 @@ spec:
     let n = 500;
     let mut counts = std::collections::BTreeMap::<String, u32>::new();
     for _ in 0..n {
-        let r = upstream::get(h.listener, "reviews", "/", &[]).await.unwrap();
+        let r = upstream::get(h.listener, "reviews", "/", &[])
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
         *counts.entry(r.body).or_default() += 1;
     }
@@ -189,19 +223,34 @@ spec:
 "#;
     let (h, _ups) = reviews_versions(port, vs).await;
     let body = async |path: &str, headers: &[(&str, &str)]| {
-        let r = upstream::get(h.listener, "reviews", path, headers).await.unwrap();
+        let r = upstream::get(h.listener, "reviews", path, headers)
+            .await
+            .unwrap();
         (r.status, r.body)
     };
-    eventually("routes", Duration::from_secs(20), async || (body("/api/x", &[]).await.0 == 200).then_some(())).await;
-    assert_eq!(body("/api/x", &[("end-user", "jason")]).await, (200, "v2".into()));
-    assert_eq!(body("/api/x", &[("cookie", "canary=yes; a=b")]).await, (200, "v3".into()));
+    eventually("routes", Duration::from_secs(20), async || {
+        (body("/api/x", &[]).await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        body("/api/x", &[("end-user", "jason")]).await,
+        (200, "v2".into())
+    );
+    assert_eq!(
+        body("/api/x", &[("cookie", "canary=yes; a=b")]).await,
+        (200, "v3".into())
+    );
     assert_eq!(body("/v3/page", &[]).await, (200, "v3".into()));
     assert_eq!(body("/three", &[]).await, (200, "v3".into()));
     assert_eq!(body("/only-v1/42?debug=1", &[]).await, (200, "v1".into()));
     assert_eq!(body("/api/x", &[]).await, (200, "v1".into()));
     // No route matches: Envoy answers 404 (NR) for a known host.
     assert_eq!(body("/elsewhere", &[]).await.0, 404);
-    assert_eq!(body("/only-v1/42", &[]).await.0, 404, "query parameter missing");
+    assert_eq!(
+        body("/only-v1/42", &[]).await.0,
+        404,
+        "query parameter missing"
+    );
     assert_eq!(h.envoy.rejections().await, 0);
 }
 
@@ -232,7 +281,10 @@ spec:
   - route: [{destination: {host: reviews, subset: v1}}]
 "#;
     let (h, ups) = reviews_versions(port, vs).await;
-    ups[1].seen.delay_ms.store(2000, std::sync::atomic::Ordering::SeqCst);
+    ups[1]
+        .seen
+        .delay_ms
+        .store(2000, std::sync::atomic::Ordering::SeqCst);
     wait_routable(&h, "reviews").await;
     let get = async |p: &str| upstream::get(h.listener, "reviews", p, &[]).await.unwrap();
     let r = get("/abort").await;
@@ -244,15 +296,30 @@ spec:
             aborted += 1;
         }
     }
-    assert!((60..=140).contains(&aborted), "50% abort gave {aborted}/200");
-    assert_eq!(ups[0].count() - before, 200 - aborted, "aborted requests never reach the upstream");
+    assert!(
+        (60..=140).contains(&aborted),
+        "50% abort gave {aborted}/200"
+    );
+    assert_eq!(
+        ups[0].count() - before,
+        200 - aborted,
+        "aborted requests never reach the upstream"
+    );
     let t = std::time::Instant::now();
     assert_eq!(get("/delay").await.status, 200);
-    assert!(t.elapsed() >= Duration::from_millis(400), "delay injected: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "delay injected: {:?}",
+        t.elapsed()
+    );
     let t = std::time::Instant::now();
     let r = get("/slow").await;
     assert_eq!(r.status, 504, "{r:?}");
-    assert!(t.elapsed() < Duration::from_millis(1500), "timed out by Envoy: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "timed out by Envoy: {:?}",
+        t.elapsed()
+    );
     assert_eq!(h.envoy.rejections().await, 0);
 }
 
@@ -280,32 +347,49 @@ spec:
 "#;
     let (h, ups) = reviews_versions(port, vs).await;
     eventually("routes", Duration::from_secs(20), async || {
-        (upstream::get(h.listener, "reviews", "/retry", &[]).await.ok()?.status == 200).then_some(())
+        (upstream::get(h.listener, "reviews", "/retry", &[])
+            .await
+            .ok()?
+            .status
+            == 200)
+            .then_some(())
     })
     .await;
     use std::sync::atomic::Ordering::SeqCst;
     // Fails twice, then succeeds: 3 requests at the upstream for 1 client request.
     ups[0].seen.fail_first.store(2, SeqCst);
     let before = ups[0].count();
-    let r = upstream::get(h.listener, "reviews", "/retry", &[]).await.unwrap();
+    let r = upstream::get(h.listener, "reviews", "/retry", &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(ups[0].count() - before, 3);
     // Fails more often than allowed: 1 + 3 attempts, then the 503 reaches the client.
     ups[0].seen.fail_first.store(10, SeqCst);
     let before = ups[0].count();
-    let r = upstream::get(h.listener, "reviews", "/retry", &[]).await.unwrap();
+    let r = upstream::get(h.listener, "reviews", "/retry", &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(ups[0].count() - before, 4);
     ups[0].seen.fail_first.store(0, SeqCst);
     // attempts: 0 disables retries.
     ups[0].seen.fail_first.store(1, SeqCst);
     let before = ups[0].count();
-    assert_eq!(upstream::get(h.listener, "reviews", "/none", &[]).await.unwrap().status, 503);
+    assert_eq!(
+        upstream::get(h.listener, "reviews", "/none", &[])
+            .await
+            .unwrap()
+            .status,
+        503
+    );
     assert_eq!(ups[0].count() - before, 1);
     // Per-try timeout: every try of a slow upstream times out; 1 + 2 tries.
     ups[1].seen.delay_ms.store(1000, SeqCst);
     let before = ups[1].count();
-    let r = upstream::get(h.listener, "reviews", "/pertry", &[]).await.unwrap();
+    let r = upstream::get(h.listener, "reviews", "/pertry", &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 504, "{r:?}");
     assert_eq!(ups[1].count() - before, 3);
     assert_eq!(h.envoy.rejections().await, 0);
@@ -341,29 +425,63 @@ spec:
 "#;
     let (h, ups) = reviews_versions(port, vs).await;
     wait_routable(&h, "reviews").await;
-    let r = upstream::get(h.listener, "reviews", "/old", &[]).await.unwrap();
+    let r = upstream::get(h.listener, "reviews", "/old", &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, 308);
     assert_eq!(r.headers["location"], "http://new.example.com/new");
-    let r = upstream::get(h.listener, "reviews", "/static/x", &[]).await.unwrap();
+    let r = upstream::get(h.listener, "reviews", "/static/x", &[])
+        .await
+        .unwrap();
     assert_eq!((r.status, r.body.as_str()), (203, "from the proxy"));
-    let r = upstream::get(h.listener, "reviews", "/api/v1/items?x=1", &[("x-drop", "gone"), ("x-added", "zero")]).await.unwrap();
+    let r = upstream::get(
+        h.listener,
+        "reviews",
+        "/api/v1/items?x=1",
+        &[("x-drop", "gone"), ("x-added", "zero")],
+    )
+    .await
+    .unwrap();
     assert_eq!((r.status, r.body.as_str()), (200, "v1"));
     assert_eq!(r.headers.get("x-resp").map(String::as_str), Some("three"));
-    assert!(!r.headers.contains_key("x-upstream"), "response header removed");
+    assert!(
+        !r.headers.contains_key("x-upstream"),
+        "response header removed"
+    );
     let seen = ups[0].seen.headers.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(ups[0].seen.paths.lock().unwrap().last().unwrap(), "/v2/items?x=1");
+    assert_eq!(
+        ups[0].seen.paths.lock().unwrap().last().unwrap(),
+        "/v2/items?x=1"
+    );
     assert_eq!(seen["host"], "rewritten.internal");
     assert_eq!(seen["x-set"], "one");
-    assert!(seen["x-added"].contains("zero") && seen["x-added"].contains("two"), "{seen:?}");
+    assert!(
+        seen["x-added"].contains("zero") && seen["x-added"].contains("two"),
+        "{seen:?}"
+    );
     assert!(!seen.contains_key("x-drop"));
-    let _ = upstream::get(h.listener, "reviews", "/regex/abc/rest/of/path", &[]).await.unwrap();
-    assert_eq!(ups[0].seen.paths.lock().unwrap().last().unwrap(), "/rest/of/path/abc");
+    let _ = upstream::get(h.listener, "reviews", "/regex/abc/rest/of/path", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        ups[0].seen.paths.lock().unwrap().last().unwrap(),
+        "/rest/of/path/abc"
+    );
     // The mirror sees copies (with -shadow hosts) of default-route traffic.
     let before = ups[2].count();
     for _ in 0..5 {
-        assert_eq!(upstream::get(h.listener, "reviews", "/mirrored", &[]).await.unwrap().body, "v1");
+        assert_eq!(
+            upstream::get(h.listener, "reviews", "/mirrored", &[])
+                .await
+                .unwrap()
+                .body,
+            "v1"
+        );
     }
-    eventually("mirrored copies", Duration::from_secs(5), async || (ups[2].count() - before >= 5).then_some(())).await;
+    eventually("mirrored copies", Duration::from_secs(5), async || {
+        (ups[2].count() - before >= 5).then_some(())
+    })
+    .await;
     let shadow = ups[2].seen.headers.lock().unwrap().last().cloned().unwrap();
     assert!(shadow["host"].ends_with("-shadow"), "{shadow:?}");
     assert_eq!(h.envoy.rejections().await, 0);
@@ -399,10 +517,15 @@ spec:
     // carries the traffic policy, which merging keeps.
     let (h, ups) = reviews_versions(port, dr).await;
     wait_routable(&h, "reviews").await;
-    ups[0].seen.delay_ms.store(600, std::sync::atomic::Ordering::SeqCst);
+    ups[0]
+        .seen
+        .delay_ms
+        .store(600, std::sync::atomic::Ordering::SeqCst);
     let listener = h.listener;
     let tasks: Vec<_> = (0..8)
-        .map(|_| tokio::spawn(async move { upstream::get(listener, "reviews", "/", &[]).await.unwrap() }))
+        .map(|_| {
+            tokio::spawn(async move { upstream::get(listener, "reviews", "/", &[]).await.unwrap() })
+        })
         .collect();
     let mut ok = 0;
     let mut overflow = 0;
@@ -411,15 +534,25 @@ spec:
         match r.status {
             200 => ok += 1,
             503 => {
-                assert_eq!(r.headers.get("x-envoy-overloaded").map(String::as_str), Some("true"), "{r:?}");
+                assert_eq!(
+                    r.headers.get("x-envoy-overloaded").map(String::as_str),
+                    Some("true"),
+                    "{r:?}"
+                );
                 overflow += 1;
             }
             s => panic!("unexpected {s}: {r:?}"),
         }
     }
     assert!(ok >= 1 && overflow >= 1, "ok={ok} overflow={overflow}");
-    let name = format!("cluster.outbound|{port}|v1|reviews.shop.svc.cluster.local.upstream_rq_pending_overflow");
-    assert!(h.envoy.stat(&name).await.unwrap_or(0) >= 1, "{:?}", h.envoy.stats("overflow").await);
+    let name = format!(
+        "cluster.outbound|{port}|v1|reviews.shop.svc.cluster.local.upstream_rq_pending_overflow"
+    );
+    assert!(
+        h.envoy.stat(&name).await.unwrap_or(0) >= 1,
+        "{:?}",
+        h.envoy.stats("overflow").await
+    );
     assert_eq!(h.envoy.rejections().await, 0);
 }
 
@@ -427,7 +560,9 @@ spec:
 async fn outlier_detection_ejects_a_failing_endpoint() {
     let good = upstream::start("good").await;
     let bad = upstream::start("bad").await;
-    bad.seen.fail_first.store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    bad.seen
+        .fail_first
+        .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
     let port = free_port();
     let config = format!(
         r#"{}{}
@@ -453,18 +588,30 @@ spec:
     );
     let h = start(&config, port, Api::Sotw).await;
     wait_routable(&h, "ratings").await;
-    let stat = format!("cluster.outbound|{port}||ratings.shop.svc.cluster.local.outlier_detection.ejections_active");
-    eventually("the failing endpoint ejected", Duration::from_secs(20), async || {
-        let _ = upstream::get(h.listener, "ratings", "/", &[]).await;
-        (h.envoy.stat(&stat).await? >= 1).then_some(())
-    })
+    let stat = format!(
+        "cluster.outbound|{port}||ratings.shop.svc.cluster.local.outlier_detection.ejections_active"
+    );
+    eventually(
+        "the failing endpoint ejected",
+        Duration::from_secs(20),
+        async || {
+            let _ = upstream::get(h.listener, "ratings", "/", &[]).await;
+            (h.envoy.stat(&stat).await? >= 1).then_some(())
+        },
+    )
     .await;
     let before = bad.count();
     for _ in 0..20 {
-        let r = upstream::get(h.listener, "ratings", "/", &[]).await.unwrap();
+        let r = upstream::get(h.listener, "ratings", "/", &[])
+            .await
+            .unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "good"));
     }
-    assert_eq!(bad.count(), before, "no traffic reaches the ejected endpoint");
+    assert_eq!(
+        bad.count(),
+        before,
+        "no traffic reaches the ejected endpoint"
+    );
     assert_eq!(h.envoy.rejections().await, 0);
 }
 
@@ -512,14 +659,41 @@ spec:
     envoy.wait_live().await;
     let addr: SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
     let r = eventually("gateway route", Duration::from_secs(20), async || {
-        let r = upstream::get(addr, "shop.example.com", "/reviews/1", &[]).await.ok()?;
+        let r = upstream::get(addr, "shop.example.com", "/reviews/1", &[])
+            .await
+            .ok()?;
         (r.status == 200).then_some(r)
     })
     .await;
     assert_eq!(r.body, "v1");
-    assert_eq!(upstream::get(addr, "shop.example.com", "/elsewhere", &[]).await.unwrap().status, 404);
-    assert_eq!(upstream::get(addr, "other.example.com", "/", &[]).await.unwrap().status, 404, "mesh-only VS is not on the gateway");
-    assert_eq!(upstream::get(addr, "nobody.example.com", "/", &[]).await.unwrap().status, 404);
-    assert!(envoy.admin_get("/config_dump?resource=dynamic_listeners").await.unwrap().contains(&format!("127.0.0.1_{gw_port}")));
+    assert_eq!(
+        upstream::get(addr, "shop.example.com", "/elsewhere", &[])
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        upstream::get(addr, "other.example.com", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        404,
+        "mesh-only VS is not on the gateway"
+    );
+    assert_eq!(
+        upstream::get(addr, "nobody.example.com", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    assert!(
+        envoy
+            .admin_get("/config_dump?resource=dynamic_listeners")
+            .await
+            .unwrap()
+            .contains(&format!("127.0.0.1_{gw_port}"))
+    );
     assert_eq!(envoy.rejections().await, 0);
 }

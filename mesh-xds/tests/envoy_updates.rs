@@ -111,19 +111,33 @@ spec:
         let served = serve_at(cp.clone(), "127.0.0.1:0".parse().unwrap()).await;
         let envoy = Envoy::start(served.addr, api, NODE).await;
         envoy.wait_live().await;
-        eventually("v=a", Duration::from_secs(20), async || (body(listener, "reviews").await? == (200, "a".into())).then_some(())).await;
-        assert_eq!(body(listener, "ratings").await.unwrap(), (200, "ratings".into()));
+        eventually("v=a", Duration::from_secs(20), async || {
+            (body(listener, "reviews").await? == (200, "a".into())).then_some(())
+        })
+        .await;
+        assert_eq!(
+            body(listener, "ratings").await.unwrap(),
+            (200, "ratings".into())
+        );
 
         // Re-route without restarting Envoy.
         cp.replace(&two("b", true));
-        eventually("v=b", Duration::from_secs(10), async || (body(listener, "reviews").await? == (200, "b".into())).then_some(())).await;
+        eventually("v=b", Duration::from_secs(10), async || {
+            (body(listener, "reviews").await? == (200, "b".into())).then_some(())
+        })
+        .await;
 
         // Delete ratings: its cluster goes away and the host is unknown.
         let ratings_cluster = format!("outbound|{port}||ratings.shop.svc.cluster.local");
         assert!(envoy.clusters().await.contains(&ratings_cluster));
         let report = cp.replace(&two("b", false));
         assert_eq!(report.deleted.len(), 1);
-        eventually("ratings cluster removed", Duration::from_secs(10), async || (!envoy.clusters().await.contains(&ratings_cluster)).then_some(())).await;
+        eventually(
+            "ratings cluster removed",
+            Duration::from_secs(10),
+            async || (!envoy.clusters().await.contains(&ratings_cluster)).then_some(()),
+        )
+        .await;
         assert_eq!(body(listener, "ratings").await.unwrap().0, 502);
 
         if api == Api::Delta {
@@ -161,7 +175,10 @@ async fn a_nacked_listener_keeps_the_last_good_config_and_shows_error() {
     let envoy = Envoy::start(served.addr, Api::Sotw, NODE).await;
     envoy.wait_live().await;
     let good: SocketAddr = format!("127.0.0.1:{good_port}").parse().unwrap();
-    eventually("routable", Duration::from_secs(20), async || (body(good, "reviews").await? == (200, "a".into())).then_some(())).await;
+    eventually("routable", Duration::from_secs(20), async || {
+        (body(good, "reviews").await? == (200, "a".into())).then_some(())
+    })
+    .await;
 
     // A second egress listener on the busy port: valid Istio config, but Envoy cannot bind it.
     let with_busy = base.replacen(
@@ -170,7 +187,10 @@ async fn a_nacked_listener_keeps_the_last_good_config_and_shows_error() {
         1,
     );
     let lds_pushes = |c: &std::sync::Arc<mesh_xds::server::Connections>| {
-        c.list().iter().find(|x| x.node_id == NODE_ID).and_then(|x| x.types.get(resource::LISTENER).cloned())
+        c.list()
+            .iter()
+            .find(|x| x.node_id == NODE_ID)
+            .and_then(|x| x.types.get(resource::LISTENER).cloned())
     };
     cp.replace(&with_busy);
     let status = eventually("LDS NACK recorded", Duration::from_secs(10), async || {
@@ -178,8 +198,21 @@ async fn a_nacked_listener_keeps_the_last_good_config_and_shows_error() {
         (s.status() == SyncStatus::Error).then_some(s)
     })
     .await;
-    assert!(status.nack.as_deref().unwrap().contains(&busy_port.to_string()), "{status:?}");
-    assert!(envoy.stat("listener_manager.lds.update_rejected").await.unwrap() >= 1);
+    assert!(
+        status
+            .nack
+            .as_deref()
+            .unwrap()
+            .contains(&busy_port.to_string()),
+        "{status:?}"
+    );
+    assert!(
+        envoy
+            .stat("listener_manager.lds.update_rejected")
+            .await
+            .unwrap()
+            >= 1
+    );
     // The proxy keeps serving its last good listener.
     assert_eq!(body(good, "reviews").await.unwrap(), (200, "a".into()));
 
@@ -187,8 +220,20 @@ async fn a_nacked_listener_keeps_the_last_good_config_and_shows_error() {
     // re-sent in a loop.
     let pushes = status.pushes;
     let b = upstream::start("b").await;
-    cp.replace(&format!("{with_busy}{}", config(good_port, &[("extra", &b)], None).split("---\n").skip(1).map(|d| format!("---\n{d}")).collect::<String>()));
-    eventually("extra service routable", Duration::from_secs(10), async || (body(good, "extra").await? == (200, "b".into())).then_some(())).await;
+    cp.replace(&format!(
+        "{with_busy}{}",
+        config(good_port, &[("extra", &b)], None)
+            .split("---\n")
+            .skip(1)
+            .map(|d| format!("---\n{d}"))
+            .collect::<String>()
+    ));
+    eventually(
+        "extra service routable",
+        Duration::from_secs(10),
+        async || (body(good, "extra").await? == (200, "b".into())).then_some(()),
+    )
+    .await;
     let after = lds_pushes(&served.connections).unwrap();
     assert_eq!(after.status(), SyncStatus::Error);
     // One LDS push for the new service's vhost is allowed only if LDS content changed; it did

@@ -33,7 +33,9 @@ fn proxies(ns: &str) -> Vec<Proxy> {
                 (
                     k.to_string(),
                     envoy_types::pb::google::protobuf::Value {
-                        kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(v.to_string())),
+                        kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                            v.to_string(),
+                        )),
                     },
                 )
             })
@@ -46,10 +48,22 @@ fn proxies(ns: &str) -> Vec<Proxy> {
     };
     vec![
         Proxy::default(),
-        node(&format!("sidecar~10.0.0.1~a.{ns}~{ns}.svc.cluster.local"), &[]),
-        node(&format!("sidecar~10.0.0.2~b.{ns}~{ns}.svc.cluster.local"), &[("INTERCEPTION_MODE", "NONE")]),
-        node(&format!("sidecar~10.0.0.3~c.{ns}~{ns}.svc.cluster.local"), &[("GENERATOR", "grpc")]),
-        node(&format!("router~10.0.0.4~gw.{ns}~{ns}.svc.cluster.local"), &[("NAMESPACE", ns)]),
+        node(
+            &format!("sidecar~10.0.0.1~a.{ns}~{ns}.svc.cluster.local"),
+            &[],
+        ),
+        node(
+            &format!("sidecar~10.0.0.2~b.{ns}~{ns}.svc.cluster.local"),
+            &[("INTERCEPTION_MODE", "NONE")],
+        ),
+        node(
+            &format!("sidecar~10.0.0.3~c.{ns}~{ns}.svc.cluster.local"),
+            &[("GENERATOR", "grpc")],
+        ),
+        node(
+            &format!("router~10.0.0.4~gw.{ns}~{ns}.svc.cluster.local"),
+            &[("NAMESPACE", ns)],
+        ),
     ]
 }
 
@@ -102,9 +116,11 @@ proptest! {
 /// every push must be ACKed and none rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_sets_are_accepted_by_real_envoy() {
-    let mut mesh = MeshConfig::default();
-    mesh.proxy_listen_port = u32::from(support::free_port());
-    mesh.proxy_inbound_listen_port = u32::from(support::free_port());
+    let mesh = MeshConfig {
+        proxy_listen_port: u32::from(support::free_port()),
+        proxy_inbound_listen_port: u32::from(support::free_port()),
+        ..Default::default()
+    };
     let cp = support::ControlPlane::with_mesh("", mesh);
     let served = support::serve_at(cp.clone(), "127.0.0.1:0".parse().unwrap()).await;
     let node = r#"{id: "sidecar~127.0.0.1~sample.default~default.svc.cluster.local", cluster: sample, metadata: {NAMESPACE: default}}"#;
@@ -116,21 +132,47 @@ async fn generated_sets_are_accepted_by_real_envoy() {
     for i in 0..8 {
         let set = strategy.new_tree(&mut runner).unwrap().current();
         // A JSON stream of every resource; each sample replaces the previous one.
-        let yaml: String = set.configs().iter().map(|c| serde_json::to_string(c).unwrap() + "\n").collect();
+        let yaml: String = set
+            .configs()
+            .iter()
+            .map(|c| serde_json::to_string(c).unwrap() + "\n")
+            .collect();
         let report = cp.replace(&yaml);
-        assert!(report.rejected.is_empty(), "sample {i}: {:#?}", report.rejected);
+        assert!(
+            report.rejected.is_empty(),
+            "sample {i}: {:#?}",
+            report.rejected
+        );
         // Wait until the new clusters are ACKed and every type is in sync.
-        last_cds = support::eventually(&format!("sample {i} ACKed"), Duration::from_secs(20), async || {
-            let c = served.connections.list().into_iter().next()?;
-            let nacks: u64 = c.types.values().map(|t| t.nacks).sum();
-            assert_eq!(nacks, 0, "sample {i} NACKed: {:?}\n{yaml}", c.types);
-            let cds = c.types.get(mesh_xds::resource::CLUSTER)?.acked_version.clone();
-            let all_synced = c.types.values().all(|t| t.status() == mesh_xds::server::SyncStatus::Synced);
-            (all_synced && cds != last_cds && c.types.len() == 4).then_some(cds)
-        })
+        last_cds = support::eventually(
+            &format!("sample {i} ACKed"),
+            Duration::from_secs(20),
+            async || {
+                let c = served.connections.list().into_iter().next()?;
+                let nacks: u64 = c.types.values().map(|t| t.nacks).sum();
+                assert_eq!(nacks, 0, "sample {i} NACKed: {:?}\n{yaml}", c.types);
+                let cds = c
+                    .types
+                    .get(mesh_xds::resource::CLUSTER)?
+                    .acked_version
+                    .clone();
+                let all_synced = c
+                    .types
+                    .values()
+                    .all(|t| t.status() == mesh_xds::server::SyncStatus::Synced);
+                (all_synced && cds != last_cds && c.types.len() == 4).then_some(cds)
+            },
+        )
         .await;
         assert_eq!(envoy.rejections().await, 0, "sample {i}: {}", envoy.log());
     }
     let stats: BTreeMap<String, u64> = envoy.stats("update_success").await;
-    assert!(stats.get("cluster_manager.cds.update_success").copied().unwrap_or(0) >= 8, "{stats:?}");
+    assert!(
+        stats
+            .get("cluster_manager.cds.update_success")
+            .copied()
+            .unwrap_or(0)
+            >= 8,
+        "{stats:?}"
+    );
 }

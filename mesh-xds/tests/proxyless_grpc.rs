@@ -17,13 +17,20 @@ fn python() -> PathBuf {
     if let Ok(p) = std::env::var("MESH_PYTHON") {
         return PathBuf::from(p);
     }
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/envoy-venv/bin/python");
-    assert!(p.exists(), "python with grpcio not found at {}: run `bash scripts/test.sh`", p.display());
+    let p =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/envoy-venv/bin/python");
+    assert!(
+        p.exists(),
+        "python with grpcio not found at {}: run `bash scripts/test.sh`",
+        p.display()
+    );
     p
 }
 
 fn script(name: &str) -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/grpc")
+        .join(name)
 }
 
 /// A Python gRPC server; ends when dropped (stdin closes, then it is killed).
@@ -39,7 +46,9 @@ impl GrpcServer {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert_eq!(line.trim(), "ready");
         GrpcServer(child)
     }
@@ -116,8 +125,13 @@ spec:
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
-    let counts: std::collections::BTreeMap<String, u32> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: std::collections::BTreeMap<String, u32> =
+        serde_json::from_slice(&out.stdout).unwrap();
     let v1 = f64::from(counts.get("v1").copied().unwrap_or(0)) / f64::from(n);
     // Binomial(400, 0.75): sigma = 2.2%; allow 4 sigma.
     assert!((v1 - 0.75).abs() < 0.087, "{counts:?}");
@@ -126,14 +140,21 @@ spec:
     let mut acked = std::collections::BTreeSet::new();
     while let Ok(e) = events.try_recv() {
         match e {
-            PushEvent::Acked { type_url, node_id, .. } if node_id.contains("grpc-client") => {
+            PushEvent::Acked {
+                type_url, node_id, ..
+            } if node_id.contains("grpc-client") => {
                 acked.insert(type_url);
             }
-            PushEvent::Nacked { type_url, detail, .. } => panic!("{type_url} NACKed: {detail}"),
+            PushEvent::Nacked {
+                type_url, detail, ..
+            } => panic!("{type_url} NACKed: {detail}"),
             _ => {}
         }
     }
-    let expected: std::collections::BTreeSet<String> = mesh_xds::resource::PUSH_ORDER.iter().map(|s| s.to_string()).collect();
+    let expected: std::collections::BTreeSet<String> = mesh_xds::resource::PUSH_ORDER
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(acked, expected);
     let _ = std::fs::remove_dir_all(&dir);
 }

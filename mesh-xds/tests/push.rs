@@ -12,13 +12,31 @@ use mesh_model::{ConfigStore, MeshConfig, parse_str};
 use mesh_xds::server::{Debounce, SnapshotSource, ViewCache};
 
 fn node(id: &str, ns: &str, app: &str) -> Node {
-    let labels = Struct { fields: [("app".to_string(), Value { kind: Some(value::Kind::StringValue(app.into())) })].into() };
+    let labels = Struct {
+        fields: [(
+            "app".to_string(),
+            Value {
+                kind: Some(value::Kind::StringValue(app.into())),
+            },
+        )]
+        .into(),
+    };
     Node {
         id: id.into(),
         metadata: Some(Struct {
             fields: [
-                ("NAMESPACE".to_string(), Value { kind: Some(value::Kind::StringValue(ns.into())) }),
-                ("LABELS".to_string(), Value { kind: Some(value::Kind::StructValue(labels)) }),
+                (
+                    "NAMESPACE".to_string(),
+                    Value {
+                        kind: Some(value::Kind::StringValue(ns.into())),
+                    },
+                ),
+                (
+                    "LABELS".to_string(),
+                    Value {
+                        kind: Some(value::Kind::StructValue(labels)),
+                    },
+                ),
             ]
             .into(),
         }),
@@ -37,21 +55,51 @@ fn proxies_with_the_same_view_share_encoded_resources() {
     let store = Arc::new(ConfigStore::new());
     store.apply_all(parse_str(&service("a", "shop", "10.0.0.1", "*"), "x"));
     let cache = ViewCache::new(store.clone(), MeshConfig::default());
-    let r1 = cache.watch(&node("sidecar~10.0.0.1~p1.shop~shop.svc.cluster.local", "shop", "web"));
-    let r2 = cache.watch(&node("sidecar~10.0.0.2~p2.shop~shop.svc.cluster.local", "shop", "web"));
-    let r3 = cache.watch(&node("sidecar~10.0.0.3~p3.shop~shop.svc.cluster.local", "shop", "db"));
+    let r1 = cache.watch(&node(
+        "sidecar~10.0.0.1~p1.shop~shop.svc.cluster.local",
+        "shop",
+        "web",
+    ));
+    let r2 = cache.watch(&node(
+        "sidecar~10.0.0.2~p2.shop~shop.svc.cluster.local",
+        "shop",
+        "web",
+    ));
+    let r3 = cache.watch(&node(
+        "sidecar~10.0.0.3~p3.shop~shop.svc.cluster.local",
+        "shop",
+        "db",
+    ));
     assert_eq!(cache.view_count(), 2);
-    assert!(Arc::ptr_eq(&r1.borrow(), &r2.borrow()), "same view, same snapshot");
+    assert!(
+        Arc::ptr_eq(&r1.borrow(), &r2.borrow()),
+        "same view, same snapshot"
+    );
     assert!(!Arc::ptr_eq(&r1.borrow(), &r3.borrow()));
 }
 
 #[test]
 fn only_views_whose_output_changed_are_woken_and_unchanged_resources_are_reused() {
     let store = Arc::new(ConfigStore::new());
-    store.apply_all(parse_str(&format!("{}{}", service("a", "shop", "10.0.0.1", "."), service("b", "other", "10.0.0.2", ".")), "x"));
+    store.apply_all(parse_str(
+        &format!(
+            "{}{}",
+            service("a", "shop", "10.0.0.1", "."),
+            service("b", "other", "10.0.0.2", ".")
+        ),
+        "x",
+    ));
     let cache = ViewCache::new(store.clone(), MeshConfig::default());
-    let mut shop = cache.watch(&node("sidecar~1~p.shop~shop.svc.cluster.local", "shop", "web"));
-    let mut other = cache.watch(&node("sidecar~2~q.other~other.svc.cluster.local", "other", "web"));
+    let mut shop = cache.watch(&node(
+        "sidecar~1~p.shop~shop.svc.cluster.local",
+        "shop",
+        "web",
+    ));
+    let mut other = cache.watch(&node(
+        "sidecar~2~q.other~other.svc.cluster.local",
+        "other",
+        "web",
+    ));
     let before = shop.borrow_and_update().clone();
     other.borrow_and_update();
     // A change visible only in `shop`.
@@ -65,8 +113,14 @@ fn only_views_whose_output_changed_are_woken_and_unchanged_resources_are_reused(
     let cluster = "outbound|80||a.shop.svc.cluster.local";
     let cds = mesh_xds::resource::CLUSTER;
     let eds = mesh_xds::resource::ENDPOINT;
-    assert!(Arc::ptr_eq(before.get(cds, cluster).unwrap(), after.get(cds, cluster).unwrap()));
-    assert_ne!(before.get(eds, cluster).unwrap().version, after.get(eds, cluster).unwrap().version);
+    assert!(Arc::ptr_eq(
+        before.get(cds, cluster).unwrap(),
+        after.get(cds, cluster).unwrap()
+    ));
+    assert_ne!(
+        before.get(eds, cluster).unwrap().version,
+        after.get(eds, cluster).unwrap().version
+    );
     // Views without watchers are dropped at the next push.
     drop(other);
     assert_eq!(cache.push_all().views, 1);
@@ -76,33 +130,56 @@ fn only_views_whose_output_changed_are_woken_and_unchanged_resources_are_reused(
 async fn changes_are_debounced_like_istiod() {
     let store = Arc::new(ConfigStore::new());
     let cache = ViewCache::new(store.clone(), MeshConfig::default());
-    let _watch = cache.watch(&node("sidecar~1~p.shop~shop.svc.cluster.local", "shop", "web"));
+    let _watch = cache.watch(&node(
+        "sidecar~1~p.shop~shop.svc.cluster.local",
+        "shop",
+        "web",
+    ));
     let mut pushes = cache.subscribe_pushes();
-    tokio::spawn(cache.clone().run_debounced(store.subscribe(), Debounce::default()));
+    tokio::spawn(
+        cache
+            .clone()
+            .run_debounced(store.subscribe(), Debounce::default()),
+    );
     // A burst of three changes 30 ms apart: one push, 100 ms after the last.
     let t0 = tokio::time::Instant::now();
     for i in 0..3 {
-        store.apply_all(parse_str(&service(&format!("s{i}"), "shop", "10.0.0.1", "*"), "x"));
+        store.apply_all(parse_str(
+            &service(&format!("s{i}"), "shop", "10.0.0.1", "*"),
+            "x",
+        ));
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let p = pushes.recv().await.unwrap();
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(160) && waited < Duration::from_millis(300), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(160) && waited < Duration::from_millis(300),
+        "{waited:?}"
+    );
     assert_eq!(p.changed, 1);
-    assert!(matches!(pushes.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Empty)));
+    assert!(matches!(
+        pushes.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+    ));
     // Changes every 50 ms never leave a quiet period: the 10 s maximum forces a push.
     let t1 = tokio::time::Instant::now();
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 0..300 {
-                store.apply_all(parse_str(&service(&format!("t{i}"), "shop", "10.0.0.1", "*"), "x"));
+                store.apply_all(parse_str(
+                    &service(&format!("t{i}"), "shop", "10.0.0.1", "*"),
+                    "x",
+                ));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
     let _ = pushes.recv().await.unwrap();
     let waited = t1.elapsed();
-    assert!(waited >= Duration::from_secs(10) && waited < Duration::from_millis(10_200), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_millis(10_200),
+        "{waited:?}"
+    );
     writer.abort();
 }

@@ -48,6 +48,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         mesh_config: Option<PathBuf>,
     },
+    /// Show the xDS sync status of every connected proxy, like `istioctl proxy-status`.
+    ProxyStatus {
+        /// The control plane's debug address.
+        #[arg(long, default_value = "127.0.0.1:15014")]
+        debug_addr: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,6 +86,16 @@ fn main() -> ExitCode {
             analyze,
             mesh_config.as_deref(),
         ),
+        Command::ProxyStatus { debug_addr } => match proxy_status(&debug_addr) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meshctl: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
@@ -252,4 +268,81 @@ fn validate(
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// A plain HTTP/1.1 GET (the debug endpoint is local; no client library needed).
+fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut stream =
+        std::net::TcpStream::connect(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let timeout = Some(std::time::Duration::from_secs(10));
+    stream
+        .set_read_timeout(timeout)
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = String::new();
+    stream
+        .read_to_string(&mut raw)
+        .map_err(|e| format!("reading from {addr}: {e}"))?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "{path}: {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    Ok(body.to_string())
+}
+
+/// The `/debug/syncz` table.
+fn proxy_status(addr: &str) -> Result<String, String> {
+    let body = http_get(addr, "/debug/syncz")?;
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&body).map_err(|e| format!("/debug/syncz: {e}"))?;
+    let mut rows = vec![
+        ["NAME", "CDS", "LDS", "EDS", "RDS", "PROTOCOL", "VERSION"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for c in &list {
+        let status = |t: &str| {
+            let s = &c["types"][t];
+            match (s["status"].as_str(), s["nack"].as_str()) {
+                (Some("ERROR"), Some(detail)) => {
+                    format!("ERROR: {}", detail.lines().next().unwrap_or_default())
+                }
+                (Some(st), _) => st.to_string(),
+                _ => "IGNORED".into(),
+            }
+        };
+        rows.push(vec![
+            c["proxy"].as_str().unwrap_or_default().to_string(),
+            status("cds"),
+            status("lds"),
+            status("eds"),
+            status("rds"),
+            c["protocol"].as_str().unwrap_or_default().to_string(),
+            c["istio_version"].as_str().unwrap_or_default().to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
 }

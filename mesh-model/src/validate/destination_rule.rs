@@ -289,7 +289,10 @@ fn validate_lb(lb: &LoadBalancerSettings, at: &str, has_outlier: bool, r: &mut R
         r.check(format!("{at}.warmupDurationSecs"), check_duration(d));
     }
     if lb.locality_lb_setting.is_some() && lb.zone_aware_lb_setting.is_some() {
-        r.error(at, "localityLbSetting and zoneAwareLbSetting are mutually exclusive");
+        r.error(
+            at,
+            "localityLbSetting and zoneAwareLbSetting are mutually exclusive",
+        );
     }
     if let Some(l) = &lb.locality_lb_setting {
         validate_locality_lb(l, &format!("{at}.localityLbSetting"), has_outlier, r);

@@ -20,7 +20,9 @@ pub struct SnapshotCache {
 
 impl std::fmt::Debug for SnapshotCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotCache").field("views", &self.keys()).finish()
+        f.debug_struct("SnapshotCache")
+            .field("views", &self.keys())
+            .finish()
     }
 }
 
@@ -60,12 +62,21 @@ impl SnapshotCache {
 
     /// The current snapshot of a view.
     pub fn snapshot(&self, key: &str) -> Option<Arc<Snapshot>> {
-        self.views.lock().unwrap_or_else(PoisonError::into_inner).get(key).map(|tx| tx.borrow().clone())
+        self.views
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .map(|tx| tx.borrow().clone())
     }
 
     /// Every view key.
     pub fn keys(&self) -> Vec<String> {
-        self.views.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+        self.views
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// The key of a node.

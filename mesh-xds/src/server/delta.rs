@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
@@ -39,8 +41,21 @@ pub(crate) struct DeltaStream<S> {
 }
 
 impl<S: SnapshotSource> DeltaStream<S> {
-    pub(crate) fn new(source: Arc<S>, connections: Arc<Connections>, tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) -> Self {
-        DeltaStream { source, connections, tx, types: BTreeMap::new(), snapshots: None, id: None, node_id: String::new(), counter: 0 }
+    pub(crate) fn new(
+        source: Arc<S>,
+        connections: Arc<Connections>,
+        tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) -> Self {
+        DeltaStream {
+            source,
+            connections,
+            tx,
+            types: BTreeMap::new(),
+            snapshots: None,
+            id: None,
+            node_id: String::new(),
+            counter: 0,
+        }
     }
 
     pub(crate) async fn run(mut self, mut requests: Streaming<DeltaDiscoveryRequest>) {
@@ -67,12 +82,17 @@ impl<S: SnapshotSource> DeltaStream<S> {
     async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> bool {
         if self.snapshots.is_none() {
             let Some(node) = &req.node else {
-                let _ = self.tx.send(Err(Status::invalid_argument("the first request must carry node"))).await;
+                let _ = self
+                    .tx
+                    .send(Err(Status::invalid_argument(
+                        "the first request must carry node",
+                    )))
+                    .await;
                 return false;
             };
             self.node_id = node.id.clone();
             self.snapshots = Some(self.source.watch(node));
-            self.id = Some(self.connections.register(node.id.clone(), "delta"));
+            self.id = Some(self.connections.register(node, "delta"));
         }
         let type_url = req.type_url.clone();
         if type_url.is_empty() {
@@ -84,7 +104,11 @@ impl<S: SnapshotSource> DeltaStream<S> {
         t.requested = true;
         if first {
             // Reconnect: the client tells us what it already holds.
-            t.client = req.initial_resource_versions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            t.client = req
+                .initial_resource_versions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             if req.resource_names_subscribe.is_empty() && resource::is_wildcard_type(&type_url) {
                 t.wildcard = true;
             }
@@ -120,21 +144,27 @@ impl<S: SnapshotSource> DeltaStream<S> {
                         s.nack = Some(detail.clone());
                         s.nacks += 1;
                     });
-                    self.connections.emit(PushEvent::Nacked { type_url, node_id: self.node_id.clone(), detail });
+                    self.connections.emit(PushEvent::Nacked {
+                        type_url,
+                        node_id: self.node_id.clone(),
+                        detail,
+                    });
                     return true;
                 }
                 None => {
                     t.before_last = None;
                     let nonce = req.response_nonce.clone();
+                    let mut version = String::new();
                     self.connections.update(id, &type_url, |s| {
                         s.acked_version = s.sent_version.clone();
                         s.acked_nonce = nonce;
                         s.nack = None;
+                        version = s.sent_version.clone();
                     });
                     self.connections.emit(PushEvent::Acked {
                         type_url: type_url.clone(),
                         node_id: self.node_id.clone(),
-                        version: String::new(),
+                        version,
                     });
                 }
             }
@@ -144,7 +174,9 @@ impl<S: SnapshotSource> DeltaStream<S> {
 
     async fn push_changes(&mut self) -> bool {
         for type_url in PUSH_ORDER {
-            if self.types.get(type_url).is_some_and(|t| t.requested) && !self.send(type_url, false).await {
+            if self.types.get(type_url).is_some_and(|t| t.requested)
+                && !self.send(type_url, false).await
+            {
                 return false;
             }
         }
@@ -154,16 +186,23 @@ impl<S: SnapshotSource> DeltaStream<S> {
     /// Sends what changed for a type: resources whose version differs from what the client
     /// holds, and removals for what it holds that no longer exists.
     async fn send(&mut self, type_url: &str, first: bool) -> bool {
-        let Some(rx) = &self.snapshots else { return true };
+        let Some(rx) = &self.snapshots else {
+            return true;
+        };
         let snapshot = rx.borrow().clone();
-        let Some(t) = self.types.get_mut(type_url) else { return true };
+        let Some(t) = self.types.get_mut(type_url) else {
+            return true;
+        };
         let all = snapshot.of_type(type_url);
         let desired: BTreeMap<&String, &Arc<crate::resource::EncodedResource>> = match all {
             None => BTreeMap::new(),
             Some(m) if t.wildcard => m.iter().collect(),
             Some(m) => m.iter().filter(|(n, _)| t.names.contains(*n)).collect(),
         };
-        let desired_versions: BTreeMap<String, String> = desired.iter().map(|(n, r)| ((*n).clone(), r.version.clone())).collect();
+        let desired_versions: BTreeMap<String, String> = desired
+            .iter()
+            .map(|(n, r)| ((*n).clone(), r.version.clone()))
+            .collect();
         if t.nacked.as_ref() == Some(&desired_versions) {
             return true;
         }
@@ -180,7 +219,12 @@ impl<S: SnapshotSource> DeltaStream<S> {
         let removed: Vec<String> = t
             .client
             .keys()
-            .filter(|n| !desired.contains_key(n) && (t.wildcard || t.names.contains(*n) || all.is_some_and(|m| !m.contains_key(*n))))
+            .filter(|n| {
+                !desired.contains_key(n)
+                    && (t.wildcard
+                        || t.names.contains(*n)
+                        || all.is_some_and(|m| !m.contains_key(*n)))
+            })
             .cloned()
             .collect();
         if updated.is_empty() && removed.is_empty() && !first {
@@ -197,7 +241,11 @@ impl<S: SnapshotSource> DeltaStream<S> {
         }
         t.nacked = None;
         t.nonce = nonce.clone();
-        let bytes = updated.iter().filter_map(|r| r.resource.as_ref()).map(|a| a.value.len()).sum();
+        let bytes = updated
+            .iter()
+            .filter_map(|r| r.resource.as_ref())
+            .map(|a| a.value.len())
+            .sum();
         let version = snapshot.version.clone();
         let resp = DeltaDiscoveryResponse {
             system_version_info: version.clone(),
@@ -213,7 +261,11 @@ impl<S: SnapshotSource> DeltaStream<S> {
             s.sent_nonce = nonce;
             s.pushes += 1;
         });
-        self.connections.emit(PushEvent::Sent { type_url: type_url.to_string(), bytes, version });
+        self.connections.emit(PushEvent::Sent {
+            type_url: type_url.to_string(),
+            bytes,
+            version,
+        });
         self.tx.send(Ok(resp)).await.is_ok()
     }
 }

@@ -84,7 +84,9 @@ pub struct ViewCache {
 
 impl std::fmt::Debug for ViewCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ViewCache").field("views", &self.view_count()).finish()
+        f.debug_struct("ViewCache")
+            .field("views", &self.view_count())
+            .finish()
     }
 }
 
@@ -112,15 +114,28 @@ impl ViewCache {
 
     /// How many views exist.
     pub fn view_count(&self) -> usize {
-        self.views.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.views
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     fn context(&self) -> PushContext {
-        let mesh = self.mesh.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let mesh = self
+            .mesh
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         PushContext::new(mesh, self.store.snapshot())
     }
 
-    fn build(&self, ctx: &PushContext, proxy: &Proxy, previous: Option<&Snapshot>, version: u64) -> Snapshot {
+    fn build(
+        &self,
+        ctx: &PushContext,
+        proxy: &Proxy,
+        previous: Option<&Snapshot>,
+        version: u64,
+    ) -> Snapshot {
         let resources = translate(ctx, proxy);
         Snapshot::from_resources(version.to_string(), &resources, previous)
     }
@@ -132,7 +147,12 @@ impl ViewCache {
 
     fn watch_proxy(&self, proxy: &Proxy) -> watch::Receiver<Arc<Snapshot>> {
         let key = view_key(proxy);
-        if let Some(v) = self.views.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        if let Some(v) = self
+            .views
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
             return v.tx.subscribe();
         }
         // Translate outside the lock: a slow translation must not block other streams.
@@ -155,7 +175,10 @@ impl ViewCache {
         let targets: Vec<(String, Proxy, Arc<Snapshot>)> = {
             let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
             views.retain(|_, v| v.tx.receiver_count() > 0);
-            views.iter().map(|(k, v)| (k.clone(), v.proxy.clone(), v.tx.borrow().clone())).collect()
+            views
+                .iter()
+                .map(|(k, v)| (k.clone(), v.proxy.clone(), v.tx.borrow().clone()))
+                .collect()
         };
         let mut changed = 0;
         for (key, proxy, prev) in &targets {
@@ -187,7 +210,11 @@ impl ViewCache {
 
     /// Pushes after config changes, debounced: waits for `d.after` without changes (but no
     /// longer than `d.max` since the first), then pushes once. Returns when `events` closes.
-    pub async fn run_debounced(self: Arc<Self>, mut events: broadcast::Receiver<ConfigEvent>, d: Debounce) {
+    pub async fn run_debounced(
+        self: Arc<Self>,
+        mut events: broadcast::Receiver<ConfigEvent>,
+        d: Debounce,
+    ) {
         loop {
             // Wait for the first change of a batch.
             match events.recv().await {

@@ -9,8 +9,8 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
 use crate::resource::{self, PUSH_ORDER};
-use crate::server::status::{Connections, PushEvent};
 use crate::server::SnapshotSource;
+use crate::server::status::{Connections, PushEvent};
 use crate::snapshot::Snapshot;
 
 /// What the stream knows about one type.
@@ -45,8 +45,21 @@ pub(crate) struct SotwStream<S> {
 }
 
 impl<S: SnapshotSource> SotwStream<S> {
-    pub(crate) fn new(source: Arc<S>, connections: Arc<Connections>, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Self {
-        SotwStream { source, connections, tx, types: BTreeMap::new(), snapshots: None, id: None, node_id: String::new(), counter: 0 }
+    pub(crate) fn new(
+        source: Arc<S>,
+        connections: Arc<Connections>,
+        tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ) -> Self {
+        SotwStream {
+            source,
+            connections,
+            tx,
+            types: BTreeMap::new(),
+            snapshots: None,
+            id: None,
+            node_id: String::new(),
+            counter: 0,
+        }
     }
 
     pub(crate) async fn run(mut self, mut requests: Streaming<DiscoveryRequest>) {
@@ -73,12 +86,17 @@ impl<S: SnapshotSource> SotwStream<S> {
     async fn on_request(&mut self, req: DiscoveryRequest) -> bool {
         if self.snapshots.is_none() {
             let Some(node) = &req.node else {
-                let _ = self.tx.send(Err(Status::invalid_argument("the first request must carry node"))).await;
+                let _ = self
+                    .tx
+                    .send(Err(Status::invalid_argument(
+                        "the first request must carry node",
+                    )))
+                    .await;
                 return false;
             };
             self.node_id = node.id.clone();
             self.snapshots = Some(self.source.watch(node));
-            self.id = Some(self.connections.register(node.id.clone(), "sotw"));
+            self.id = Some(self.connections.register(node, "sotw"));
         }
         let type_url = req.type_url.clone();
         if type_url.is_empty() {
@@ -97,11 +115,16 @@ impl<S: SnapshotSource> SotwStream<S> {
                 s.nack = Some(detail.clone());
                 s.nacks += 1;
             });
-            self.connections.emit(PushEvent::Nacked { type_url, node_id: self.node_id.clone(), detail });
+            self.connections.emit(PushEvent::Nacked {
+                type_url,
+                node_id: self.node_id.clone(),
+                detail,
+            });
             return true;
         }
         let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
-        let wants_wildcard = names.contains("*") || (names.is_empty() && resource::is_wildcard_type(&type_url) && !t.requested);
+        let wants_wildcard = names.contains("*")
+            || (names.is_empty() && resource::is_wildcard_type(&type_url) && !t.requested);
         let initial = req.response_nonce.is_empty() || !t.requested;
         if !initial && req.response_nonce != t.nonce {
             // A stale nonce: a response crossed this request; the next one will be answered.
@@ -115,7 +138,11 @@ impl<S: SnapshotSource> SotwStream<S> {
                 s.acked_nonce = nonce;
                 s.nack = None;
             });
-            self.connections.emit(PushEvent::Acked { type_url: type_url.clone(), node_id: self.node_id.clone(), version });
+            self.connections.emit(PushEvent::Acked {
+                type_url: type_url.clone(),
+                node_id: self.node_id.clone(),
+                version,
+            });
             t.nacked_hash = None;
         }
         let added = names.iter().any(|n| !t.names.contains(n) && n != "*");
@@ -139,7 +166,9 @@ impl<S: SnapshotSource> SotwStream<S> {
 
     async fn push_changes(&mut self) -> bool {
         for type_url in PUSH_ORDER {
-            if self.types.get(type_url).is_some_and(|t| t.requested) && !self.send(type_url, false).await {
+            if self.types.get(type_url).is_some_and(|t| t.requested)
+                && !self.send(type_url, false).await
+            {
                 return false;
             }
         }
@@ -149,9 +178,13 @@ impl<S: SnapshotSource> SotwStream<S> {
     /// Sends the current resources of a type if they differ from what was last sent (or if
     /// `force`), but never content the client already rejected.
     async fn send(&mut self, type_url: &str, force: bool) -> bool {
-        let Some(rx) = &self.snapshots else { return true };
+        let Some(rx) = &self.snapshots else {
+            return true;
+        };
         let snapshot = rx.borrow().clone();
-        let Some(t) = self.types.get_mut(type_url) else { return true };
+        let Some(t) = self.types.get_mut(type_url) else {
+            return true;
+        };
         let all = snapshot.of_type(type_url);
         let chosen: Vec<&Arc<crate::resource::EncodedResource>> = match (t.wildcard, all) {
             (_, None) => Vec::new(),
@@ -198,7 +231,11 @@ impl<S: SnapshotSource> SotwStream<S> {
             s.sent_nonce = nonce;
             s.pushes += 1;
         });
-        self.connections.emit(PushEvent::Sent { type_url: type_url.to_string(), bytes, version });
+        self.connections.emit(PushEvent::Sent {
+            type_url: type_url.to_string(),
+            bytes,
+            version,
+        });
         self.tx.send(Ok(resp)).await.is_ok()
     }
 }

@@ -59,7 +59,7 @@ impl TypeStatus {
 }
 
 /// One connected proxy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConnectionInfo {
     /// Stream id (unique per server).
     pub stream_id: u64,
@@ -72,6 +72,9 @@ pub struct ConnectionInfo {
     pub connected_at: SystemTime,
     /// Per type URL.
     pub types: BTreeMap<String, TypeStatus>,
+    /// The node as first sent (metadata included).
+    #[serde(skip)]
+    pub node: Option<envoy_types::pb::envoy::config::core::v3::Node>,
 }
 
 /// Something that happened on a stream, for metrics.
@@ -132,12 +135,20 @@ impl Default for Connections {
 impl Connections {
     /// A snapshot of every connection's status.
     pub fn list(&self) -> Vec<ConnectionInfo> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// How many streams are connected.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Whether no stream is connected.
@@ -150,30 +161,52 @@ impl Connections {
         self.events.subscribe()
     }
 
-    pub(crate) fn register(self: &Arc<Self>, node_id: String, protocol: &'static str) -> u64 {
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).insert(
-            id,
-            ConnectionInfo {
-                stream_id: id,
-                node_id,
-                protocol,
-                connected_at: SystemTime::now(),
-                types: BTreeMap::new(),
-            },
-        );
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        node: &envoy_types::pb::envoy::config::core::v3::Node,
+        protocol: &'static str,
+    ) -> u64 {
+        let node_id = node.id.clone();
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                id,
+                ConnectionInfo {
+                    stream_id: id,
+                    node_id,
+                    protocol,
+                    connected_at: SystemTime::now(),
+                    types: BTreeMap::new(),
+                    node: Some(node.clone()),
+                },
+            );
         let _ = self.events.send(PushEvent::Connected);
         id
     }
 
     pub(crate) fn remove(&self, id: u64) {
-        if self.inner.lock().unwrap_or_else(PoisonError::into_inner).remove(&id).is_some() {
+        if self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id)
+            .is_some()
+        {
             let _ = self.events.send(PushEvent::Disconnected);
         }
     }
 
     pub(crate) fn update(&self, id: u64, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
-        if let Some(c) = self.inner.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&id) {
+        if let Some(c) = self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&id)
+        {
             f(c.types.entry(type_url.to_string()).or_default());
         }
     }

@@ -8,8 +8,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::{
     DataSource, Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CoreHttpOptions,
-    KeepaliveSettings, RoutingPriority, TcpKeepalive, UpstreamHttpProtocolOptions,
-    data_source,
+    KeepaliveSettings, RoutingPriority, TcpKeepalive, UpstreamHttpProtocolOptions, data_source,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -41,7 +40,12 @@ pub(crate) fn is_eds(c: &Cluster) -> bool {
 }
 
 /// Clusters (and their EDS assignments) for every imported service, plus the special ones.
-pub(crate) fn sidecar_clusters(ctx: &PushContext, proxy: &Proxy, scope: &SidecarScope<'_>, out: &mut Resources) {
+pub(crate) fn sidecar_clusters(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    out: &mut Resources,
+) {
     for svc in &scope.services {
         let dr = destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
         for port in &svc.ports {
@@ -52,21 +56,34 @@ pub(crate) fn sidecar_clusters(ctx: &PushContext, proxy: &Proxy, scope: &Sidecar
                 for subset in &dr.subsets {
                     let name = naming::outbound_cluster(port.number, &subset.name, &svc.hostname);
                     let policy = effective_policy(Some(dr), Some(subset), port.number);
-                    add_cluster(ctx, proxy, svc, port, &name, Some(&subset.labels), &policy, out);
+                    add_cluster(
+                        ctx,
+                        proxy,
+                        svc,
+                        port,
+                        &name,
+                        Some(&subset.labels),
+                        &policy,
+                        out,
+                    );
                 }
             }
         }
     }
     let blackhole = Cluster {
         name: naming::BLACKHOLE_CLUSTER.into(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Static as i32)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
         connect_timeout: Some(dur(&ctx.mesh.connect_timeout)),
         ..Default::default()
     };
     out.clusters.insert(blackhole.name.clone(), blackhole);
     let passthrough = Cluster {
         name: naming::PASSTHROUGH_CLUSTER.into(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        )),
         lb_policy: cluster::LbPolicy::ClusterProvided as i32,
         connect_timeout: Some(dur(&ctx.mesh.connect_timeout)),
         circuit_breakers: Some(circuit_breakers_for(None)),
@@ -88,23 +105,24 @@ fn add_cluster(
 ) {
     let mut c = Cluster {
         name: name.to_string(),
-        connect_timeout: Some(dur(
-            policy
-                .connection_pool
-                .as_ref()
-                .and_then(|cp| cp.tcp.as_ref())
-                .and_then(|t| t.connect_timeout.as_ref())
-                .unwrap_or(&ctx.mesh.connect_timeout),
-        )),
+        connect_timeout: Some(dur(policy
+            .connection_pool
+            .as_ref()
+            .and_then(|cp| cp.tcp.as_ref())
+            .and_then(|t| t.connect_timeout.as_ref())
+            .unwrap_or(&ctx.mesh.connect_timeout))),
         circuit_breakers: Some(circuit_breakers_for(policy.connection_pool.as_ref())),
         ..Default::default()
     };
-    let passthrough_lb = policy.load_balancer.as_ref().and_then(|l| l.simple) == Some(SimpleLb::Passthrough);
+    let passthrough_lb =
+        policy.load_balancer.as_ref().and_then(|l| l.simple) == Some(SimpleLb::Passthrough);
     match svc.resolution {
         Resolution::None => set_original_dst(&mut c),
         _ if passthrough_lb => set_original_dst(&mut c),
         Resolution::Static => {
-            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32));
+            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Eds as i32,
+            ));
             c.eds_cluster_config = Some(cluster::EdsClusterConfig {
                 eds_config: Some(ads_source(Some(std::time::Duration::ZERO))),
                 service_name: name.to_string(),
@@ -136,7 +154,8 @@ fn add_cluster(
             c.load_assignment = Some(cla);
         }
     }
-    if !matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::OriginalDst as i32) {
+    if !matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::OriginalDst as i32)
+    {
         apply_lb(&mut c, policy, proxy.proxyless_grpc);
     }
     if let Some(od) = &policy.outlier_detection {
@@ -144,28 +163,39 @@ fn add_cluster(
     }
     if port.is_http() {
         apply_http_options(&mut c, port, policy, &ctx.mesh);
-    } else if let Some(tcp) = policy.connection_pool.as_ref().and_then(|cp| cp.tcp.as_ref()) {
-        if let Some(k) = &tcp.tcp_keepalive {
-            c.upstream_connection_options = Some(envoy_types::pb::envoy::config::cluster::v3::UpstreamConnectionOptions {
+    } else if let Some(tcp) = policy
+        .connection_pool
+        .as_ref()
+        .and_then(|cp| cp.tcp.as_ref())
+        && let Some(k) = &tcp.tcp_keepalive
+    {
+        c.upstream_connection_options = Some(
+            envoy_types::pb::envoy::config::cluster::v3::UpstreamConnectionOptions {
                 tcp_keepalive: Some(TcpKeepalive {
                     keepalive_probes: k.probes.map(u32v),
-                    keepalive_time: k.time.map(|t| u32v(u32::try_from(t.as_std().as_secs()).unwrap_or(u32::MAX))),
-                    keepalive_interval: k.interval.map(|t| u32v(u32::try_from(t.as_std().as_secs()).unwrap_or(u32::MAX))),
+                    keepalive_time: k
+                        .time
+                        .map(|t| u32v(u32::try_from(t.as_std().as_secs()).unwrap_or(u32::MAX))),
+                    keepalive_interval: k
+                        .interval
+                        .map(|t| u32v(u32::try_from(t.as_std().as_secs()).unwrap_or(u32::MAX))),
                 }),
                 ..Default::default()
-            });
-        }
+            },
+        );
     }
-    if let Some(tls) = &policy.tls {
-        if let Some(ts) = upstream_tls(tls, port.is_http2()) {
-            c.transport_socket = Some(ts);
-        }
+    if let Some(tls) = &policy.tls
+        && let Some(ts) = upstream_tls(tls, port.is_http2())
+    {
+        c.transport_socket = Some(ts);
     }
     out.clusters.insert(name.to_string(), c);
 }
 
 fn set_original_dst(c: &mut Cluster) {
-    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32));
+    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+        cluster::DiscoveryType::OriginalDst as i32,
+    ));
     c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
 }
 
@@ -204,7 +234,9 @@ fn apply_lb(c: &mut Cluster, policy: &TrafficPolicy, proxyless: bool) {
         if let Some(m) = &ch.maglev {
             c.lb_policy = cluster::LbPolicy::Maglev as i32;
             c.lb_config = Some(cluster::LbConfig::MaglevLbConfig(cluster::MaglevLbConfig {
-                table_size: Some(envoy_types::pb::google::protobuf::UInt64Value { value: m.table_size.unwrap_or(65537) }),
+                table_size: Some(envoy_types::pb::google::protobuf::UInt64Value {
+                    value: m.table_size.unwrap_or(65537),
+                }),
             }));
         } else {
             c.lb_policy = cluster::LbPolicy::RingHash as i32;
@@ -214,10 +246,14 @@ fn apply_lb(c: &mut Cluster, policy: &TrafficPolicy, proxyless: bool) {
                 .and_then(|r| r.minimum_ring_size)
                 .or(ch.minimum_ring_size)
                 .unwrap_or(1024);
-            c.lb_config = Some(cluster::LbConfig::RingHashLbConfig(cluster::RingHashLbConfig {
-                minimum_ring_size: Some(envoy_types::pb::google::protobuf::UInt64Value { value: size }),
-                ..Default::default()
-            }));
+            c.lb_config = Some(cluster::LbConfig::RingHashLbConfig(
+                cluster::RingHashLbConfig {
+                    minimum_ring_size: Some(envoy_types::pb::google::protobuf::UInt64Value {
+                        value: size,
+                    }),
+                    ..Default::default()
+                },
+            ));
         }
     }
     if let Some(w) = lb.and_then(|l| l.warmup.as_ref()) {
@@ -233,28 +269,39 @@ fn apply_lb(c: &mut Cluster, policy: &TrafficPolicy, proxyless: bool) {
         };
         match c.lb_policy {
             x if x == cluster::LbPolicy::RoundRobin as i32 => {
-                c.lb_config = Some(cluster::LbConfig::RoundRobinLbConfig(cluster::RoundRobinLbConfig {
-                    slow_start_config: Some(cfg),
-                    ..Default::default()
-                }))
+                c.lb_config = Some(cluster::LbConfig::RoundRobinLbConfig(
+                    cluster::RoundRobinLbConfig {
+                        slow_start_config: Some(cfg),
+                    },
+                ))
             }
             x if x == cluster::LbPolicy::LeastRequest as i32 => {
-                c.lb_config = Some(cluster::LbConfig::LeastRequestLbConfig(cluster::LeastRequestLbConfig {
-                    slow_start_config: Some(cfg),
-                    ..Default::default()
-                }))
+                c.lb_config = Some(cluster::LbConfig::LeastRequestLbConfig(
+                    cluster::LeastRequestLbConfig {
+                        slow_start_config: Some(cfg),
+                        ..Default::default()
+                    },
+                ))
             }
             _ => {}
         }
     }
     let locality = lb.and_then(|l| l.locality_lb_setting.as_ref());
     let has_outlier = policy.outlier_detection.is_some();
-    let weighted = locality.is_some_and(|l| !l.distribute.is_empty() || ((!l.failover.is_empty() || !l.failover_priority.is_empty()) && has_outlier));
-    let panic = policy.outlier_detection.as_ref().and_then(|o| o.min_health_percent);
+    let weighted = locality.is_some_and(|l| {
+        !l.distribute.is_empty()
+            || ((!l.failover.is_empty() || !l.failover_priority.is_empty()) && has_outlier)
+    });
+    let panic = policy
+        .outlier_detection
+        .as_ref()
+        .and_then(|o| o.min_health_percent);
     if weighted || panic.is_some() {
         c.common_lb_config = Some(cluster::CommonLbConfig {
-            healthy_panic_threshold: panic.map(|p| envoy_types::pb::envoy::r#type::v3::Percent { value: f64::from(p) }),
-            locality_config_specifier: weighted.then(|| {
+            healthy_panic_threshold: panic.map(|p| envoy_types::pb::envoy::r#type::v3::Percent {
+                value: f64::from(p),
+            }),
+            locality_config_specifier: weighted.then_some({
                 cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
                     cluster::common_lb_config::LocalityWeightedLbConfig {},
                 )
@@ -270,7 +317,10 @@ fn apply_outlier(c: &mut Cluster, od: &OutlierDetection) {
         enforcing_success_rate: Some(u32v(0)),
         interval: od.interval.as_ref().map(dur),
         base_ejection_time: od.base_ejection_time.as_ref().map(dur),
-        max_ejection_percent: od.max_ejection_percent.filter(|p| *p > 0).map(|p| u32v(u32::try_from(p).unwrap_or(100))),
+        max_ejection_percent: od
+            .max_ejection_percent
+            .filter(|p| *p > 0)
+            .map(|p| u32v(u32::try_from(p).unwrap_or(100))),
         ..Default::default()
     };
     match od.consecutive_5xx_errors {
@@ -298,17 +348,36 @@ fn apply_outlier(c: &mut Cluster, od: &OutlierDetection) {
     c.outlier_detection = Some(o);
 }
 
-fn apply_http_options(c: &mut Cluster, port: &ServicePort, policy: &TrafficPolicy, mesh: &mesh_model::MeshConfig) {
-    let http = policy.connection_pool.as_ref().and_then(|cp| cp.http.as_ref());
-    let tcp = policy.connection_pool.as_ref().and_then(|cp| cp.tcp.as_ref());
-    let upgrade = http.and_then(|h| h.h2_upgrade_policy).or(mesh.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
+fn apply_http_options(
+    c: &mut Cluster,
+    port: &ServicePort,
+    policy: &TrafficPolicy,
+    mesh: &mesh_model::MeshConfig,
+) {
+    let http = policy
+        .connection_pool
+        .as_ref()
+        .and_then(|cp| cp.http.as_ref());
+    let tcp = policy
+        .connection_pool
+        .as_ref()
+        .and_then(|cp| cp.tcp.as_ref());
+    let upgrade = http
+        .and_then(|h| h.h2_upgrade_policy)
+        .or(mesh.h2_upgrade_policy)
+        == Some(H2UpgradePolicy::Upgrade);
     let h2 = port.is_http2() || (upgrade && port.protocol == "HTTP");
     let mut common = CoreHttpOptions::default();
-    let idle = http.and_then(|h| h.idle_timeout).or_else(|| tcp.and_then(|t| t.idle_timeout));
+    let idle = http
+        .and_then(|h| h.idle_timeout)
+        .or_else(|| tcp.and_then(|t| t.idle_timeout));
     if let Some(i) = idle {
         common.idle_timeout = Some(dur(&i));
     }
-    if let Some(n) = http.and_then(|h| h.max_requests_per_connection).filter(|n| *n > 0) {
+    if let Some(n) = http
+        .and_then(|h| h.max_requests_per_connection)
+        .filter(|n| *n > 0)
+    {
         common.max_requests_per_connection = Some(u32v(u32::try_from(n).unwrap_or(MAX_U32)));
     }
     if let Some(d) = tcp.and_then(|t| t.max_connection_duration) {
@@ -316,7 +385,10 @@ fn apply_http_options(c: &mut Cluster, port: &ServicePort, policy: &TrafficPolic
     }
     let h2_options = || {
         let mut o = Http2ProtocolOptions::default();
-        if let Some(n) = http.and_then(|h| h.max_concurrent_streams).filter(|n| *n > 0) {
+        if let Some(n) = http
+            .and_then(|h| h.max_concurrent_streams)
+            .filter(|n| *n > 0)
+        {
             o.max_concurrent_streams = Some(u32v(u32::try_from(n).unwrap_or(MAX_U32)));
         }
         if let Some(k) = http.and_then(|h| h.http2_keep_alive.as_ref()) {
@@ -337,21 +409,27 @@ fn apply_http_options(c: &mut Cluster, port: &ServicePort, policy: &TrafficPolic
             },
         )
     } else {
-        http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(http_protocol_options::ExplicitHttpConfig {
-            protocol_config: Some(if h2 {
-                http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(h2_options())
-            } else {
-                http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())
-            }),
-        })
+        http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(if h2 {
+                    http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(h2_options())
+                } else {
+                    http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                        Http1ProtocolOptions::default(),
+                    )
+                }),
+            },
+        )
     };
     let options = HttpProtocolOptions {
         common_http_protocol_options: (common != CoreHttpOptions::default()).then_some(common),
-        upstream_http_protocol_options: Some(UpstreamHttpProtocolOptions::default()).filter(|_| false),
+        upstream_http_protocol_options: Some(UpstreamHttpProtocolOptions::default())
+            .filter(|_| false),
         upstream_protocol_options: Some(protocol),
         ..Default::default()
     };
-    c.typed_extension_protocol_options = HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), any(&options))]);
+    c.typed_extension_protocol_options =
+        HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), any(&options))]);
 }
 
 fn file(path: &str) -> DataSource {
@@ -363,7 +441,10 @@ fn file(path: &str) -> DataSource {
 
 /// Client TLS for SIMPLE and MUTUAL with files. ISTIO_MUTUAL needs the workload certificate
 /// over SDS, which arrives with mesh-identity; until then it is left plaintext.
-fn upstream_tls(tls: &ClientTlsSettings, h2: bool) -> Option<envoy_types::pb::envoy::config::core::v3::TransportSocket> {
+fn upstream_tls(
+    tls: &ClientTlsSettings,
+    h2: bool,
+) -> Option<envoy_types::pb::envoy::config::core::v3::TransportSocket> {
     if !matches!(tls.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual) {
         return None;
     }
@@ -371,18 +452,19 @@ fn upstream_tls(tls: &ClientTlsSettings, h2: bool) -> Option<envoy_types::pb::en
         alpn_protocols: if h2 { vec!["h2".into()] } else { Vec::new() },
         ..Default::default()
     };
-    if tls.mode == ClientTlsMode::Mutual {
-        if let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key) {
-            common.tls_certificates = vec![TlsCertificate {
-                certificate_chain: Some(file(cert)),
-                private_key: Some(file(key)),
-                ..Default::default()
-            }];
-        }
+    if tls.mode == ClientTlsMode::Mutual
+        && let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key)
+    {
+        common.tls_certificates = vec![TlsCertificate {
+            certificate_chain: Some(file(cert)),
+            private_key: Some(file(key)),
+            ..Default::default()
+        }];
     }
-    if tls.insecure_skip_verify != Some(true) {
-        if let Some(ca) = &tls.ca_certificates {
-            let sans = tls
+    if tls.insecure_skip_verify != Some(true)
+        && let Some(ca) = &tls.ca_certificates
+    {
+        let sans = tls
                 .subject_alt_names
                 .iter()
                 .map(|s| envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SubjectAltNameMatcher {
@@ -391,27 +473,37 @@ fn upstream_tls(tls: &ClientTlsSettings, h2: bool) -> Option<envoy_types::pb::en
                     oid: String::new(),
                 })
                 .collect();
-            common.validation_context_type = Some(common_tls_context::ValidationContextType::ValidationContext(
+        common.validation_context_type = Some(
+            common_tls_context::ValidationContextType::ValidationContext(
                 CertificateValidationContext {
                     trusted_ca: Some(file(ca)),
                     match_typed_subject_alt_names: sans,
                     crl: tls.ca_crl.as_deref().map(file),
                     ..Default::default()
                 },
-            ));
-        }
+            ),
+        );
     }
     let ctx = UpstreamTlsContext {
         common_tls_context: Some(common),
         sni: tls.sni.clone().unwrap_or_default(),
         ..Default::default()
     };
-    Some(crate::pb::transport_socket("envoy.transport_sockets.tls", &ctx))
+    Some(crate::pb::transport_socket(
+        "envoy.transport_sockets.tls",
+        &ctx,
+    ))
 }
 
 /// Whether a DR routes with consistent hashing for this port and subset (routes then carry
 /// hash policies and drop the previous-hosts retry predicate).
-pub(crate) fn consistent_hash(dr: Option<&DestinationRuleSpec>, subset: Option<&str>, port: u32) -> Option<mesh_model::networking::destination_rule::ConsistentHashLb> {
+pub(crate) fn consistent_hash(
+    dr: Option<&DestinationRuleSpec>,
+    subset: Option<&str>,
+    port: u32,
+) -> Option<mesh_model::networking::destination_rule::ConsistentHashLb> {
     let subset = subset.and_then(|s| dr.and_then(|d| d.subsets.iter().find(|x| x.name == s)));
-    effective_policy(dr, subset, port).load_balancer.and_then(|l| l.consistent_hash)
+    effective_policy(dr, subset, port)
+        .load_balancer
+        .and_then(|l| l.consistent_hash)
 }

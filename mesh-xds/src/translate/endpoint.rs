@@ -15,7 +15,11 @@ use crate::registry::{Service, ServicePort};
 use crate::translate::PushContext;
 
 fn lb_endpoint(address: &str, port: u32, weight: u32) -> LbEndpoint {
-    let addr = if address.starts_with("unix://") { pipe(address) } else { socket(address, port) };
+    let addr = if address.starts_with("unix://") {
+        pipe(address)
+    } else {
+        socket(address, port)
+    };
     LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(EnvoyEndpoint {
             address: Some(addr),
@@ -64,10 +68,10 @@ pub(crate) fn assignment(
     let mut by_locality: BTreeMap<&str, Vec<LbEndpoint>> = BTreeMap::new();
     let mut weights: BTreeMap<&str, u32> = BTreeMap::new();
     for ep in &svc.endpoints {
-        if let Some(labels) = subset_labels {
-            if !labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)) {
-                continue;
-            }
+        if let Some(labels) = subset_labels
+            && !labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v))
+        {
+            continue;
         }
         if ep.address.is_empty() {
             continue;
@@ -84,13 +88,22 @@ pub(crate) fn assignment(
         .as_ref()
         .and_then(|l| l.locality_lb_setting.as_ref())
         .or(ctx.mesh.locality_lb_setting.as_ref())
-        .map(|l| l.failover.iter().map(|f| (f.from.clone(), f.to.clone())).collect())
+        .map(|l| {
+            l.failover
+                .iter()
+                .map(|f| (f.from.clone(), f.to.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     let mut groups: Vec<LocalityLbEndpoints> = by_locality
         .into_iter()
         .map(|(loc, eps)| {
             let l = proxy::Locality::parse(loc);
-            let priority = if failover { priority(&proxy.locality, &l, &failover_regions) } else { 0 };
+            let priority = if failover {
+                priority(&proxy.locality, &l, &failover_regions)
+            } else {
+                0
+            };
             LocalityLbEndpoints {
                 locality: Some(Locality {
                     region: l.region,
@@ -110,7 +123,8 @@ pub(crate) fn assignment(
         used.sort_unstable();
         used.dedup();
         for g in &mut groups {
-            g.priority = u32::try_from(used.iter().position(|p| *p == g.priority).unwrap_or(0)).unwrap_or(0);
+            g.priority =
+                u32::try_from(used.iter().position(|p| *p == g.priority).unwrap_or(0)).unwrap_or(0);
         }
     }
     ClusterLoadAssignment {
@@ -142,7 +156,14 @@ fn priority(proxy: &proxy::Locality, ep: &proxy::Locality, failover: &[(String, 
             2
         }
     } else {
-        let rules: Vec<&(String, String)> = failover.iter().filter(|(from, _)| *from == proxy.region).collect();
-        if rules.is_empty() || rules.iter().any(|(_, to)| *to == ep.region) { 3 } else { 4 }
+        let rules: Vec<&(String, String)> = failover
+            .iter()
+            .filter(|(from, _)| *from == proxy.region)
+            .collect();
+        if rules.is_empty() || rules.iter().any(|(_, to)| *to == ep.region) {
+            3
+        } else {
+            4
+        }
     }
 }

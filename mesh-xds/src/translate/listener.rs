@@ -5,9 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{BindConfig, DataSource, TrafficDirection, data_source};
+use envoy_types::pb::envoy::config::core::v3::{
+    BindConfig, DataSource, TrafficDirection, data_source,
+};
 use envoy_types::pb::envoy::config::listener::v3::{
-    ApiListener, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+    ApiListener, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter,
+    listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
@@ -20,12 +23,13 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate, common_tls_context,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate,
+    common_tls_context,
 };
+use mesh_model::Config;
 use mesh_model::host::{host_matches, resolve_short_name};
 use mesh_model::networking::gateway::{Server, ServerTlsMode};
 use mesh_model::networking::virtual_service::RouteDestination;
-use mesh_model::Config;
 use prost::Message;
 
 use crate::naming;
@@ -43,37 +47,39 @@ pub(crate) fn references(l: &Listener) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut rds = BTreeSet::new();
     let mut clusters = BTreeSet::new();
     let mut visit = |f: &Filter| {
-        let Some(filter::ConfigType::TypedConfig(a)) = &f.config_type else { return };
+        let Some(filter::ConfigType::TypedConfig(a)) = &f.config_type else {
+            return;
+        };
         if f.name == HCM {
-            if let Ok(h) = HttpConnectionManager::decode(a.value.as_slice()) {
-                if let Some(http_connection_manager::RouteSpecifier::Rds(r)) = h.route_specifier {
-                    rds.insert(r.route_config_name);
-                }
+            if let Ok(h) = HttpConnectionManager::decode(a.value.as_slice())
+                && let Some(http_connection_manager::RouteSpecifier::Rds(r)) = h.route_specifier
+            {
+                rds.insert(r.route_config_name);
             }
-        } else if f.name == TCP_PROXY {
-            if let Ok(t) = TcpProxy::decode(a.value.as_slice()) {
-                match t.cluster_specifier {
-                    Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => {
-                        clusters.insert(c);
-                    }
-                    Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
-                        clusters.extend(w.clusters.into_iter().map(|c| c.name));
-                    }
-                    None => {}
+        } else if f.name == TCP_PROXY
+            && let Ok(t) = TcpProxy::decode(a.value.as_slice())
+        {
+            match t.cluster_specifier {
+                Some(tcp_proxy::ClusterSpecifier::Cluster(c)) => {
+                    clusters.insert(c);
                 }
+                Some(tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
+                    clusters.extend(w.clusters.into_iter().map(|c| c.name));
+                }
+                None => {}
             }
         }
     };
     for fc in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
         fc.filters.iter().for_each(&mut visit);
     }
-    if let Some(api) = &l.api_listener {
-        if let Some(a) = &api.api_listener {
-            visit(&Filter {
-                name: HCM.into(),
-                config_type: Some(filter::ConfigType::TypedConfig(a.clone())),
-            });
-        }
+    if let Some(api) = &l.api_listener
+        && let Some(a) = &api.api_listener
+    {
+        visit(&Filter {
+            name: HCM.into(),
+            config_type: Some(filter::ConfigType::TypedConfig(a.clone())),
+        });
     }
     (rds, clusters)
 }
@@ -133,11 +139,20 @@ fn listener_filter<M: Message + prost::Name>(name: &str, config: &M) -> Listener
 }
 
 fn address_for(bind: &str, port: u32) -> envoy_types::pb::envoy::config::core::v3::Address {
-    if bind.starts_with("unix://") { pipe(bind) } else { socket(bind, port) }
+    if bind.starts_with("unix://") {
+        pipe(bind)
+    } else {
+        socket(bind, port)
+    }
 }
 
 /// Sidecar listeners.
-pub(crate) fn sidecar_listeners(ctx: &PushContext, proxy: &Proxy, scope: &SidecarScope<'_>, out: &mut Resources) {
+pub(crate) fn sidecar_listeners(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    out: &mut Resources,
+) {
     if proxy.proxyless_grpc {
         proxyless_listeners(ctx, proxy, scope, out);
         return;
@@ -149,17 +164,35 @@ pub(crate) fn sidecar_listeners(ctx: &PushContext, proxy: &Proxy, scope: &Sideca
         match eg.port {
             Some(port) if eg.binds_port(proxy) => {
                 let bind = eg.bind.clone().unwrap_or_else(|| "127.0.0.1".to_string());
-                let name = if bind.starts_with("unix://") { bind.clone() } else { naming::listener(&bind, port) };
-                let services: Vec<_> = scope.services.iter().filter(|s| s.port(port).is_some() && imports(&s.namespace, &s.hostname)).collect();
+                let name = if bind.starts_with("unix://") {
+                    bind.clone()
+                } else {
+                    naming::listener(&bind, port)
+                };
+                let services: Vec<_> = scope
+                    .services
+                    .iter()
+                    .filter(|s| s.port(port).is_some() && imports(&s.namespace, &s.hostname))
+                    .collect();
                 let http = if eg.protocol.is_empty() {
-                    services.first().and_then(|s| s.port(port)).is_none_or(|p| p.is_http())
+                    services
+                        .first()
+                        .and_then(|s| s.port(port))
+                        .is_none_or(|p| p.is_http())
                 } else {
                     matches!(eg.protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
                 };
                 let filter = if http {
                     let rds = port.to_string();
                     if !out.routes.contains_key(&rds) {
-                        let rc = route::sidecar_route_config(ctx, proxy, scope, port, &imports, rds.clone());
+                        let rc = route::sidecar_route_config(
+                            ctx,
+                            proxy,
+                            scope,
+                            port,
+                            &imports,
+                            rds.clone(),
+                        );
                         out.routes.insert(rds.clone(), rc);
                     }
                     network_filter(HCM, &hcm(&name, &rds, false))
@@ -175,17 +208,24 @@ pub(crate) fn sidecar_listeners(ctx: &PushContext, proxy: &Proxy, scope: &Sideca
                     Listener {
                         name,
                         address: Some(address_for(&bind, port)),
-                        filter_chains: vec![FilterChain { filters: vec![filter], ..Default::default() }],
+                        filter_chains: vec![FilterChain {
+                            filters: vec![filter],
+                            ..Default::default()
+                        }],
                         traffic_direction: TrafficDirection::Outbound as i32,
                         ..Default::default()
                     },
                 );
             }
-            Some(port) if capture => {
-                if scope.services.iter().any(|s| s.port(port).is_some_and(|p| p.is_http()) && imports(&s.namespace, &s.hostname)) {
-                    captured_listener(ctx, proxy, scope, port, &imports, out);
-                    captured_http_ports.insert(port);
-                }
+            Some(port)
+                if capture
+                    && scope.services.iter().any(|s| {
+                        s.port(port).is_some_and(|p| p.is_http())
+                            && imports(&s.namespace, &s.hostname)
+                    }) =>
+            {
+                captured_listener(ctx, proxy, scope, port, &imports, out);
+                captured_http_ports.insert(port);
             }
             None if capture => {
                 for s in &scope.services {
@@ -206,14 +246,25 @@ pub(crate) fn sidecar_listeners(ctx: &PushContext, proxy: &Proxy, scope: &Sideca
 
 fn passthrough_or_blackhole(scope: &SidecarScope<'_>) -> &'static str {
     match scope.outbound_mode {
-        mesh_model::networking::sidecar::OutboundTrafficPolicyMode::AllowAny => naming::PASSTHROUGH_CLUSTER,
-        mesh_model::networking::sidecar::OutboundTrafficPolicyMode::RegistryOnly => naming::BLACKHOLE_CLUSTER,
+        mesh_model::networking::sidecar::OutboundTrafficPolicyMode::AllowAny => {
+            naming::PASSTHROUGH_CLUSTER
+        }
+        mesh_model::networking::sidecar::OutboundTrafficPolicyMode::RegistryOnly => {
+            naming::BLACKHOLE_CLUSTER
+        }
     }
 }
 
 /// `0.0.0.0_PORT` with `bind_to_port: false`: reached from `virtualOutbound` through the
 /// original destination.
-fn captured_listener(ctx: &PushContext, proxy: &Proxy, scope: &SidecarScope<'_>, port: u32, imports: &dyn Fn(&str, &str) -> bool, out: &mut Resources) {
+fn captured_listener(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    port: u32,
+    imports: &dyn Fn(&str, &str) -> bool,
+    out: &mut Resources,
+) {
     let name = naming::listener("0.0.0.0", port);
     let rds = port.to_string();
     if !out.routes.contains_key(&rds) {
@@ -237,7 +288,12 @@ fn captured_listener(ctx: &PushContext, proxy: &Proxy, scope: &SidecarScope<'_>,
 }
 
 /// `virtualOutbound` (15001) and `virtualInbound` (15006) for iptables capture.
-fn virtual_listeners(ctx: &PushContext, _proxy: &Proxy, scope: &SidecarScope<'_>, out: &mut Resources) {
+fn virtual_listeners(
+    ctx: &PushContext,
+    _proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    out: &mut Resources,
+) {
     let catch_all = passthrough_or_blackhole(scope);
     let outbound = Listener {
         name: naming::VIRTUAL_OUTBOUND_LISTENER.into(),
@@ -267,14 +323,21 @@ fn virtual_listeners(ctx: &PushContext, _proxy: &Proxy, scope: &SidecarScope<'_>
         }),
         ..Default::default()
     };
-    out.clusters.insert(inbound_cluster.name.clone(), inbound_cluster);
+    out.clusters
+        .insert(inbound_cluster.name.clone(), inbound_cluster);
     let inbound = Listener {
         name: naming::VIRTUAL_INBOUND_LISTENER.into(),
         address: Some(socket("0.0.0.0", ctx.mesh.proxy_inbound_listen_port)),
-        listener_filters: vec![listener_filter("envoy.filters.listener.original_dst", &OriginalDst::default())],
+        listener_filters: vec![listener_filter(
+            "envoy.filters.listener.original_dst",
+            &OriginalDst::default(),
+        )],
         filter_chains: vec![FilterChain {
             name: "virtualInbound-catchall-tcp".into(),
-            filters: vec![tcp_proxy_to(naming::INBOUND_PASSTHROUGH_CLUSTER, naming::INBOUND_PASSTHROUGH_CLUSTER)],
+            filters: vec![tcp_proxy_to(
+                naming::INBOUND_PASSTHROUGH_CLUSTER,
+                naming::INBOUND_PASSTHROUGH_CLUSTER,
+            )],
             ..Default::default()
         }],
         traffic_direction: TrafficDirection::Inbound as i32,
@@ -285,15 +348,22 @@ fn virtual_listeners(ctx: &PushContext, _proxy: &Proxy, scope: &SidecarScope<'_>
 
 /// Proxyless gRPC clients: one API listener `HOST:PORT` per HTTP service port, each with its own
 /// route config of the same name.
-fn proxyless_listeners(ctx: &PushContext, proxy: &Proxy, scope: &SidecarScope<'_>, out: &mut Resources) {
+fn proxyless_listeners(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    out: &mut Resources,
+) {
     for svc in &scope.services {
         for p in svc.ports.iter().filter(|p| p.is_http()) {
             let name = format!("{}:{}", svc.hostname, p.number);
             let host = svc.hostname.clone();
             let only = move |_: &str, h: &str| h == host;
-            let mut rc = route::sidecar_route_config(ctx, proxy, scope, p.number, &only, name.clone());
+            let mut rc =
+                route::sidecar_route_config(ctx, proxy, scope, p.number, &only, name.clone());
             // gRPC clients have no use for the catch-all; they dial one name.
-            rc.virtual_hosts.retain(|v| v.name != "allow_any" && v.name != "block_all");
+            rc.virtual_hosts
+                .retain(|v| v.name != "allow_any" && v.name != "block_all");
             out.routes.insert(name.clone(), rc);
             out.listeners.insert(
                 name.clone(),
@@ -321,19 +391,24 @@ struct GatewayServer<'a> {
 pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Resources) {
     let mut by_port: BTreeMap<(String, u32), Vec<GatewayServer<'_>>> = BTreeMap::new();
     for c in &ctx.gateways {
-        let Config::Gateway(gw) = c.as_ref() else { continue };
+        let Config::Gateway(gw) = c.as_ref() else {
+            continue;
+        };
         let selector = &gw.spec.selector;
         if !selector.iter().all(|(k, v)| proxy.labels.get(k) == Some(v)) {
             continue;
         }
         for s in &gw.spec.servers {
             let bind = s.bind.clone().unwrap_or_else(|| "0.0.0.0".to_string());
-            by_port.entry((bind, s.port.number)).or_default().push(GatewayServer {
-                gateway: format!("{}/{}", gw.metadata.namespace(), gw.metadata.name),
-                gw_name: &gw.metadata.name,
-                gw_ns: gw.metadata.namespace(),
-                server: s,
-            });
+            by_port
+                .entry((bind, s.port.number))
+                .or_default()
+                .push(GatewayServer {
+                    gateway: format!("{}/{}", gw.metadata.namespace(), gw.metadata.name),
+                    gw_name: &gw.metadata.name,
+                    gw_ns: gw.metadata.namespace(),
+                    server: s,
+                });
         }
     }
     let scope = SidecarScope::gateway(ctx, proxy);
@@ -343,7 +418,12 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
         let mut needs_tls_inspector = false;
         let http_servers: Vec<&GatewayServer<'_>> = servers
             .iter()
-            .filter(|s| matches!(protocol(s.server).as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"))
+            .filter(|s| {
+                matches!(
+                    protocol(s.server).as_str(),
+                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
+                )
+            })
             .collect();
         if !http_servers.is_empty() {
             let rds = naming::gateway_http_route(port, Some(&bind));
@@ -363,10 +443,15 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
                 continue;
             };
             match tls.mode {
-                ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual if proto == "HTTPS" => {
-                    let Some(tls_ctx) = downstream_tls(tls) else { continue };
+                ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+                    if proto == "HTTPS" =>
+                {
+                    let Some(tls_ctx) = downstream_tls(tls) else {
+                        continue;
+                    };
                     needs_tls_inspector = true;
-                    let rds = naming::gateway_https_route(port, &s.server.port.name, s.gw_name, s.gw_ns);
+                    let rds =
+                        naming::gateway_https_route(port, &s.server.port.name, s.gw_name, s.gw_ns);
                     let rc = gateway_route_config(ctx, proxy, &scope, &[s], port, &rds);
                     out.routes.insert(rds.clone(), rc);
                     chains.push(FilterChain {
@@ -374,7 +459,10 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
                             server_names: sni_names(s.server),
                             ..Default::default()
                         }),
-                        transport_socket: Some(crate::pb::transport_socket("envoy.transport_sockets.tls", &tls_ctx)),
+                        transport_socket: Some(crate::pb::transport_socket(
+                            "envoy.transport_sockets.tls",
+                            &tls_ctx,
+                        )),
                         filters: vec![network_filter(HCM, &hcm(&name, &rds, false))],
                         ..Default::default()
                     });
@@ -390,7 +478,10 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
             continue;
         }
         let listener_filters = if needs_tls_inspector {
-            vec![listener_filter("envoy.filters.listener.tls_inspector", &TlsInspector::default())]
+            vec![listener_filter(
+                "envoy.filters.listener.tls_inspector",
+                &TlsInspector::default(),
+            )]
         } else {
             Vec::new()
         };
@@ -418,7 +509,11 @@ fn sni_names(s: &Server) -> Vec<String> {
         .iter()
         .map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string())
         .collect();
-    if names.iter().any(|n| n == "*") { Vec::new() } else { names }
+    if names.iter().any(|n| n == "*") {
+        Vec::new()
+    } else {
+        names
+    }
 }
 
 fn file(path: &str) -> DataSource {
@@ -428,27 +523,44 @@ fn file(path: &str) -> DataSource {
     }
 }
 
-fn downstream_tls(tls: &mesh_model::networking::gateway::ServerTlsSettings) -> Option<DownstreamTlsContext> {
+fn downstream_tls(
+    tls: &mesh_model::networking::gateway::ServerTlsSettings,
+) -> Option<DownstreamTlsContext> {
     let mut certs = Vec::new();
     if let (Some(c), Some(k)) = (&tls.server_certificate, &tls.private_key) {
-        certs.push(TlsCertificate { certificate_chain: Some(file(c)), private_key: Some(file(k)), ..Default::default() });
+        certs.push(TlsCertificate {
+            certificate_chain: Some(file(c)),
+            private_key: Some(file(k)),
+            ..Default::default()
+        });
     }
     for t in &tls.tls_certificates {
         if let (Some(c), Some(k)) = (&t.server_certificate, &t.private_key) {
-            certs.push(TlsCertificate { certificate_chain: Some(file(c)), private_key: Some(file(k)), ..Default::default() });
+            certs.push(TlsCertificate {
+                certificate_chain: Some(file(c)),
+                private_key: Some(file(k)),
+                ..Default::default()
+            });
         }
     }
     // Credential names need SDS (kubernetes:// secrets), which arrives with mesh-identity.
     if certs.is_empty() {
         return None;
     }
-    let mut common = CommonTlsContext { tls_certificates: certs, ..Default::default() };
+    let mut common = CommonTlsContext {
+        tls_certificates: certs,
+        ..Default::default()
+    };
     if let Some(ca) = &tls.ca_certificates {
-        common.validation_context_type = Some(common_tls_context::ValidationContextType::ValidationContext(CertificateValidationContext {
-            trusted_ca: Some(file(ca)),
-            crl: tls.ca_crl.as_deref().map(file),
-            ..Default::default()
-        }));
+        common.validation_context_type = Some(
+            common_tls_context::ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(file(ca)),
+                    crl: tls.ca_crl.as_deref().map(file),
+                    ..Default::default()
+                },
+            ),
+        );
     }
     Some(DownstreamTlsContext {
         common_tls_context: Some(common),
@@ -466,10 +578,15 @@ fn server_exposes(server_host: &str, gw_ns: &str, vs_ns: &str, vs_host: &str) ->
 
 /// The VirtualServices bound to a gateway, visible to its namespace, and the hosts each shares
 /// with the server.
-fn bound_virtual_services<'a>(ctx: &'a PushContext, s: &GatewayServer<'_>) -> Vec<(&'a mesh_model::VirtualService, String, Vec<String>)> {
+fn bound_virtual_services<'a>(
+    ctx: &'a PushContext,
+    s: &GatewayServer<'_>,
+) -> Vec<(&'a mesh_model::VirtualService, String, Vec<String>)> {
     let mut out = Vec::new();
     for c in &ctx.virtual_services {
-        let Config::VirtualService(vs) = c.as_ref() else { continue };
+        let Config::VirtualService(vs) = c.as_ref() else {
+            continue;
+        };
         let ns = vs.metadata.namespace();
         let binds = vs.spec.gateways.iter().any(|g| {
             let full = match g.split_once('/') {
@@ -478,15 +595,33 @@ fn bound_virtual_services<'a>(ctx: &'a PushContext, s: &GatewayServer<'_>) -> Ve
             };
             full == s.gateway
         });
-        if !binds || !exported(&vs.spec.export_to, &ctx.mesh.default_virtual_service_export_to, ns, s.gw_ns) {
+        if !binds
+            || !exported(
+                &vs.spec.export_to,
+                &ctx.mesh.default_virtual_service_export_to,
+                ns,
+                s.gw_ns,
+            )
+        {
             continue;
         }
         let hosts: Vec<String> = vs
             .spec
             .hosts
             .iter()
-            .filter(|h| s.server.hosts.iter().any(|sh| server_exposes(sh, s.gw_ns, ns, h)))
-            .map(|h| if h.contains('.') || h == "*" { h.clone() } else { resolve_short_name(h, ns, ctx.domain_suffix()) })
+            .filter(|h| {
+                s.server
+                    .hosts
+                    .iter()
+                    .any(|sh| server_exposes(sh, s.gw_ns, ns, h))
+            })
+            .map(|h| {
+                if h.contains('.') || h == "*" {
+                    h.clone()
+                } else {
+                    resolve_short_name(h, ns, ctx.domain_suffix())
+                }
+            })
             .collect();
         if !hosts.is_empty() {
             out.push((vs, ns.to_string(), hosts));
@@ -505,7 +640,10 @@ fn gateway_route_config(
 ) -> RouteConfiguration {
     let mut vhosts: BTreeMap<String, VirtualHost> = BTreeMap::new();
     for s in servers {
-        let target = RouteTarget { port, gateway: Some(&s.gateway) };
+        let target = RouteTarget {
+            port,
+            gateway: Some(&s.gateway),
+        };
         let redirect = s.server.tls.as_ref().is_some_and(|t| t.https_redirect);
         for (vs, ns, hosts) in bound_virtual_services(ctx, s) {
             let routes = http_routes(ctx, proxy, scope, vs, &ns, &target);
@@ -548,12 +686,23 @@ fn gateway_route_config(
 fn is_catch_all(r: &envoy_types::pb::envoy::config::route::v3::Route) -> bool {
     use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
     r.r#match.as_ref().is_some_and(|m| {
-        matches!(&m.path_specifier, Some(PathSpecifier::Prefix(p)) if p == "/") && m.headers.is_empty() && m.query_parameters.is_empty()
+        matches!(&m.path_specifier, Some(PathSpecifier::Prefix(p)) if p == "/")
+            && m.headers.is_empty()
+            && m.query_parameters.is_empty()
     })
 }
 
-fn weighted_tcp(ctx: &PushContext, stat: &str, route: &[RouteDestination], vs_ns: &str, port: u32) -> Filter {
-    let live: Vec<_> = route.iter().filter(|d| route.len() == 1 || d.weight.unwrap_or(0) > 0).collect();
+fn weighted_tcp(
+    ctx: &PushContext,
+    stat: &str,
+    route: &[RouteDestination],
+    vs_ns: &str,
+    port: u32,
+) -> Filter {
+    let live: Vec<_> = route
+        .iter()
+        .filter(|d| route.len() == 1 || d.weight.unwrap_or(0) > 0)
+        .collect();
     if live.len() == 1 {
         let (cluster, _, _) = cluster_for(ctx, &live[0].destination, vs_ns, port);
         return tcp_proxy_to(stat, &cluster);
@@ -570,7 +719,9 @@ fn weighted_tcp(ctx: &PushContext, stat: &str, route: &[RouteDestination], vs_ns
         TCP_PROXY,
         &TcpProxy {
             stat_prefix: stat.into(),
-            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster { clusters })),
+            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::WeightedClusters(
+                tcp_proxy::WeightedCluster { clusters },
+            )),
             ..Default::default()
         },
     )
@@ -591,8 +742,17 @@ fn tls_passthrough_chains(ctx: &PushContext, s: &GatewayServer<'_>, port: u32) -
                 continue;
             }
             chains.push(FilterChain {
-                filter_chain_match: Some(FilterChainMatch { server_names: snis, ..Default::default() }),
-                filters: vec![weighted_tcp(ctx, &format!("{}.{}", vs.metadata.name, ns), &tls.route, &ns, port)],
+                filter_chain_match: Some(FilterChainMatch {
+                    server_names: snis,
+                    ..Default::default()
+                }),
+                filters: vec![weighted_tcp(
+                    ctx,
+                    &format!("{}.{}", vs.metadata.name, ns),
+                    &tls.route,
+                    &ns,
+                    port,
+                )],
                 ..Default::default()
             });
         }
@@ -601,14 +761,26 @@ fn tls_passthrough_chains(ctx: &PushContext, s: &GatewayServer<'_>, port: u32) -
 }
 
 /// TCP servers: the first bound TCP route.
-fn tcp_chains(ctx: &PushContext, s: &GatewayServer<'_>, port: u32, _unused: &[()]) -> Vec<FilterChain> {
+fn tcp_chains(
+    ctx: &PushContext,
+    s: &GatewayServer<'_>,
+    port: u32,
+    _unused: &[()],
+) -> Vec<FilterChain> {
     for (vs, ns, _) in bound_virtual_services(ctx, s) {
         for tcp in &vs.spec.tcp {
-            if tcp.route.is_empty() || !tcp.matches.iter().all(|m| m.port.is_none_or(|p| p == port)) {
+            if tcp.route.is_empty() || !tcp.matches.iter().all(|m| m.port.is_none_or(|p| p == port))
+            {
                 continue;
             }
             return vec![FilterChain {
-                filters: vec![weighted_tcp(ctx, &format!("{}.{}", vs.metadata.name, ns), &tcp.route, &ns, port)],
+                filters: vec![weighted_tcp(
+                    ctx,
+                    &format!("{}.{}", vs.metadata.name, ns),
+                    &tcp.route,
+                    &ns,
+                    port,
+                )],
                 ..Default::default()
             }];
         }

@@ -177,7 +177,10 @@ impl Resources {
         let mut problems = Vec::new();
         for (k, c) in &self.clusters {
             if &c.name != k {
-                problems.push(Inconsistency::NameMismatch { key: k.clone(), name: c.name.clone() });
+                problems.push(Inconsistency::NameMismatch {
+                    key: k.clone(),
+                    name: c.name.clone(),
+                });
             }
             if cluster::is_eds(c) && !self.endpoints.contains_key(k) {
                 problems.push(Inconsistency::MissingAssignment(k.clone()));
@@ -185,39 +188,60 @@ impl Resources {
         }
         for (k, r) in &self.routes {
             if &r.name != k {
-                problems.push(Inconsistency::NameMismatch { key: k.clone(), name: r.name.clone() });
+                problems.push(Inconsistency::NameMismatch {
+                    key: k.clone(),
+                    name: r.name.clone(),
+                });
             }
             for cl in route::referenced_clusters(r) {
                 if !self.clusters.contains_key(&cl) {
-                    problems.push(Inconsistency::MissingCluster { route: k.clone(), cluster: cl });
+                    problems.push(Inconsistency::MissingCluster {
+                        route: k.clone(),
+                        cluster: cl,
+                    });
                 }
             }
         }
         for (k, l) in &self.listeners {
             if &l.name != k {
-                problems.push(Inconsistency::NameMismatch { key: k.clone(), name: l.name.clone() });
+                problems.push(Inconsistency::NameMismatch {
+                    key: k.clone(),
+                    name: l.name.clone(),
+                });
             }
             let (rds, clusters) = listener::references(l);
             for r in rds {
                 if !self.routes.contains_key(&r) {
-                    problems.push(Inconsistency::MissingRoute { listener: k.clone(), route: r });
+                    problems.push(Inconsistency::MissingRoute {
+                        listener: k.clone(),
+                        route: r,
+                    });
                 }
             }
             for c in clusters {
                 if !self.clusters.contains_key(&c) {
-                    problems.push(Inconsistency::ListenerCluster { listener: k.clone(), cluster: c });
+                    problems.push(Inconsistency::ListenerCluster {
+                        listener: k.clone(),
+                        cluster: c,
+                    });
                 }
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     /// Names of the route configs the listeners reference.
     pub fn referenced_routes(&self) -> BTreeSet<String> {
-        self.listeners.values().flat_map(|l| listener::references(l).0).collect()
+        self.listeners
+            .values()
+            .flat_map(|l| listener::references(l).0)
+            .collect()
     }
 }
-
 
 /// Decodes a snapshot back into typed resources (for checks and debug dumps).
 pub(crate) fn decode_resources(s: &crate::snapshot::Snapshot) -> Resources {

@@ -4,17 +4,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use envoy_types::pb::envoy::config::core::v3::{
-    DataSource, HeaderValue, HeaderValueOption, Metadata, RuntimeFractionalPercent,
-    data_source, header_value_option,
+    DataSource, HeaderValue, HeaderValueOption, Metadata, RuntimeFractionalPercent, data_source,
+    header_value_option,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route, RouteAction,
-    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher, query_parameter_matcher,
-    redirect_action, retry_policy, route, route_action, route_match, weighted_cluster,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
+    query_parameter_matcher, redirect_action, retry_policy, route, route_action, route_match,
+    weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{FaultDelay, fault_delay};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy as EnvoyCors;
-use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{FaultAbort, HttpFault, fault_abort};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    FaultAbort, HttpFault, fault_abort,
+};
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
@@ -22,8 +25,8 @@ use envoy_types::pb::google::protobuf::{Any, Struct, Value, value};
 use mesh_model::host::resolve_short_name;
 use mesh_model::networking::destination_rule::ConsistentHashLb;
 use mesh_model::networking::virtual_service::{
-    CorsPolicy, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest, HttpRetry, HttpRoute,
-    UnmatchedPreflights, VirtualService,
+    CorsPolicy, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest,
+    HttpRetry, HttpRoute, UnmatchedPreflights, VirtualService,
 };
 use mesh_model::{HeaderMatch, StringMatch};
 
@@ -79,22 +82,42 @@ pub(crate) fn sidecar_route_config(
     imports: &dyn Fn(&str, &str) -> bool,
     name: String,
 ) -> RouteConfiguration {
-    let target = RouteTarget { port, gateway: None };
+    let target = RouteTarget {
+        port,
+        gateway: None,
+    };
     let mut used = BTreeSet::new();
     let mut vhosts = Vec::new();
     for svc in &scope.services {
-        let Some(svc_port) = svc.port(port) else { continue };
+        let Some(svc_port) = svc.port(port) else {
+            continue;
+        };
         if !svc_port.is_http() || !imports(&svc.namespace, &svc.hostname) {
             continue;
         }
-        let routes = match crate::translate::scope::mesh_virtual_service(ctx, proxy, &svc.hostname) {
+        let routes = match crate::translate::scope::mesh_virtual_service(ctx, proxy, &svc.hostname)
+        {
             Some((vs, ns)) => http_routes(ctx, proxy, scope, vs, &ns, &target),
-            None => vec![default_route(ctx, proxy, &naming::outbound_cluster(port, "", &svc.hostname), &svc.hostname, &svc.namespace, port)],
+            None => vec![default_route(
+                ctx,
+                proxy,
+                &naming::outbound_cluster(port, "", &svc.hostname),
+                &svc.hostname,
+                &svc.namespace,
+                port,
+            )],
         };
         if routes.is_empty() {
             continue;
         }
-        let mut domains = domains_for(&svc.hostname, &svc.namespace, &proxy.namespace, &svc.addresses, port, proxy.proxyless_grpc);
+        let mut domains = domains_for(
+            &svc.hostname,
+            &svc.namespace,
+            &proxy.namespace,
+            &svc.addresses,
+            port,
+            proxy.proxyless_grpc,
+        );
         domains.retain(|d| used.insert(d.clone()));
         if domains.is_empty() {
             continue;
@@ -118,20 +141,28 @@ pub(crate) fn sidecar_route_config(
 }
 
 /// The virtual host that answers for unknown hosts: PassthroughCluster or a 502.
-fn catch_all(mode: mesh_model::networking::sidecar::OutboundTrafficPolicyMode, _port: u32) -> VirtualHost {
+fn catch_all(
+    mode: mesh_model::networking::sidecar::OutboundTrafficPolicyMode,
+    _port: u32,
+) -> VirtualHost {
     use mesh_model::networking::sidecar::OutboundTrafficPolicyMode as M;
     let (name, action) = match mode {
         M::AllowAny => (
             "allow_any",
             route::Action::Route(RouteAction {
-                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(naming::PASSTHROUGH_CLUSTER.into())),
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                    naming::PASSTHROUGH_CLUSTER.into(),
+                )),
                 timeout: Some(duration(std::time::Duration::ZERO)),
                 ..Default::default()
             }),
         ),
         M::RegistryOnly => (
             "block_all",
-            route::Action::DirectResponse(DirectResponseAction { status: 502, ..Default::default() }),
+            route::Action::DirectResponse(DirectResponseAction {
+                status: 502,
+                ..Default::default()
+            }),
         ),
     };
     VirtualHost {
@@ -157,7 +188,14 @@ fn prefix(p: &str) -> RouteMatch {
 
 /// Domains of a service's virtual host: the FQDN, the short forms valid from the proxy's
 /// namespace, and the VIPs (plus `:port` forms for proxyless gRPC, which matches them).
-pub(crate) fn domains_for(host: &str, svc_ns: &str, proxy_ns: &str, vips: &[String], port: u32, with_ports: bool) -> Vec<String> {
+pub(crate) fn domains_for(
+    host: &str,
+    svc_ns: &str,
+    proxy_ns: &str,
+    vips: &[String],
+    port: u32,
+    with_ports: bool,
+) -> Vec<String> {
     let mut d = vec![host.to_string()];
     let cluster_suffix = format!(".{svc_ns}.svc.{}", mesh_model::host::DEFAULT_DOMAIN_SUFFIX);
     if let Some(name) = host.strip_suffix(&cluster_suffix) {
@@ -180,7 +218,14 @@ pub(crate) fn domains_for(host: &str, svc_ns: &str, proxy_ns: &str, vips: &[Stri
 }
 
 /// The implicit route of a service without a VirtualService.
-fn default_route(ctx: &PushContext, proxy: &Proxy, cluster: &str, host: &str, svc_ns: &str, port: u32) -> Route {
+fn default_route(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    cluster: &str,
+    host: &str,
+    svc_ns: &str,
+    port: u32,
+) -> Route {
     let dr = destination_rule(ctx, proxy, host, svc_ns);
     let hashing = consistent_hash(dr.as_ref(), None, port);
     Route {
@@ -212,7 +257,9 @@ pub(crate) fn http_routes(
     for http in &vs.spec.http {
         if let Some(d) = &http.delegate {
             let d_ns = d.namespace.as_deref().unwrap_or(vs_ns);
-            let Some(delegate) = find_delegate(ctx, d_ns, &d.name) else { continue };
+            let Some(delegate) = find_delegate(ctx, d_ns, &d.name) else {
+                continue;
+            };
             for dr in &delegate.spec.http {
                 let merged = merge_delegate(http, dr);
                 let Some(merged) = merged else { continue };
@@ -232,7 +279,13 @@ pub(crate) fn http_routes(
 
 fn find_delegate<'a>(ctx: &'a PushContext, ns: &str, name: &str) -> Option<&'a VirtualService> {
     ctx.virtual_services.iter().find_map(|c| match c.as_ref() {
-        mesh_model::Config::VirtualService(vs) if vs.metadata.namespace() == ns && vs.metadata.name == name && vs.spec.hosts.is_empty() => Some(vs),
+        mesh_model::Config::VirtualService(vs)
+            if vs.metadata.namespace() == ns
+                && vs.metadata.name == name
+                && vs.spec.hosts.is_empty() =>
+        {
+            Some(vs)
+        }
         _ => None,
     })
 }
@@ -241,15 +294,26 @@ fn find_delegate<'a>(ctx: &'a PushContext, ns: &str, name: &str) -> Option<&'a V
 /// narrow the root's), unset fields are inherited, and the name becomes `root-delegate`.
 fn merge_delegate(root: &HttpRoute, delegate: &HttpRoute) -> Option<HttpRoute> {
     let mut r = delegate.clone();
-    let root_matches: Vec<HttpMatchRequest> = if root.matches.is_empty() { vec![HttpMatchRequest::default()] } else { root.matches.clone() };
-    let delegate_matches: Vec<HttpMatchRequest> = if delegate.matches.is_empty() { vec![HttpMatchRequest::default()] } else { delegate.matches.clone() };
+    let root_matches: Vec<HttpMatchRequest> = if root.matches.is_empty() {
+        vec![HttpMatchRequest::default()]
+    } else {
+        root.matches.clone()
+    };
+    let delegate_matches: Vec<HttpMatchRequest> = if delegate.matches.is_empty() {
+        vec![HttpMatchRequest::default()]
+    } else {
+        delegate.matches.clone()
+    };
     let mut merged = Vec::new();
     for rm in &root_matches {
         for dm in &delegate_matches {
             let mut m = dm.clone();
             // The delegate's URI must lie within the root's.
             match (&rm.uri, &dm.uri) {
-                (Some(StringMatch::Prefix(rp)), Some(StringMatch::Prefix(dp) | StringMatch::Exact(dp))) if !dp.starts_with(rp.as_str()) => continue,
+                (
+                    Some(StringMatch::Prefix(rp)),
+                    Some(StringMatch::Prefix(dp) | StringMatch::Exact(dp)),
+                ) if !dp.starts_with(rp.as_str()) => continue,
                 (Some(_), None) => m.uri = rm.uri.clone(),
                 _ => {}
             }
@@ -266,7 +330,11 @@ fn merge_delegate(root: &HttpRoute, delegate: &HttpRoute) -> Option<HttpRoute> {
             if m.source_labels.is_empty() {
                 m.source_labels = rm.source_labels.clone();
             }
-            m.gateways = if m.gateways.is_empty() { rm.gateways.clone() } else { m.gateways };
+            m.gateways = if m.gateways.is_empty() {
+                rm.gateways.clone()
+            } else {
+                m.gateways
+            };
             merged.push(m);
         }
     }
@@ -281,7 +349,17 @@ fn merge_delegate(root: &HttpRoute, delegate: &HttpRoute) -> Option<HttpRoute> {
     macro_rules! inherit {
         ($($f:ident),*) => { $( if r.$f.is_none() { r.$f = root.$f.clone(); } )* };
     }
-    inherit!(rewrite, timeout, retries, fault, mirror, mirror_percentage, cors_policy, headers, direct_response);
+    inherit!(
+        rewrite,
+        timeout,
+        retries,
+        fault,
+        mirror,
+        mirror_percentage,
+        cors_policy,
+        headers,
+        direct_response
+    );
     if r.mirrors.is_empty() {
         r.mirrors = root.mirrors.clone();
     }
@@ -300,10 +378,17 @@ fn match_applies(m: &HttpMatchRequest, proxy: &Proxy, target: &RouteTarget<'_>) 
         }
     }
     if target.gateway.is_none() {
-        if !m.source_labels.iter().all(|(k, v)| proxy.labels.get(k) == Some(v)) {
+        if !m
+            .source_labels
+            .iter()
+            .all(|(k, v)| proxy.labels.get(k) == Some(v))
+        {
             return false;
         }
-        if m.source_namespace.as_ref().is_some_and(|ns| *ns != proxy.namespace) {
+        if m.source_namespace
+            .as_ref()
+            .is_some_and(|ns| *ns != proxy.namespace)
+        {
             return false;
         }
     }
@@ -325,7 +410,12 @@ fn push_route(
     let matches: Vec<Option<&HttpMatchRequest>> = if http.matches.is_empty() {
         vec![None]
     } else {
-        let kept: Vec<_> = http.matches.iter().filter(|m| match_applies(m, proxy, target)).map(Some).collect();
+        let kept: Vec<_> = http
+            .matches
+            .iter()
+            .filter(|m| match_applies(m, proxy, target))
+            .map(Some)
+            .collect();
         if kept.is_empty() {
             return false;
         }
@@ -368,7 +458,12 @@ fn config_metadata(ns: &str, name: &str) -> Metadata {
         filter_metadata: HashMap::from([(
             "istio".to_string(),
             Struct {
-                fields: HashMap::from([("config".to_string(), Value { kind: Some(value::Kind::StringValue(path)) })]),
+                fields: HashMap::from([(
+                    "config".to_string(),
+                    Value {
+                        kind: Some(value::Kind::StringValue(path)),
+                    },
+                )]),
             },
         )]),
         ..Default::default()
@@ -377,12 +472,16 @@ fn config_metadata(ns: &str, name: &str) -> Metadata {
 
 /// The Envoy match for an Istio match; also whether it matches every request.
 fn route_match(m: Option<&HttpMatchRequest>) -> (RouteMatch, bool) {
-    let Some(m) = m else { return (prefix("/"), true) };
+    let Some(m) = m else {
+        return (prefix("/"), true);
+    };
     let mut rm = RouteMatch::default();
     let path = match &m.uri {
         None => route_match::PathSpecifier::Prefix("/".into()),
         Some(StringMatch::Exact(p)) => route_match::PathSpecifier::Path(p.clone()),
-        Some(StringMatch::Prefix(p)) => route_match::PathSpecifier::Prefix(if p.is_empty() { "/".into() } else { p.clone() }),
+        Some(StringMatch::Prefix(p)) => {
+            route_match::PathSpecifier::Prefix(if p.is_empty() { "/".into() } else { p.clone() })
+        }
         Some(StringMatch::Regex(r)) => route_match::PathSpecifier::SafeRegex(regex(r)),
     };
     let any_path = matches!(&path, route_match::PathSpecifier::Prefix(p) if p == "/")
@@ -401,21 +500,37 @@ fn route_match(m: Option<&HttpMatchRequest>) -> (RouteMatch, bool) {
     for (name, hm) in &m.without_headers {
         headers.push(header_matcher(name, hm, true));
     }
-    for (pseudo, sm) in [(":method", &m.method), (":authority", &m.authority), (":scheme", &m.scheme)] {
+    for (pseudo, sm) in [
+        (":method", &m.method),
+        (":authority", &m.authority),
+        (":scheme", &m.scheme),
+    ] {
         if let Some(sm) = sm {
-            headers.push(header_matcher(pseudo, &HeaderMatch::Match(sm.clone()), false));
+            headers.push(header_matcher(
+                pseudo,
+                &HeaderMatch::Match(sm.clone()),
+                false,
+            ));
         }
     }
     headers.sort_by(|a, b| a.name.cmp(&b.name));
     rm.headers = headers;
     for (name, qm) in &m.query_params {
         let spec = match qm {
-            x if x.is_presence() => query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true),
+            x if x.is_presence() => {
+                query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true)
+            }
             HeaderMatch::Match(StringMatch::Exact(v)) if v.is_empty() => {
                 query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true)
             }
-            HeaderMatch::Match(sm) => query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(string_matcher(sm, false)),
-            HeaderMatch::Present => query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true),
+            HeaderMatch::Match(sm) => {
+                query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(string_matcher(
+                    sm, false,
+                ))
+            }
+            HeaderMatch::Present => {
+                query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true)
+            }
         };
         rm.query_parameters.push(QueryParameterMatcher {
             name: name.clone(),
@@ -429,7 +544,9 @@ fn route_match(m: Option<&HttpMatchRequest>) -> (RouteMatch, bool) {
 fn header_matcher(name: &str, hm: &HeaderMatch, invert: bool) -> HeaderMatcher {
     let spec = match hm {
         x if x.is_presence() => header_matcher::HeaderMatchSpecifier::PresentMatch(true),
-        HeaderMatch::Match(sm) => header_matcher::HeaderMatchSpecifier::StringMatch(string_matcher(sm, false)),
+        HeaderMatch::Match(sm) => {
+            header_matcher::HeaderMatchSpecifier::StringMatch(string_matcher(sm, false))
+        }
         HeaderMatch::Present => header_matcher::HeaderMatchSpecifier::PresentMatch(true),
     };
     HeaderMatcher {
@@ -442,12 +559,20 @@ fn header_matcher(name: &str, hm: &HeaderMatch, invert: bool) -> HeaderMatcher {
 
 /// Resolves a destination to its cluster name: short hosts against the VirtualService's
 /// namespace; the port from the destination, else the service's only port, else the listener's.
-pub(crate) fn cluster_for(ctx: &PushContext, d: &Destination, vs_ns: &str, listener_port: u32) -> (String, String, u32) {
+pub(crate) fn cluster_for(
+    ctx: &PushContext,
+    d: &Destination,
+    vs_ns: &str,
+    listener_port: u32,
+) -> (String, String, u32) {
     let host = resolve_short_name(&d.host, vs_ns, ctx.domain_suffix());
-    let port = d.port.map(|p| p.number).unwrap_or_else(|| match ctx.registry.get(&host) {
-        Some(s) if s.ports.len() == 1 => s.ports[0].number,
-        _ => listener_port,
-    });
+    let port = d
+        .port
+        .map(|p| p.number)
+        .unwrap_or_else(|| match ctx.registry.get(&host) {
+            Some(s) if s.ports.len() == 1 => s.ports[0].number,
+            _ => listener_port,
+        });
     let name = naming::outbound_cluster(port, d.subset.as_deref().unwrap_or(""), &host);
     (name, host, port)
 }
@@ -474,12 +599,18 @@ fn route_action(
             ..Default::default()
         };
         if let Some(u) = &rd.uri {
-            a.path_rewrite_specifier = Some(redirect_action::PathRewriteSpecifier::PathRedirect(u.clone()));
+            a.path_rewrite_specifier = Some(redirect_action::PathRewriteSpecifier::PathRedirect(
+                u.clone(),
+            ));
         } else if let Some(p) = &rd.prefix_rewrite {
-            a.path_rewrite_specifier = Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(p.clone()));
+            a.path_rewrite_specifier = Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(
+                p.clone(),
+            ));
         }
         if let Some(s) = &rd.scheme {
-            a.scheme_rewrite_specifier = Some(redirect_action::SchemeRewriteSpecifier::SchemeRedirect(s.clone()));
+            a.scheme_rewrite_specifier = Some(
+                redirect_action::SchemeRewriteSpecifier::SchemeRedirect(s.clone()),
+            );
         }
         if let Some(p) = rd.port {
             a.port_redirect = p;
@@ -489,17 +620,28 @@ fn route_action(
     if let Some(dr) = &http.direct_response {
         let body = dr.body.as_ref().map(|b| DataSource {
             specifier: Some(match b {
-                mesh_model::networking::virtual_service::HttpBody::String(s) => data_source::Specifier::InlineString(s.clone()),
+                mesh_model::networking::virtual_service::HttpBody::String(s) => {
+                    data_source::Specifier::InlineString(s.clone())
+                }
                 mesh_model::networking::virtual_service::HttpBody::Bytes(b) => {
                     data_source::Specifier::InlineBytes(decode_base64(b))
                 }
             }),
             ..Default::default()
         });
-        return route::Action::DirectResponse(DirectResponseAction { status: dr.status, body, ..Default::default() });
+        return route::Action::DirectResponse(DirectResponseAction {
+            status: dr.status,
+            body,
+            ..Default::default()
+        });
     }
     let mut a = RouteAction {
-        timeout: Some(http.timeout.as_ref().map(dur).unwrap_or_else(|| duration(std::time::Duration::ZERO))),
+        timeout: Some(
+            http.timeout
+                .as_ref()
+                .map(dur)
+                .unwrap_or_else(|| duration(std::time::Duration::ZERO)),
+        ),
         ..Default::default()
     };
     let dests: Vec<_> = http
@@ -510,7 +652,14 @@ fn route_action(
     let mut hashing: Option<ConsistentHashLb> = None;
     if dests.len() == 1 {
         let (name, host, port) = cluster_for(ctx, &dests[0].destination, vs_ns, target.port);
-        let dr = destination_rule(ctx, proxy, &host, ctx.registry.get(&host).map_or(vs_ns, |s| s.namespace.as_str()));
+        let dr = destination_rule(
+            ctx,
+            proxy,
+            &host,
+            ctx.registry
+                .get(&host)
+                .map_or(vs_ns, |s| s.namespace.as_str()),
+        );
         hashing = consistent_hash(dr.as_ref(), dests[0].destination.subset.as_deref(), port);
         a.cluster_specifier = Some(route_action::ClusterSpecifier::Cluster(name));
     } else if !dests.is_empty() {
@@ -530,10 +679,12 @@ fn route_action(
                 }
             })
             .collect();
-        a.cluster_specifier = Some(route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters,
-            ..Default::default()
-        }));
+        a.cluster_specifier = Some(route_action::ClusterSpecifier::WeightedClusters(
+            WeightedCluster {
+                clusters,
+                ..Default::default()
+            },
+        ));
     }
     if let Some(hc) = &hashing {
         a.hash_policy = hash_policy(hc);
@@ -550,7 +701,9 @@ fn route_action(
             });
         }
         if let Some(auth) = &rw.authority {
-            a.host_rewrite_specifier = Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(auth.clone()));
+            a.host_rewrite_specifier = Some(
+                route_action::HostRewriteSpecifier::HostRewriteLiteral(auth.clone()),
+            );
         }
     }
     if let Some(auth) = http
@@ -559,7 +712,9 @@ fn route_action(
         .and_then(|h| h.request.as_ref())
         .and_then(|ops| ops.set.get(":authority"))
     {
-        a.host_rewrite_specifier = Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(auth.clone()));
+        a.host_rewrite_specifier = Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(
+            auth.clone(),
+        ));
     }
     let mirror = |d: &Destination, pct: Option<f64>| {
         let pct = pct.unwrap_or(100.0);
@@ -577,11 +732,15 @@ fn route_action(
         })
     };
     if let Some(m) = &http.mirror {
-        let pct = http.mirror_percentage.map(|p| p.value).or(http.mirror_percent.map(f64::from));
+        let pct = http
+            .mirror_percentage
+            .map(|p| p.value)
+            .or(http.mirror_percent.map(f64::from));
         a.request_mirror_policies.extend(mirror(m, pct));
     }
     for m in &http.mirrors {
-        a.request_mirror_policies.extend(mirror(&m.destination, m.percentage.map(|p| p.value)));
+        a.request_mirror_policies
+            .extend(mirror(&m.destination, m.percentage.map(|p| p.value)));
     }
     route::Action::Route(a)
 }
@@ -592,7 +751,9 @@ fn decode_base64(s: &str) -> Vec<u8> {
     let mut buf = 0u32;
     let mut bits = 0;
     for c in s.bytes() {
-        let Some(v) = TABLE.iter().position(|t| *t == c) else { continue };
+        let Some(v) = TABLE.iter().position(|t| *t == c) else {
+            continue;
+        };
         buf = (buf << 6) | u32::try_from(v).unwrap_or(0);
         bits += 6;
         if bits >= 8 {
@@ -604,9 +765,14 @@ fn decode_base64(s: &str) -> Vec<u8> {
 }
 
 fn hash_policy(ch: &ConsistentHashLb) -> Vec<route_action::HashPolicy> {
-    use route_action::hash_policy::{ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter};
+    use route_action::hash_policy::{
+        ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter,
+    };
     let spec = if let Some(h) = &ch.http_header_name {
-        PolicySpecifier::Header(Header { header_name: h.clone(), regex_rewrite: None })
+        PolicySpecifier::Header(Header {
+            header_name: h.clone(),
+            regex_rewrite: None,
+        })
     } else if let Some(c) = &ch.http_cookie {
         PolicySpecifier::Cookie(Cookie {
             name: c.name.clone(),
@@ -628,23 +794,37 @@ fn hash_policy(ch: &ConsistentHashLb) -> Vec<route_action::HashPolicy> {
     } else {
         return Vec::new();
     };
-    vec![route_action::HashPolicy { policy_specifier: Some(spec), terminal: false }]
+    vec![route_action::HashPolicy {
+        policy_specifier: Some(spec),
+        terminal: false,
+    }]
 }
 
 /// Istio's retry policy: the route's, else MeshConfig's default, else the built-in one
 /// (2 retries on connect-failure, refused-stream, unavailable, cancelled,
 /// retriable-status-codes; previous-hosts predicate; 5 host selection attempts).
-fn retry(r: Option<&HttpRetry>, ctx: &PushContext, consistent_hashing: bool) -> Option<RetryPolicy> {
+fn retry(
+    r: Option<&HttpRetry>,
+    ctx: &PushContext,
+    consistent_hashing: bool,
+) -> Option<RetryPolicy> {
     let r = r.or(ctx.mesh.default_http_retry_policy.as_ref());
     let previous_hosts = || retry_policy::RetryHostPredicate {
         name: "envoy.retry_host_predicates.previous_hosts".into(),
-        config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(any(&PreviousHostsPredicate {}))),
+        config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+            any(&PreviousHostsPredicate {}),
+        )),
     };
     let Some(r) = r else {
         return Some(RetryPolicy {
-            retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes".into(),
+            retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+                .into(),
             num_retries: Some(u32v(2)),
-            retry_host_predicate: if consistent_hashing { Vec::new() } else { vec![previous_hosts()] },
+            retry_host_predicate: if consistent_hashing {
+                Vec::new()
+            } else {
+                vec![previous_hosts()]
+            },
             host_selection_retry_max_attempts: 5,
             ..Default::default()
         });
@@ -659,7 +839,12 @@ fn retry(r: Option<&HttpRetry>, ctx: &PushContext, consistent_hashing: bool) -> 
         ..Default::default()
     };
     let mut on: Vec<String> = Vec::new();
-    for item in r.retry_on.as_deref().unwrap_or("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes").split(',') {
+    for item in r
+        .retry_on
+        .as_deref()
+        .unwrap_or("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes")
+        .split(',')
+    {
         let item = item.trim();
         if let Ok(code) = item.parse::<u32>() {
             p.retriable_status_codes.push(code);
@@ -677,9 +862,11 @@ fn retry(r: Option<&HttpRetry>, ctx: &PushContext, consistent_hashing: bool) -> 
     if r.retry_remote_localities == Some(true) {
         p.retry_priority = Some(retry_policy::RetryPriority {
             name: "envoy.retry_priorities.previous_priorities".into(),
-            config_type: Some(retry_policy::retry_priority::ConfigType::TypedConfig(any(&PreviousPrioritiesConfig {
-                update_frequency: 2,
-            }))),
+            config_type: Some(retry_policy::retry_priority::ConfigType::TypedConfig(any(
+                &PreviousPrioritiesConfig {
+                    update_frequency: 2,
+                },
+            ))),
         });
     }
     if let Some(b) = &r.backoff {
@@ -704,26 +891,49 @@ fn per_filter_config(http: &HttpRoute) -> HashMap<String, Any> {
 
 fn grpc_code(name: &str) -> u32 {
     const NAMES: &[&str] = &[
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
     ];
-    NAMES.iter().position(|n| *n == name).and_then(|p| u32::try_from(p).ok()).unwrap_or(2)
+    NAMES
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(2)
 }
 
 fn fault(f: &HttpFaultInjection) -> HttpFault {
     let pct = |p: Option<f64>, legacy: Option<i32>| {
-        p.map(per_million).or_else(|| legacy.map(|l| per_hundred(u32::try_from(l).unwrap_or(0))))
+        p.map(per_million)
+            .or_else(|| legacy.map(|l| per_hundred(u32::try_from(l).unwrap_or(0))))
     };
     HttpFault {
         delay: f.delay.as_ref().map(|d| FaultDelay {
-            fault_delay_secifier: d.fixed_delay.as_ref().map(|x| fault_delay::FaultDelaySecifier::FixedDelay(dur(x))),
+            fault_delay_secifier: d
+                .fixed_delay
+                .as_ref()
+                .map(|x| fault_delay::FaultDelaySecifier::FixedDelay(dur(x))),
             percentage: pct(d.percentage.map(|p| p.value), d.percent),
-            ..Default::default()
         }),
         abort: f.abort.as_ref().map(|a| FaultAbort {
             error_type: match (&a.http_status, &a.grpc_status) {
-                (Some(s), _) => Some(fault_abort::ErrorType::HttpStatus(u32::try_from(*s).unwrap_or(500))),
+                (Some(s), _) => Some(fault_abort::ErrorType::HttpStatus(
+                    u32::try_from(*s).unwrap_or(500),
+                )),
                 (None, Some(g)) => Some(fault_abort::ErrorType::GrpcStatus(grpc_code(g))),
                 _ => None,
             },
@@ -735,40 +945,70 @@ fn fault(f: &HttpFaultInjection) -> HttpFault {
 }
 
 fn cors(c: &CorsPolicy) -> EnvoyCors {
-    let mut origins: Vec<_> = c.allow_origins.iter().map(|o| string_matcher(o, false)).collect();
-    origins.extend(c.allow_origin.iter().map(|o| string_matcher(&StringMatch::Exact(o.clone()), false)));
+    let mut origins: Vec<_> = c
+        .allow_origins
+        .iter()
+        .map(|o| string_matcher(o, false))
+        .collect();
+    origins.extend(
+        c.allow_origin
+            .iter()
+            .map(|o| string_matcher(&StringMatch::Exact(o.clone()), false)),
+    );
     EnvoyCors {
         allow_origin_string_match: origins,
         allow_methods: c.allow_methods.join(","),
         allow_headers: c.allow_headers.join(","),
         expose_headers: c.expose_headers.join(","),
-        max_age: c.max_age.map(|d| d.as_std().as_secs().to_string()).unwrap_or_default(),
+        max_age: c
+            .max_age
+            .map(|d| d.as_std().as_secs().to_string())
+            .unwrap_or_default(),
         allow_credentials: c.allow_credentials.map(boolv),
         filter_enabled: Some(RuntimeFractionalPercent {
             default_value: Some(per_million(100.0)),
             runtime_key: String::new(),
         }),
-        forward_not_matching_preflights: Some(boolv(c.unmatched_preflights != Some(UnmatchedPreflights::Ignore))),
+        forward_not_matching_preflights: Some(boolv(
+            c.unmatched_preflights != Some(UnmatchedPreflights::Ignore),
+        )),
         ..Default::default()
     }
 }
 
-type HeaderOps = (Vec<HeaderValueOption>, Vec<String>, Vec<HeaderValueOption>, Vec<String>);
+type HeaderOps = (
+    Vec<HeaderValueOption>,
+    Vec<String>,
+    Vec<HeaderValueOption>,
+    Vec<String>,
+);
 
 fn header_ops(h: Option<&Headers>) -> HeaderOps {
     fn ops(o: Option<&HeaderOperations>) -> (Vec<HeaderValueOption>, Vec<String>) {
-        let Some(o) = o else { return (Vec::new(), Vec::new()) };
+        let Some(o) = o else {
+            return (Vec::new(), Vec::new());
+        };
         let keep = |k: &str| !k.starts_with(':') && !k.eq_ignore_ascii_case("host");
         let mut add = Vec::new();
         for (action, map) in [
-            (header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd, &o.set),
-            (header_value_option::HeaderAppendAction::AppendIfExistsOrAdd, &o.add),
+            (
+                header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd,
+                &o.set,
+            ),
+            (
+                header_value_option::HeaderAppendAction::AppendIfExistsOrAdd,
+                &o.add,
+            ),
         ] {
             let sorted: BTreeMap<&String, &String> = map.iter().collect();
             for (k, v) in sorted {
                 if keep(k) {
                     add.push(HeaderValueOption {
-                        header: Some(HeaderValue { key: k.clone(), value: v.clone(), ..Default::default() }),
+                        header: Some(HeaderValue {
+                            key: k.clone(),
+                            value: v.clone(),
+                            ..Default::default()
+                        }),
                         append_action: action as i32,
                         ..Default::default()
                     });

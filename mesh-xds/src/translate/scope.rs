@@ -1,11 +1,13 @@
 //! What a proxy can see: the Sidecar that applies to it, the services its egress listeners
 //! import, and the DestinationRule and VirtualServices that apply to each service.
 
-use mesh_model::networking::destination_rule::{DestinationRuleSpec, Subset, TrafficPolicy};
-use mesh_model::networking::sidecar::{CaptureMode, IstioEgressListener, OutboundTrafficPolicyMode, SidecarSpec};
-use mesh_model::networking::virtual_service::VirtualServiceSpec;
-use mesh_model::host::{host_matches, resolve_short_name};
 use mesh_model::Config;
+use mesh_model::host::{host_matches, resolve_short_name};
+use mesh_model::networking::destination_rule::{DestinationRuleSpec, Subset, TrafficPolicy};
+use mesh_model::networking::sidecar::{
+    CaptureMode, IstioEgressListener, OutboundTrafficPolicyMode, SidecarSpec,
+};
+use mesh_model::networking::virtual_service::VirtualServiceSpec;
 
 use crate::proxy::{InterceptionMode, Proxy};
 use crate::registry::Service;
@@ -44,13 +46,25 @@ impl EgressListener {
                     None => (false, h.as_str()),
                 };
                 let (ns, host) = h.split_once('/')?;
-                let namespace = if ns == "." { proxy_ns.to_string() } else { ns.to_string() };
-                Some(ImportRule { namespace, host: host.to_string(), exclude })
+                let namespace = if ns == "." {
+                    proxy_ns.to_string()
+                } else {
+                    ns.to_string()
+                };
+                Some(ImportRule {
+                    namespace,
+                    host: host.to_string(),
+                    exclude,
+                })
             })
             .collect();
         EgressListener {
             port: e.port.as_ref().map(|p| p.number),
-            protocol: e.port.as_ref().map(|p| p.protocol.to_ascii_uppercase()).unwrap_or_default(),
+            protocol: e
+                .port
+                .as_ref()
+                .map(|p| p.protocol.to_ascii_uppercase())
+                .unwrap_or_default(),
             bind: e.bind.clone(),
             capture_mode: e.capture_mode,
             rules,
@@ -63,14 +77,21 @@ impl EgressListener {
             protocol: String::new(),
             bind: None,
             capture_mode: CaptureMode::Default,
-            rules: vec![ImportRule { namespace: "*".into(), host: "*".into(), exclude: false }],
+            rules: vec![ImportRule {
+                namespace: "*".into(),
+                host: "*".into(),
+                exclude: false,
+            }],
         }
     }
 
     /// Whether a host declared in `namespace` is imported by this listener.
     pub fn imports(&self, namespace: &str, host: &str) -> bool {
-        let hit = |r: &ImportRule| (r.namespace == "*" || r.namespace == namespace) && host_matches(&r.host, host);
-        self.rules.iter().any(|r| !r.exclude && hit(r)) && !self.rules.iter().any(|r| r.exclude && hit(r))
+        let hit = |r: &ImportRule| {
+            (r.namespace == "*" || r.namespace == namespace) && host_matches(&r.host, host)
+        };
+        self.rules.iter().any(|r| !r.exclude && hit(r))
+            && !self.rules.iter().any(|r| r.exclude && hit(r))
     }
 
     /// Whether this listener binds its own port instead of relying on iptables capture.
@@ -99,11 +120,17 @@ impl<'a> SidecarScope<'a> {
         let root = &ctx.mesh.root_namespace;
         let find = |ns: &str, with_selector: bool| {
             ctx.sidecars.iter().find_map(|c| match c.as_ref() {
-                Config::Sidecar(sc) if sc.metadata.namespace() == ns => match (&sc.spec.workload_selector, with_selector) {
-                    (Some(sel), true) if !sel.labels.is_empty() && sel.matches(&proxy.labels) => Some(&sc.spec),
-                    (None, false) => Some(&sc.spec),
-                    _ => None,
-                },
+                Config::Sidecar(sc) if sc.metadata.namespace() == ns => {
+                    match (&sc.spec.workload_selector, with_selector) {
+                        (Some(sel), true)
+                            if !sel.labels.is_empty() && sel.matches(&proxy.labels) =>
+                        {
+                            Some(&sc.spec)
+                        }
+                        (None, false) => Some(&sc.spec),
+                        _ => None,
+                    }
+                }
                 _ => None,
             })
         };
@@ -111,7 +138,11 @@ impl<'a> SidecarScope<'a> {
             .or_else(|| find(&proxy.namespace, false))
             .or_else(|| find(root, false));
         let egress: Vec<EgressListener> = match sidecar {
-            Some(sc) if !sc.egress.is_empty() => sc.egress.iter().map(|e| EgressListener::from_spec(e, &proxy.namespace)).collect(),
+            Some(sc) if !sc.egress.is_empty() => sc
+                .egress
+                .iter()
+                .map(|e| EgressListener::from_spec(e, &proxy.namespace))
+                .collect(),
             _ => vec![EgressListener::everything()],
         };
         let outbound_mode = sidecar
@@ -124,7 +155,12 @@ impl<'a> SidecarScope<'a> {
             .into_iter()
             .filter(|s| egress.iter().any(|e| e.imports(&s.namespace, &s.hostname)))
             .collect();
-        SidecarScope { sidecar, egress, services, outbound_mode }
+        SidecarScope {
+            sidecar,
+            egress,
+            services,
+            outbound_mode,
+        }
     }
 
     /// A gateway sees every service visible to its namespace.
@@ -132,7 +168,9 @@ impl<'a> SidecarScope<'a> {
         SidecarScope {
             sidecar: None,
             egress: vec![EgressListener::everything()],
-            services: ctx.registry.visible(&proxy.namespace, &ctx.mesh.default_service_export_to),
+            services: ctx
+                .registry
+                .visible(&proxy.namespace, &ctx.mesh.default_service_export_to),
             outbound_mode: ctx.mesh.outbound_traffic_policy.mode,
         }
     }
@@ -144,29 +182,47 @@ impl<'a> SidecarScope<'a> {
 }
 
 /// Whether a resource exported with `export_to` from `from_ns` is visible in `to_ns`.
-pub(crate) fn exported(export_to: &[String], default: &[String], from_ns: &str, to_ns: &str) -> bool {
-    let list = if export_to.is_empty() { default } else { export_to };
-    list.iter().any(|e| e == "*" || (e == "." && from_ns == to_ns) || e == to_ns)
+pub(crate) fn exported(
+    export_to: &[String],
+    default: &[String],
+    from_ns: &str,
+    to_ns: &str,
+) -> bool {
+    let list = if export_to.is_empty() {
+        default
+    } else {
+        export_to
+    };
+    list.iter()
+        .any(|e| e == "*" || (e == "." && from_ns == to_ns) || e == to_ns)
 }
 
 /// The DestinationRule that applies to `service` for a proxy in `proxy_ns`, merged as Istio
 /// merges DRs for one host (first traffic policy wins, subsets merged by name).
-pub(crate) fn destination_rule(ctx: &PushContext, proxy: &Proxy, host: &str, service_ns: &str) -> Option<DestinationRuleSpec> {
+pub(crate) fn destination_rule(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    host: &str,
+    service_ns: &str,
+) -> Option<DestinationRuleSpec> {
     let default_export = &ctx.mesh.default_destination_rule_export_to;
     let candidates = |ns: &str, private_ok: bool| -> Vec<&DestinationRuleSpec> {
         let mut best: Vec<(usize, &DestinationRuleSpec)> = Vec::new();
         for c in &ctx.destination_rules {
-            let Config::DestinationRule(dr) = c.as_ref() else { continue };
+            let Config::DestinationRule(dr) = c.as_ref() else {
+                continue;
+            };
             let dr_ns = dr.metadata.namespace();
             if dr_ns != ns {
                 continue;
             }
-            if let Some(sel) = &dr.spec.workload_selector {
-                if dr_ns != proxy.namespace || !sel.matches(&proxy.labels) {
-                    continue;
-                }
+            if let Some(sel) = &dr.spec.workload_selector
+                && (dr_ns != proxy.namespace || !sel.matches(&proxy.labels))
+            {
+                continue;
             }
-            let visible = private_ok || exported(&dr.spec.export_to, default_export, dr_ns, &proxy.namespace);
+            let visible =
+                private_ok || exported(&dr.spec.export_to, default_export, dr_ns, &proxy.namespace);
             if !visible {
                 continue;
             }
@@ -175,11 +231,20 @@ pub(crate) fn destination_rule(ctx: &PushContext, proxy: &Proxy, host: &str, ser
                 continue;
             }
             // Exact hosts beat wildcards; longer wildcards beat shorter ones.
-            let specificity = if dr_host == host { usize::MAX } else { dr_host.len() };
+            let specificity = if dr_host == host {
+                usize::MAX
+            } else {
+                dr_host.len()
+            };
             best.push((specificity, &dr.spec));
         }
-        let Some(top) = best.iter().map(|(s, _)| *s).max() else { return Vec::new() };
-        best.into_iter().filter(|(s, _)| *s == top).map(|(_, d)| d).collect()
+        let Some(top) = best.iter().map(|(s, _)| *s).max() else {
+            return Vec::new();
+        };
+        best.into_iter()
+            .filter(|(s, _)| *s == top)
+            .map(|(_, d)| d)
+            .collect()
     };
     let root = &ctx.mesh.root_namespace;
     let mut found = candidates(&proxy.namespace, true);
@@ -206,9 +271,16 @@ pub(crate) fn destination_rule(ctx: &PushContext, proxy: &Proxy, host: &str, ser
 
 /// The effective policy for a cluster: top-level (or its port-level replacement), overridden
 /// per block by the subset's policy (or replaced by the subset's own port-level settings).
-pub(crate) fn effective_policy(dr: Option<&DestinationRuleSpec>, subset: Option<&Subset>, port: u32) -> TrafficPolicy {
+pub(crate) fn effective_policy(
+    dr: Option<&DestinationRuleSpec>,
+    subset: Option<&Subset>,
+    port: u32,
+) -> TrafficPolicy {
     fn for_port(tp: &TrafficPolicy, port: u32) -> Option<TrafficPolicy> {
-        let pl = tp.port_level_settings.iter().find(|p| p.port.map(|p| p.number) == Some(port))?;
+        let pl = tp
+            .port_level_settings
+            .iter()
+            .find(|p| p.port.map(|p| p.number) == Some(port))?;
         Some(TrafficPolicy {
             load_balancer: pl.load_balancer.clone(),
             connection_pool: pl.connection_pool.clone(),
@@ -222,7 +294,12 @@ pub(crate) fn effective_policy(dr: Option<&DestinationRuleSpec>, subset: Option<
     }
     let mut p = dr
         .and_then(|d| d.traffic_policy.as_ref())
-        .map(|tp| for_port(tp, port).unwrap_or_else(|| TrafficPolicy { port_level_settings: Vec::new(), ..tp.clone() }))
+        .map(|tp| {
+            for_port(tp, port).unwrap_or_else(|| TrafficPolicy {
+                port_level_settings: Vec::new(),
+                ..tp.clone()
+            })
+        })
         .unwrap_or_default();
     if let Some(stp) = subset.and_then(|s| s.traffic_policy.as_ref()) {
         if let Some(replaced) = for_port(stp, port) {
@@ -231,18 +308,32 @@ pub(crate) fn effective_policy(dr: Option<&DestinationRuleSpec>, subset: Option<
         macro_rules! over {
             ($($f:ident),*) => { $( if stp.$f.is_some() { p.$f = stp.$f.clone(); } )* };
         }
-        over!(load_balancer, connection_pool, outlier_detection, tls, tunnel, proxy_protocol, retry_budget);
+        over!(
+            load_balancer,
+            connection_pool,
+            outlier_detection,
+            tls,
+            tunnel,
+            proxy_protocol,
+            retry_budget
+        );
     }
     p
 }
 
 /// The VirtualServices that apply to sidecars in `proxy` for `host`: visible, bound to the mesh
 /// gateway, whose most specific host matches. The first (oldest) wins.
-pub(crate) fn mesh_virtual_service<'a>(ctx: &'a PushContext, proxy: &Proxy, host: &str) -> Option<(&'a mesh_model::VirtualService, String)> {
+pub(crate) fn mesh_virtual_service<'a>(
+    ctx: &'a PushContext,
+    proxy: &Proxy,
+    host: &str,
+) -> Option<(&'a mesh_model::VirtualService, String)> {
     let default_export = &ctx.mesh.default_virtual_service_export_to;
     let mut best: Option<(usize, u8, &mesh_model::VirtualService, String)> = None;
     for c in &ctx.virtual_services {
-        let Config::VirtualService(vs) = c.as_ref() else { continue };
+        let Config::VirtualService(vs) = c.as_ref() else {
+            continue;
+        };
         let spec: &VirtualServiceSpec = &vs.spec;
         if !(spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh")) {
             continue;
@@ -252,7 +343,13 @@ pub(crate) fn mesh_virtual_service<'a>(ctx: &'a PushContext, proxy: &Proxy, host
             continue;
         }
         // Private (own namespace) first, then exported to the namespace, then public.
-        let group = if ns == proxy.namespace { 0 } else if spec.export_to.iter().any(|e| e == &proxy.namespace) { 1 } else { 2 };
+        let group = if ns == proxy.namespace {
+            0
+        } else if spec.export_to.iter().any(|e| e == &proxy.namespace) {
+            1
+        } else {
+            2
+        };
         for h in &spec.hosts {
             let vh = resolve_short_name(h, ns, ctx.domain_suffix());
             if !host_matches(&vh, host) {

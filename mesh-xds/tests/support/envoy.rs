@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::eventually;
 
-pub fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("MESH_ENVOY") {
         return PathBuf::from(p);
     }
@@ -26,7 +26,7 @@ pub fn binary() -> PathBuf {
 }
 
 /// A running Envoy.
-pub struct Envoy {
+pub(crate) struct Envoy {
     pub admin: SocketAddr,
     pid: u32,
     dir: PathBuf,
@@ -36,7 +36,7 @@ pub struct Envoy {
 
 /// How Envoy talks to the control plane.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Api {
+pub(crate) enum Api {
     Sotw,
     Delta,
 }
@@ -46,7 +46,7 @@ static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 impl Envoy {
     /// Starts Envoy with an ADS bootstrap pointing at `xds`, with `node` (YAML flow map of the
     /// node fields) and waits until its admin endpoint answers.
-    pub async fn start(xds: SocketAddr, api: Api, node_yaml: &str) -> Envoy {
+    pub(crate) async fn start(xds: SocketAddr, api: Api, node_yaml: &str) -> Envoy {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("mesh-envoy-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -104,7 +104,13 @@ admin:
         ];
         let log2 = log.clone();
         let thread = std::thread::spawn(move || {
-            let mut child = Command::new(bin).args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn envoy");
+            let mut child = Command::new(bin)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn envoy");
             pid_tx.send(child.id()).unwrap();
             // Wait for a stop request or for Envoy to exit on its own.
             loop {
@@ -128,34 +134,56 @@ admin:
             s.trim().parse::<SocketAddr>().ok()
         })
         .await;
-        Envoy { admin, pid, dir, stop: Some(stop_tx), thread: Some(thread) }
+        Envoy {
+            admin,
+            pid,
+            dir,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 
     /// GET on the admin API.
-    pub async fn admin_get(&self, path: &str) -> Option<String> {
-        let r = super::upstream::get(self.admin, "admin", path, &[]).await.ok()?;
+    pub(crate) async fn admin_get(&self, path: &str) -> Option<String> {
+        let r = super::upstream::get(self.admin, "admin", path, &[])
+            .await
+            .ok()?;
         (r.status == 200).then_some(r.body)
     }
 
     /// A counter or gauge from `/stats?format=json`.
-    pub async fn stat(&self, name: &str) -> Option<u64> {
-        let body = self.admin_get(&format!("/stats?format=json&filter=^{}$", regex_escape(name))).await?;
+    pub(crate) async fn stat(&self, name: &str) -> Option<u64> {
+        let body = self
+            .admin_get(&format!(
+                "/stats?format=json&filter=^{}$",
+                regex_escape(name)
+            ))
+            .await?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
         v["stats"].as_array()?.iter().find(|s| s["name"] == name)?["value"].as_u64()
     }
 
     /// All stats whose names match `filter`.
-    pub async fn stats(&self, filter: &str) -> BTreeMap<String, u64> {
-        let Some(body) = self.admin_get(&format!("/stats?format=json&filter={filter}")).await else { return BTreeMap::new() };
+    pub(crate) async fn stats(&self, filter: &str) -> BTreeMap<String, u64> {
+        let Some(body) = self
+            .admin_get(&format!("/stats?format=json&filter={filter}"))
+            .await
+        else {
+            return BTreeMap::new();
+        };
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         v["stats"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| Some((s["name"].as_str()?.to_string(), s["value"].as_u64()?))).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["value"].as_u64()?)))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Waits until the server is LIVE.
-    pub async fn wait_live(&self) {
+    pub(crate) async fn wait_live(&self) {
         eventually("envoy LIVE", Duration::from_secs(20), async || {
             let b = self.admin_get("/ready").await?;
             (b.trim() == "LIVE").then_some(())
@@ -164,29 +192,44 @@ admin:
     }
 
     /// The names of the dynamic active clusters.
-    pub async fn clusters(&self) -> Vec<String> {
-        let Some(body) = self.admin_get("/config_dump?resource=dynamic_active_clusters").await else { return Vec::new() };
+    pub(crate) async fn clusters(&self) -> Vec<String> {
+        let Some(body) = self
+            .admin_get("/config_dump?resource=dynamic_active_clusters")
+            .await
+        else {
+            return Vec::new();
+        };
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         v["configs"]
             .as_array()
-            .map(|a| a.iter().filter_map(|c| c["cluster"]["name"].as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["cluster"]["name"].as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Every `update_rejected` stat (must be zero unless a NACK is the point).
-    pub async fn rejections(&self) -> u64 {
+    pub(crate) async fn rejections(&self) -> u64 {
         self.stats("update_rejected").await.values().sum()
     }
 
     /// Envoy's log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
     }
 }
 
 fn regex_escape(s: &str) -> String {
     s.chars()
-        .flat_map(|c| if ".|()[]{}+*?^$\\".contains(c) { vec!['\\', c] } else { vec![c] })
+        .flat_map(|c| {
+            if ".|()[]{}+*?^$\\".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
         .collect::<String>()
         .replace('|', "%7C")
 }

@@ -3,8 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod envoy;
-pub mod upstream;
+pub(crate) mod envoy;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 /// A control plane for tests: a config store, translated per node on demand and re-pushed
 /// whenever the test calls [`ControlPlane::update`].
-pub struct ControlPlane {
+pub(crate) struct ControlPlane {
     pub store: ConfigStore,
     pub mesh: MeshConfig,
     views: std::sync::Mutex<Vec<(Proxy, watch::Sender<Arc<Snapshot>>)>>,
@@ -26,11 +26,11 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn new(yaml: &str) -> Arc<Self> {
+    pub(crate) fn new(yaml: &str) -> Arc<Self> {
         Self::with_mesh(yaml, MeshConfig::default())
     }
 
-    pub fn with_mesh(yaml: &str, mesh: MeshConfig) -> Arc<Self> {
+    pub(crate) fn with_mesh(yaml: &str, mesh: MeshConfig) -> Arc<Self> {
         let cp = Arc::new(ControlPlane {
             store: ConfigStore::new(),
             mesh,
@@ -42,14 +42,18 @@ impl ControlPlane {
     }
 
     /// Applies manifests; every invalid one fails the test.
-    pub fn apply(&self, yaml: &str) {
+    pub(crate) fn apply(&self, yaml: &str) {
         let report = self.store.apply_all(parse_str(yaml, "test.yaml"));
         assert!(report.rejected.is_empty(), "{:#?}", report.rejected);
     }
 
     /// Replaces the whole configuration (deleting what is gone) and pushes.
-    pub fn replace(&self, yaml: &str) -> mesh_model::store::ApplyReport {
-        let label = if yaml.trim_start().starts_with('{') { "test.json" } else { "test.yaml" };
+    pub(crate) fn replace(&self, yaml: &str) -> mesh_model::store::ApplyReport {
+        let label = if yaml.trim_start().starts_with('{') {
+            "test.json"
+        } else {
+            "test.yaml"
+        };
         let report = self.store.sync(parse_str(yaml, label));
         self.update();
         report
@@ -59,12 +63,14 @@ impl ControlPlane {
         let ctx = PushContext::new(self.mesh.clone(), self.store.snapshot());
         let resources = translate(&ctx, proxy);
         resources.consistent().expect("consistent translation");
-        let v = self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let v = self
+            .version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Snapshot::from_resources(v.to_string(), &resources, previous)
     }
 
     /// Re-translates every connected view and pushes what changed.
-    pub fn update(&self) {
+    pub(crate) fn update(&self) {
         let views = self.views.lock().unwrap();
         for (proxy, tx) in views.iter() {
             let prev = tx.borrow().clone();
@@ -92,7 +98,7 @@ impl SnapshotSource for ControlPlane {
 }
 
 /// Serves ADS for `cp` on 127.0.0.1 (an ephemeral port).
-pub async fn serve(cp: Arc<ControlPlane>) -> (SocketAddr, Arc<Connections>) {
+pub(crate) async fn serve(cp: Arc<ControlPlane>) -> (SocketAddr, Arc<Connections>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = AdsServer::new(cp);
@@ -111,7 +117,7 @@ pub async fn serve(cp: Arc<ControlPlane>) -> (SocketAddr, Arc<Connections>) {
 /// A control-plane server that can be stopped and restarted on the same address. It runs on
 /// its own runtime in its own thread, so stopping it cuts every stream at once, as a control
 /// plane restart does.
-pub struct Served {
+pub(crate) struct Served {
     pub addr: SocketAddr,
     pub connections: Arc<Connections>,
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -120,7 +126,7 @@ pub struct Served {
 
 impl Served {
     /// Stops serving and drops every connection.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown();
     }
 
@@ -141,7 +147,7 @@ impl Drop for Served {
 }
 
 /// Serves ADS for `cp` on `addr` (port 0 for an ephemeral one) until stopped.
-pub async fn serve_at(cp: Arc<ControlPlane>, addr: SocketAddr) -> Served {
+pub(crate) async fn serve_at(cp: Arc<ControlPlane>, addr: SocketAddr) -> Served {
     let std_listener = std::net::TcpListener::bind(addr).unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
@@ -149,32 +155,55 @@ pub async fn serve_at(cp: Arc<ControlPlane>, addr: SocketAddr) -> Served {
     let connections = server.connections();
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let _ = tonic::transport::Server::builder().add_service(server.into_service()).serve_with_incoming(incoming).await;
+            let _ = tonic::transport::Server::builder()
+                .add_service(server.into_service())
+                .serve_with_incoming(incoming)
+                .await;
         });
         let _ = stopped.recv();
         // Dropping the runtime cancels every task: the listener and all connections close.
         rt.shutdown_timeout(std::time::Duration::from_secs(1));
     });
-    Served { addr, connections, stop: Some(stop), thread: Some(thread) }
+    Served {
+        addr,
+        connections,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
-pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the tests bind it right after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -12,7 +12,7 @@ use hyper::{Request, Response, StatusCode};
 
 /// What an upstream saw.
 #[derive(Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub requests: AtomicU64,
     pub paths: Mutex<Vec<String>>,
     pub headers: Mutex<Vec<BTreeMap<String, String>>>,
@@ -22,25 +22,25 @@ pub struct Seen {
     pub delay_ms: AtomicU64,
 }
 
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
     pub seen: Arc<Seen>,
 }
 
 impl Upstream {
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.seen.requests.load(Ordering::SeqCst)
     }
 }
 
 /// Starts an HTTP/1.1 keep-alive server on 127.0.0.1 answering `200 <name>` (with
 /// `x-upstream: <name>`), recording each request.
-pub async fn start(name: &str) -> Upstream {
+pub(crate) async fn start(name: &str) -> Upstream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
@@ -48,7 +48,9 @@ pub async fn start(name: &str) -> Upstream {
     let seen2 = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let _ = stream.set_nodelay(true);
             let seen = seen2.clone();
             let name = name_s.clone();
@@ -58,7 +60,12 @@ pub async fn start(name: &str) -> Upstream {
                     let name = name.clone();
                     async move {
                         seen.requests.fetch_add(1, Ordering::SeqCst);
-                        seen.paths.lock().unwrap().push(req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default());
+                        seen.paths.lock().unwrap().push(
+                            req.uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default(),
+                        );
                         // Repeated headers are joined with ", " as HTTP allows.
                         let mut headers: BTreeMap<String, String> = BTreeMap::new();
                         for (k, v) in req.headers() {
@@ -81,7 +88,11 @@ pub async fn start(name: &str) -> Upstream {
                             .fail_first
                             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                             .is_ok();
-                        let status = if fail { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+                        let status = if fail {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        } else {
+                            StatusCode::OK
+                        };
                         Ok::<_, Infallible>(
                             Response::builder()
                                 .status(status)
@@ -92,38 +103,63 @@ pub async fn start(name: &str) -> Upstream {
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
             });
         }
     });
-    Upstream { name: name.to_string(), addr, seen }
+    Upstream {
+        name: name.to_string(),
+        addr,
+        seen,
+    }
 }
 
 /// The answer to one request sent through Envoy.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: BTreeMap<String, String>,
     pub body: String,
 }
 
 /// Sends one HTTP/1.1 request to `addr` with the given Host and headers (a fresh connection).
-pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Reply> {
+pub(crate) async fn get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Reply> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(std::io::Error::other)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
     let mut req = Request::builder().uri(path).header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = sender.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.map_err(std::io::Error::other)?;
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .map_err(std::io::Error::other)?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
         .collect();
-    let body = resp.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
-    Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
