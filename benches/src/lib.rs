@@ -1,0 +1,103 @@
+//! Shared fixtures for the benchmarks: a synthetic mesh of N services shaped like the issue's
+//! benchmark (2 ports, 2 subsets, one VirtualService per 10 services, 5 endpoints each).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mesh_model::networking::destination_rule::{DestinationRuleSpec, Subset};
+use mesh_model::networking::service_entry::{Location, Resolution, ServiceEntrySpec, ServicePort};
+use mesh_model::networking::virtual_service::{Destination, HttpRoute, HttpRouteDestination, PortSelector, VirtualServiceSpec};
+use mesh_model::networking::workload::WorkloadEntrySpec;
+use mesh_model::{Config, ConfigStore, ObjectMeta, Resource};
+
+/// The namespace of every generated service.
+pub const NAMESPACE: &str = "bench";
+
+/// Host of service `i`.
+pub fn host(i: usize) -> String {
+    format!("svc-{i}.{NAMESPACE}.svc.cluster.local")
+}
+
+/// The address of endpoint `e` of service `i`.
+pub fn endpoint_ip(i: usize, e: usize) -> String {
+    format!("10.{}.{}.{}", (i / 250) % 250, i % 250, e + 1)
+}
+
+/// The resources of a mesh of `n` services.
+pub fn mesh(n: usize) -> Vec<Config> {
+    let mut out = Vec::with_capacity(n * 2 + n / 10);
+    for i in 0..n {
+        let meta = ObjectMeta::new(NAMESPACE, format!("svc-{i}"));
+        let endpoints = (0..5)
+            .map(|e| WorkloadEntrySpec {
+                address: endpoint_ip(i, e),
+                labels: BTreeMap::from([("version".to_string(), if e < 3 { "v1" } else { "v2" }.to_string())]),
+                locality: if e % 2 == 0 { "us-east/a".into() } else { "us-east/b".into() },
+                ..Default::default()
+            })
+            .collect();
+        out.push(Config::from(Resource::new(
+            meta.clone(),
+            ServiceEntrySpec {
+                hosts: vec![host(i)],
+                location: Location::MeshInternal,
+                resolution: Resolution::Static,
+                ports: vec![
+                    ServicePort { number: 80, name: "http".into(), protocol: "HTTP".into(), target_port: Some(8080) },
+                    ServicePort { number: 9090, name: "grpc".into(), protocol: "GRPC".into(), target_port: None },
+                ],
+                endpoints,
+                ..Default::default()
+            },
+        )));
+        out.push(Config::from(Resource::new(
+            meta.clone(),
+            DestinationRuleSpec {
+                host: host(i),
+                subsets: ["v1", "v2"]
+                    .iter()
+                    .map(|v| Subset { name: v.to_string(), labels: BTreeMap::from([("version".to_string(), v.to_string())]), traffic_policy: None })
+                    .collect(),
+                ..Default::default()
+            },
+        )));
+        if i % 10 == 0 {
+            let dest = |subset: &str, weight: i32| HttpRouteDestination {
+                destination: Destination { host: host(i), subset: Some(subset.into()), port: Some(PortSelector::new(80)) },
+                weight: Some(weight),
+                headers: None,
+            };
+            out.push(Config::from(Resource::new(
+                meta,
+                VirtualServiceSpec {
+                    hosts: vec![host(i)],
+                    http: vec![HttpRoute { route: vec![dest("v1", 90), dest("v2", 10)], ..Default::default() }],
+                    ..Default::default()
+                },
+            )));
+        }
+    }
+    out
+}
+
+/// A store holding a mesh of `n` services (validated on the way in).
+pub fn store(n: usize) -> Arc<ConfigStore> {
+    let store = ConfigStore::new();
+    for c in mesh(n) {
+        store.apply(c).expect("generated config is valid");
+    }
+    Arc::new(store)
+}
+
+/// Resident set size of this process, in bytes (Linux).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
