@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use mesh_model::MeshConfig;
 use mesh_xds::resource;
@@ -31,13 +31,35 @@ const VIEWS: usize = 10;
 const CHANGES: usize = 5;
 
 fn node(i: usize) -> Node {
-    let labels = Struct { fields: [("app".to_string(), Value { kind: Some(value::Kind::StringValue(format!("app-{}", i % VIEWS))) })].into() };
+    let labels = Struct {
+        fields: [(
+            "app".to_string(),
+            Value {
+                kind: Some(value::Kind::StringValue(format!("app-{}", i % VIEWS))),
+            },
+        )]
+        .into(),
+    };
     Node {
-        id: format!("sidecar~10.9.{}.{}~pod-{i}.bench~bench.svc.cluster.local", i / 250, i % 250),
+        id: format!(
+            "sidecar~10.9.{}.{}~pod-{i}.bench~bench.svc.cluster.local",
+            i / 250,
+            i % 250
+        ),
         metadata: Some(Struct {
             fields: [
-                ("NAMESPACE".to_string(), Value { kind: Some(value::Kind::StringValue("bench".into())) }),
-                ("LABELS".to_string(), Value { kind: Some(value::Kind::StructValue(labels)) }),
+                (
+                    "NAMESPACE".to_string(),
+                    Value {
+                        kind: Some(value::Kind::StringValue("bench".into())),
+                    },
+                ),
+                (
+                    "LABELS".to_string(),
+                    Value {
+                        kind: Some(value::Kind::StructValue(labels)),
+                    },
+                ),
             ]
             .into(),
         }),
@@ -46,16 +68,36 @@ fn node(i: usize) -> Node {
 }
 
 fn epoch_micros() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
 }
 
 /// One client stream: subscribes to CDS, then to the EDS of one cluster, ACKs everything, and
 /// prints `ready I` once, then `eds I MICROS IPS` for every EDS response of that cluster.
-async fn client(addr: std::net::SocketAddr, i: usize, cluster: String, out: mpsc::UnboundedSender<String>) {
-    let mut c = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await.unwrap();
+async fn client(
+    addr: std::net::SocketAddr,
+    i: usize,
+    cluster: String,
+    out: mpsc::UnboundedSender<String>,
+) {
+    let mut c = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
-    tx.send(DiscoveryRequest { node: Some(node(i)), type_url: resource::CLUSTER.into(), ..Default::default() }).await.unwrap();
-    let mut responses = c.stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tx.send(DiscoveryRequest {
+        node: Some(node(i)),
+        type_url: resource::CLUSTER.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut responses = c
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let mut eds_subscribed = false;
     let mut was_ready = false;
     while let Ok(Some(resp)) = responses.message().await {
@@ -63,7 +105,11 @@ async fn client(addr: std::net::SocketAddr, i: usize, cluster: String, out: mpsc
             type_url: resp.type_url.clone(),
             version_info: resp.version_info.clone(),
             response_nonce: resp.nonce.clone(),
-            resource_names: if resp.type_url == resource::ENDPOINT { vec![cluster.clone()] } else { Vec::new() },
+            resource_names: if resp.type_url == resource::ENDPOINT {
+                vec![cluster.clone()]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         };
         if tx.send(ack).await.is_err() {
@@ -71,7 +117,11 @@ async fn client(addr: std::net::SocketAddr, i: usize, cluster: String, out: mpsc
         }
         if resp.type_url == resource::CLUSTER && !eds_subscribed {
             eds_subscribed = true;
-            let sub = DiscoveryRequest { type_url: resource::ENDPOINT.into(), resource_names: vec![cluster.clone()], ..Default::default() };
+            let sub = DiscoveryRequest {
+                type_url: resource::ENDPOINT.into(),
+                resource_names: vec![cluster.clone()],
+                ..Default::default()
+            };
             if tx.send(sub).await.is_err() {
                 return;
             }
@@ -119,7 +169,10 @@ async fn run_clients(addr: std::net::SocketAddr, n: usize) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     while let Some(line) = rx.recv().await {
-        if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+        if writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
             return;
         }
     }
@@ -137,10 +190,17 @@ async fn main() {
     // `cargo bench` passes --bench; anything else (cargo test --benches) does a tiny run.
     let quick = !args.iter().any(|a| a == "--bench");
     let streams = if quick { 20 } else { STREAMS };
-    let services: usize = std::env::var("MESH_BENCH_SERVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(SERVICES);
+    let services: usize = std::env::var("MESH_BENCH_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SERVICES);
     let store = mesh_benches::store(services);
     let cache = ViewCache::new(store.clone(), MeshConfig::default());
-    tokio::spawn(cache.clone().run_debounced(store.subscribe(), Debounce::default()));
+    tokio::spawn(
+        cache
+            .clone()
+            .run_debounced(store.subscribe(), Debounce::default()),
+    );
     let server = AdsServer::new(cache.clone()).with_config(ServerConfig::default());
     let connections = server.connections();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -163,11 +223,16 @@ async fn main() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut ready = 0;
     while ready < streams {
-        let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await.expect("streams connect within 60 s").unwrap().expect("client output");
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+            .await
+            .expect("streams connect within 60 s")
+            .unwrap()
+            .expect("client output");
         if line.starts_with("ready ") {
             ready += 1;
         }
@@ -179,7 +244,11 @@ async fn main() {
     for change in 0..CHANGES {
         let ip = format!("10.200.{change}.1");
         // Move one endpoint of service 0: an endpoint-only change.
-        let key = mesh_model::ResourceKey::new(mesh_model::Kind::ServiceEntry, mesh_benches::NAMESPACE, "svc-0");
+        let key = mesh_model::ResourceKey::new(
+            mesh_model::Kind::ServiceEntry,
+            mesh_benches::NAMESPACE,
+            "svc-0",
+        );
         let mut cfg = store.get(&key).unwrap().as_ref().clone();
         if let mesh_model::Config::ServiceEntry(se) = &mut cfg {
             se.spec.endpoints[0].address = ip.clone();
@@ -189,13 +258,23 @@ async fn main() {
         let mut got = std::collections::BTreeSet::new();
         let limit = Instant::now() + Duration::from_secs(30);
         while got.len() < streams {
-            let line = tokio::time::timeout_at(limit.into(), lines.next_line()).await.expect("every stream converges within 30 s").unwrap().expect("client output");
+            let line = tokio::time::timeout_at(limit.into(), lines.next_line())
+                .await
+                .expect("every stream converges within 30 s")
+                .unwrap()
+                .expect("client output");
             let parts: Vec<&str> = line.split(' ').collect();
-            if parts[0] == "eds" && parts.get(3).is_some_and(|ips| ips.split(',').any(|x| x == ip)) {
+            if parts[0] == "eds"
+                && parts
+                    .get(3)
+                    .is_some_and(|ips| ips.split(',').any(|x| x == ip))
+            {
                 let i: usize = parts[1].parse().unwrap();
                 let at: u128 = parts[2].parse().unwrap();
                 if got.insert(i) {
-                    latencies.push(Duration::from_micros(u64::try_from(at.saturating_sub(t0)).unwrap_or(u64::MAX)));
+                    latencies.push(Duration::from_micros(
+                        u64::try_from(at.saturating_sub(t0)).unwrap_or(u64::MAX),
+                    ));
                 }
             }
         }
@@ -205,7 +284,9 @@ async fn main() {
     let _ = child.kill().await;
     latencies.sort();
     let per_stream = rss_connected.saturating_sub(rss_before) as f64 / streams as f64;
-    println!("ads_fanout: {streams} ADS streams (gRPC over loopback, clients in a child process), {VIEWS} views, {services} services");
+    println!(
+        "ads_fanout: {streams} ADS streams (gRPC over loopback, clients in a child process), {VIEWS} views, {services} services"
+    );
     println!(
         "  one endpoint change -> new EDS on every stream ({CHANGES} changes, 100 ms debounce included): p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
         percentile(&latencies, 0.5),

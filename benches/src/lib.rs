@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use mesh_model::networking::destination_rule::{DestinationRuleSpec, Subset};
 use mesh_model::networking::service_entry::{Location, Resolution, ServiceEntrySpec, ServicePort};
-use mesh_model::networking::virtual_service::{Destination, HttpRoute, HttpRouteDestination, PortSelector, VirtualServiceSpec};
+use mesh_model::networking::virtual_service::{
+    Destination, HttpRoute, HttpRouteDestination, PortSelector, VirtualServiceSpec,
+};
 use mesh_model::networking::workload::WorkloadEntrySpec;
 use mesh_model::{Config, ConfigStore, ObjectMeta, Resource};
 
@@ -31,8 +33,15 @@ pub fn mesh(n: usize) -> Vec<Config> {
         let endpoints = (0..5)
             .map(|e| WorkloadEntrySpec {
                 address: endpoint_ip(i, e),
-                labels: BTreeMap::from([("version".to_string(), if e < 3 { "v1" } else { "v2" }.to_string())]),
-                locality: if e % 2 == 0 { "us-east/a".into() } else { "us-east/b".into() },
+                labels: BTreeMap::from([(
+                    "version".to_string(),
+                    if e < 3 { "v1" } else { "v2" }.to_string(),
+                )]),
+                locality: if e % 2 == 0 {
+                    "us-east/a".into()
+                } else {
+                    "us-east/b".into()
+                },
                 ..Default::default()
             })
             .collect();
@@ -43,8 +52,18 @@ pub fn mesh(n: usize) -> Vec<Config> {
                 location: Location::MeshInternal,
                 resolution: Resolution::Static,
                 ports: vec![
-                    ServicePort { number: 80, name: "http".into(), protocol: "HTTP".into(), target_port: Some(8080) },
-                    ServicePort { number: 9090, name: "grpc".into(), protocol: "GRPC".into(), target_port: None },
+                    ServicePort {
+                        number: 80,
+                        name: "http".into(),
+                        protocol: "HTTP".into(),
+                        target_port: Some(8080),
+                    },
+                    ServicePort {
+                        number: 9090,
+                        name: "grpc".into(),
+                        protocol: "GRPC".into(),
+                        target_port: None,
+                    },
                 ],
                 endpoints,
                 ..Default::default()
@@ -56,14 +75,22 @@ pub fn mesh(n: usize) -> Vec<Config> {
                 host: host(i),
                 subsets: ["v1", "v2"]
                     .iter()
-                    .map(|v| Subset { name: v.to_string(), labels: BTreeMap::from([("version".to_string(), v.to_string())]), traffic_policy: None })
+                    .map(|v| Subset {
+                        name: v.to_string(),
+                        labels: BTreeMap::from([("version".to_string(), v.to_string())]),
+                        traffic_policy: None,
+                    })
                     .collect(),
                 ..Default::default()
             },
         )));
         if i % 10 == 0 {
             let dest = |subset: &str, weight: i32| HttpRouteDestination {
-                destination: Destination { host: host(i), subset: Some(subset.into()), port: Some(PortSelector::new(80)) },
+                destination: Destination {
+                    host: host(i),
+                    subset: Some(subset.into()),
+                    port: Some(PortSelector::new(80)),
+                },
                 weight: Some(weight),
                 headers: None,
             };
@@ -71,7 +98,10 @@ pub fn mesh(n: usize) -> Vec<Config> {
                 meta,
                 VirtualServiceSpec {
                     hosts: vec![host(i)],
-                    http: vec![HttpRoute { route: vec![dest("v1", 90), dest("v2", 10)], ..Default::default() }],
+                    http: vec![HttpRoute {
+                        route: vec![dest("v1", 90), dest("v2", 10)],
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 },
             )));

@@ -50,12 +50,12 @@ pub(crate) fn sidecar_clusters(
         let dr = destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
         for port in &svc.ports {
             let name = naming::outbound_cluster(port.number, "", &svc.hostname);
-            let policy = effective_policy(dr.as_ref(), None, port.number);
+            let policy = effective_policy(dr.as_deref(), None, port.number);
             add_cluster(ctx, proxy, svc, port, &name, None, &policy, out);
             if let Some(dr) = &dr {
                 for subset in &dr.subsets {
                     let name = naming::outbound_cluster(port.number, &subset.name, &svc.hostname);
-                    let policy = effective_policy(Some(dr), Some(subset), port.number);
+                    let policy = effective_policy(Some(dr.as_ref()), Some(subset), port.number);
                     add_cluster(
                         ctx,
                         proxy,

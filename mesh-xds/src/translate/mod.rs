@@ -11,7 +11,7 @@ mod listener;
 mod route;
 mod scope;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -44,6 +44,49 @@ pub struct PushContext {
     pub(crate) gateways: Vec<Arc<Config>>,
     /// Sidecars, oldest first.
     pub(crate) sidecars: Vec<Arc<Config>>,
+    /// DestinationRules by namespace, then by resolved host (indexes into `destination_rules`).
+    pub(crate) dr_index: HashMap<String, HostIndex>,
+    /// Mesh-bound VirtualServices by resolved host (indexes into `virtual_services`).
+    pub(crate) mesh_vs_index: HostIndex,
+    /// Namespaces that have a DestinationRule with a workload selector.
+    pub(crate) selector_drs: std::collections::HashSet<String>,
+    /// DestinationRule lookups of this push: (proxy ns, labels, host, service ns) → rule.
+    pub(crate) dr_memo: std::sync::Mutex<DrMemo>,
+}
+
+type DrMemo =
+    HashMap<(String, String, String, String), Option<Arc<mesh_model::DestinationRuleSpec>>>;
+
+/// Resources indexed by host: exact hosts in a map, wildcard hosts in a (short) list, so that
+/// lookups per service stay O(1) plus the wildcards instead of scanning every resource.
+#[derive(Debug, Default)]
+pub(crate) struct HostIndex {
+    pub(crate) exact: HashMap<String, Vec<usize>>,
+    pub(crate) wildcard: Vec<usize>,
+}
+
+impl HostIndex {
+    fn add(&mut self, host: String, i: usize) {
+        if host.contains('*') {
+            if !self.wildcard.contains(&i) {
+                self.wildcard.push(i);
+            }
+        } else {
+            let v = self.exact.entry(host).or_default();
+            if !v.contains(&i) {
+                v.push(i);
+            }
+        }
+    }
+
+    /// Candidates for `host`, in resource (conflict) order.
+    pub(crate) fn candidates(&self, host: &str) -> Vec<usize> {
+        let mut v: Vec<usize> = self.exact.get(host).map(|e| e.to_vec()).unwrap_or_default();
+        v.extend(self.wildcard.iter().copied());
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
 }
 
 fn sorted(snapshot: &Snapshot, kind: Kind) -> Vec<Arc<Config>> {
@@ -55,12 +98,45 @@ fn sorted(snapshot: &Snapshot, kind: Kind) -> Vec<Arc<Config>> {
 impl PushContext {
     /// Indexes a snapshot.
     pub fn new(mesh: MeshConfig, snapshot: Arc<Snapshot>) -> PushContext {
+        let virtual_services = sorted(&snapshot, Kind::VirtualService);
+        let destination_rules = sorted(&snapshot, Kind::DestinationRule);
+        let suffix = mesh_model::host::DEFAULT_DOMAIN_SUFFIX;
+        let mut dr_index: HashMap<String, HostIndex> = HashMap::new();
+        let mut selector_drs = std::collections::HashSet::new();
+        for (i, c) in destination_rules.iter().enumerate() {
+            if let Config::DestinationRule(dr) = c.as_ref() {
+                let ns = dr.metadata.namespace();
+                if dr.spec.workload_selector.is_some() {
+                    selector_drs.insert(ns.to_string());
+                }
+                let host = mesh_model::host::resolve_short_name(&dr.spec.host, ns, suffix);
+                dr_index.entry(ns.to_string()).or_default().add(host, i);
+            }
+        }
+        let mut mesh_vs_index = HostIndex::default();
+        for (i, c) in virtual_services.iter().enumerate() {
+            if let Config::VirtualService(vs) = c.as_ref() {
+                let to_mesh =
+                    vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+                if !to_mesh {
+                    continue;
+                }
+                let ns = vs.metadata.namespace();
+                for h in &vs.spec.hosts {
+                    mesh_vs_index.add(mesh_model::host::resolve_short_name(h, ns, suffix), i);
+                }
+            }
+        }
         PushContext {
             registry: ServiceRegistry::from_snapshot(&snapshot),
-            virtual_services: sorted(&snapshot, Kind::VirtualService),
-            destination_rules: sorted(&snapshot, Kind::DestinationRule),
+            virtual_services,
+            destination_rules,
             gateways: sorted(&snapshot, Kind::Gateway),
             sidecars: sorted(&snapshot, Kind::Sidecar),
+            dr_index,
+            mesh_vs_index,
+            selector_drs,
+            dr_memo: std::sync::Mutex::new(HashMap::new()),
             mesh,
             snapshot,
         }

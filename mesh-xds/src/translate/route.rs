@@ -227,7 +227,7 @@ fn default_route(
     port: u32,
 ) -> Route {
     let dr = destination_rule(ctx, proxy, host, svc_ns);
-    let hashing = consistent_hash(dr.as_ref(), None, port);
+    let hashing = consistent_hash(dr.as_deref(), None, port);
     Route {
         name: "default".into(),
         r#match: Some(prefix("/")),
@@ -660,7 +660,7 @@ fn route_action(
                 .get(&host)
                 .map_or(vs_ns, |s| s.namespace.as_str()),
         );
-        hashing = consistent_hash(dr.as_ref(), dests[0].destination.subset.as_deref(), port);
+        hashing = consistent_hash(dr.as_deref(), dests[0].destination.subset.as_deref(), port);
         a.cluster_specifier = Some(route_action::ClusterSpecifier::Cluster(name));
     } else if !dests.is_empty() {
         let clusters = dests

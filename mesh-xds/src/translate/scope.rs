@@ -204,12 +204,50 @@ pub(crate) fn destination_rule(
     proxy: &Proxy,
     host: &str,
     service_ns: &str,
+) -> Option<std::sync::Arc<DestinationRuleSpec>> {
+    // Memoized per push: every proxy of a namespace (and every route to a host) asks the same
+    // question. Labels only matter when a DestinationRule in the proxy's namespace has a selector.
+    let labels = if ctx.selector_drs.contains(&proxy.namespace) {
+        format!("{:?}", proxy.labels)
+    } else {
+        String::new()
+    };
+    let key = (
+        proxy.namespace.clone(),
+        labels,
+        host.to_string(),
+        service_ns.to_string(),
+    );
+    if let Some(hit) = ctx
+        .dr_memo
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return hit.clone();
+    }
+    let found = lookup_destination_rule(ctx, proxy, host, service_ns).map(std::sync::Arc::new);
+    ctx.dr_memo
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(key, found.clone());
+    found
+}
+
+fn lookup_destination_rule(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    host: &str,
+    service_ns: &str,
 ) -> Option<DestinationRuleSpec> {
     let default_export = &ctx.mesh.default_destination_rule_export_to;
     let candidates = |ns: &str, private_ok: bool| -> Vec<&DestinationRuleSpec> {
         let mut best: Vec<(usize, &DestinationRuleSpec)> = Vec::new();
-        for c in &ctx.destination_rules {
-            let Config::DestinationRule(dr) = c.as_ref() else {
+        let Some(index) = ctx.dr_index.get(ns) else {
+            return Vec::new();
+        };
+        for i in index.candidates(host) {
+            let Config::DestinationRule(dr) = ctx.destination_rules[i].as_ref() else {
                 continue;
             };
             let dr_ns = dr.metadata.namespace();
@@ -330,8 +368,8 @@ pub(crate) fn mesh_virtual_service<'a>(
 ) -> Option<(&'a mesh_model::VirtualService, String)> {
     let default_export = &ctx.mesh.default_virtual_service_export_to;
     let mut best: Option<(usize, u8, &mesh_model::VirtualService, String)> = None;
-    for c in &ctx.virtual_services {
-        let Config::VirtualService(vs) = c.as_ref() else {
+    for i in ctx.mesh_vs_index.candidates(host) {
+        let Config::VirtualService(vs) = ctx.virtual_services[i].as_ref() else {
             continue;
         };
         let spec: &VirtualServiceSpec = &vs.spec;
