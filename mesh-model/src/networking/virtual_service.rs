@@ -380,6 +380,41 @@ pub struct FaultDelay {
     pub percent: Option<i32>,
 }
 
+/// The canonical gRPC status names, in code order (`OK` = 0 ... `UNAUTHENTICATED` = 16).
+pub const GRPC_STATUS_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The numeric code of a canonical gRPC status name (as `FaultAbort.grpc_status` uses them).
+///
+/// ```
+/// use mesh_model::networking::virtual_service::grpc_status_code;
+/// assert_eq!(grpc_status_code("UNAVAILABLE"), Some(14));
+/// assert_eq!(grpc_status_code("14"), None);
+/// ```
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    GRPC_STATUS_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|p| u32::try_from(p).ok())
+}
+
 /// A fault abort.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -36,26 +36,7 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// Canonical gRPC status names.
-pub(crate) const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+
 
 /// Standard HTTP methods (CORS).
 const HTTP_METHODS: &[&str] = &[
@@ -842,7 +823,7 @@ fn validate_fault(f: &HttpFaultInjection, at: &str, r: &mut Report) {
                 }
             }
             (None, Some(g)) => {
-                if !GRPC_STATUS.contains(&g.as_str()) {
+                if crate::networking::virtual_service::grpc_status_code(g).is_none() {
                     r.error(
                         format!("{aat}.grpcStatus"),
                         format!("{g:?} is not a gRPC status name such as UNAVAILABLE"),

@@ -889,32 +889,6 @@ fn per_filter_config(http: &HttpRoute) -> HashMap<String, Any> {
     m
 }
 
-fn grpc_code(name: &str) -> u32 {
-    const NAMES: &[&str] = &[
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES
-        .iter()
-        .position(|n| *n == name)
-        .and_then(|p| u32::try_from(p).ok())
-        .unwrap_or(2)
-}
 
 fn fault(f: &HttpFaultInjection) -> HttpFault {
     let pct = |p: Option<f64>, legacy: Option<i32>| {
@@ -934,7 +908,7 @@ fn fault(f: &HttpFaultInjection) -> HttpFault {
                 (Some(s), _) => Some(fault_abort::ErrorType::HttpStatus(
                     u32::try_from(*s).unwrap_or(500),
                 )),
-                (None, Some(g)) => Some(fault_abort::ErrorType::GrpcStatus(grpc_code(g))),
+                (None, Some(g)) => Some(fault_abort::ErrorType::GrpcStatus(mesh_model::networking::virtual_service::grpc_status_code(g).unwrap_or(2))),
                 _ => None,
             },
             percentage: pct(a.percentage.map(|p| p.value), None),
