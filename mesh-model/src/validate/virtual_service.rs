@@ -36,8 +36,6 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-
-
 /// Standard HTTP methods (CORS).
 const HTTP_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",

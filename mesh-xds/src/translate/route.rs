@@ -889,7 +889,6 @@ fn per_filter_config(http: &HttpRoute) -> HashMap<String, Any> {
     m
 }
 
-
 fn fault(f: &HttpFaultInjection) -> HttpFault {
     let pct = |p: Option<f64>, legacy: Option<i32>| {
         p.map(per_million)
@@ -908,7 +907,9 @@ fn fault(f: &HttpFaultInjection) -> HttpFault {
                 (Some(s), _) => Some(fault_abort::ErrorType::HttpStatus(
                     u32::try_from(*s).unwrap_or(500),
                 )),
-                (None, Some(g)) => Some(fault_abort::ErrorType::GrpcStatus(mesh_model::networking::virtual_service::grpc_status_code(g).unwrap_or(2))),
+                (None, Some(g)) => Some(fault_abort::ErrorType::GrpcStatus(
+                    mesh_model::networking::virtual_service::grpc_status_code(g).unwrap_or(2),
+                )),
                 _ => None,
             },
             percentage: pct(a.percentage.map(|p| p.value), None),

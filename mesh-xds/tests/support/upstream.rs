@@ -124,9 +124,20 @@ pub(crate) struct Reply {
     pub body: String,
 }
 
-/// Sends one HTTP/1.1 request to `addr` with the given Host and headers (a fresh connection).
+/// Sends one HTTP/1.1 GET to `addr` with the given Host and headers (a fresh connection).
 pub(crate) async fn get(
     addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Reply> {
+    request(addr, "GET", host, path, headers).await
+}
+
+/// Sends one HTTP/1.1 request with any method.
+pub(crate) async fn request(
+    addr: SocketAddr,
+    method: &str,
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -137,7 +148,10 @@ pub(crate) async fn get(
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    let mut req = Request::builder().uri(path).header("host", host);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
