@@ -892,7 +892,6 @@ spec:
         },
     )
     .await;
-    let _ = body;
     assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
     let _ = std::fs::remove_dir_all(&dir);
 }
