@@ -883,7 +883,7 @@ spec:
             .output()
             .unwrap()
     };
-    let body = eventually(
+    eventually(
         "https through the gateway",
         Duration::from_secs(20),
         async || {
