@@ -1,19 +1,19 @@
 //! Incremental (delta) ADS streams.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use crate::resource::{self, PUSH_ORDER};
+use crate::resource;
 use crate::server::SnapshotSource;
-use crate::server::sotw::changed;
 use crate::server::status::{Connections, PushEvent};
-use crate::snapshot::Snapshot;
+use crate::server::stream::{Protocol, StreamCore, drive};
 
 #[derive(Debug, Default)]
 struct TypeState {
@@ -30,14 +30,8 @@ struct TypeState {
 }
 
 pub(crate) struct DeltaStream<S> {
-    source: Arc<S>,
-    connections: Arc<Connections>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    core: StreamCore<S, DeltaDiscoveryResponse>,
     types: BTreeMap<String, TypeState>,
-    snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
-    id: Option<u64>,
-    node_id: String,
-    counter: u64,
 }
 
 impl<S: SnapshotSource> DeltaStream<S> {
@@ -47,58 +41,24 @@ impl<S: SnapshotSource> DeltaStream<S> {
         tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
     ) -> Self {
         DeltaStream {
-            source,
-            connections,
-            tx,
+            core: StreamCore::new(source, connections, tx),
             types: BTreeMap::new(),
-            snapshots: None,
-            id: None,
-            node_id: String::new(),
-            counter: 0,
         }
     }
 
-    pub(crate) async fn run(mut self, mut requests: Streaming<DeltaDiscoveryRequest>) {
-        loop {
-            let keep_going = tokio::select! {
-                req = requests.message() => match req {
-                    Ok(Some(r)) => self.on_request(r).await,
-                    Ok(None) | Err(_) => false,
-                },
-                changed = changed(&mut self.snapshots) => match changed {
-                    true => self.push_changes().await,
-                    false => false,
-                },
-            };
-            if !keep_going {
-                break;
-            }
-        }
-        if let Some(id) = self.id {
-            self.connections.remove(id);
-        }
+    pub(crate) async fn run(self, requests: Streaming<DeltaDiscoveryRequest>) {
+        drive(self, requests).await;
     }
 
-    async fn on_request(&mut self, req: DeltaDiscoveryRequest) -> bool {
-        if self.snapshots.is_none() {
-            let Some(node) = &req.node else {
-                let _ = self
-                    .tx
-                    .send(Err(Status::invalid_argument(
-                        "the first request must carry node",
-                    )))
-                    .await;
-                return false;
-            };
-            self.node_id = node.id.clone();
-            self.snapshots = Some(self.source.watch(node));
-            self.id = Some(self.connections.register(node, "delta"));
+    async fn handle_request(&mut self, req: DeltaDiscoveryRequest) -> bool {
+        if !self.core.attach(req.node.as_ref(), "delta").await {
+            return false;
         }
         let type_url = req.type_url.clone();
         if type_url.is_empty() {
             return true;
         }
-        let id = self.id.unwrap_or_default();
+        let id = self.core.id;
         let t = self.types.entry(type_url.clone()).or_default();
         let first = !t.requested;
         t.requested = true;
@@ -140,13 +100,13 @@ impl<S: SnapshotSource> DeltaStream<S> {
                         t.nacked = Some(std::mem::replace(&mut t.client, prev));
                     }
                     let detail = err.message.clone();
-                    self.connections.update(id, &type_url, |s| {
+                    self.core.connections.update(id, &type_url, |s| {
                         s.nack = Some(detail.clone());
                         s.nacks += 1;
                     });
-                    self.connections.emit(PushEvent::Nacked {
+                    self.core.connections.emit(PushEvent::Nacked {
                         type_url,
-                        node_id: self.node_id.clone(),
+                        node_id: self.core.node_id.clone(),
                         detail,
                     });
                     return true;
@@ -155,15 +115,15 @@ impl<S: SnapshotSource> DeltaStream<S> {
                     t.before_last = None;
                     let nonce = req.response_nonce.clone();
                     let mut version = String::new();
-                    self.connections.update(id, &type_url, |s| {
+                    self.core.connections.update(id, &type_url, |s| {
                         s.acked_version = s.sent_version.clone();
                         s.acked_nonce = nonce;
                         s.nack = None;
                         version = s.sent_version.clone();
                     });
-                    self.connections.emit(PushEvent::Acked {
+                    self.core.connections.emit(PushEvent::Acked {
                         type_url: type_url.clone(),
-                        node_id: self.node_id.clone(),
+                        node_id: self.core.node_id.clone(),
                         version,
                     });
                 }
@@ -172,24 +132,12 @@ impl<S: SnapshotSource> DeltaStream<S> {
         self.send(&type_url, first).await
     }
 
-    async fn push_changes(&mut self) -> bool {
-        for type_url in PUSH_ORDER {
-            if self.types.get(type_url).is_some_and(|t| t.requested)
-                && !self.send(type_url, false).await
-            {
-                return false;
-            }
-        }
-        true
-    }
-
     /// Sends what changed for a type: resources whose version differs from what the client
     /// holds, and removals for what it holds that no longer exists.
     async fn send(&mut self, type_url: &str, first: bool) -> bool {
-        let Some(rx) = &self.snapshots else {
+        let Some(snapshot) = self.core.snapshot() else {
             return true;
         };
-        let snapshot = rx.borrow().clone();
         let Some(t) = self.types.get_mut(type_url) else {
             return true;
         };
@@ -230,8 +178,7 @@ impl<S: SnapshotSource> DeltaStream<S> {
         if updated.is_empty() && removed.is_empty() && !first {
             return true;
         }
-        self.counter += 1;
-        let nonce = format!("{}-{}", self.id.unwrap_or_default(), self.counter);
+        let nonce = self.core.next_nonce();
         t.before_last = Some(t.client.clone());
         for r in &updated {
             t.client.insert(r.name.clone(), r.version.clone());
@@ -255,17 +202,37 @@ impl<S: SnapshotSource> DeltaStream<S> {
             nonce: nonce.clone(),
             ..Default::default()
         };
-        let id = self.id.unwrap_or_default();
-        self.connections.update(id, type_url, |s| {
+        let id = self.core.id;
+        self.core.connections.update(id, type_url, |s| {
             s.sent_version = version.clone();
             s.sent_nonce = nonce;
             s.pushes += 1;
         });
-        self.connections.emit(PushEvent::Sent {
+        self.core.connections.emit(PushEvent::Sent {
             type_url: type_url.to_string(),
             bytes,
             version,
         });
-        self.tx.send(Ok(resp)).await.is_ok()
+        self.core.tx.send(Ok(resp)).await.is_ok()
+    }
+}
+
+impl<S: SnapshotSource> Protocol<S, DeltaDiscoveryResponse> for DeltaStream<S> {
+    type Request = DeltaDiscoveryRequest;
+
+    fn core(&mut self) -> &mut StreamCore<S, DeltaDiscoveryResponse> {
+        &mut self.core
+    }
+
+    fn on_request(&mut self, req: DeltaDiscoveryRequest) -> impl Future<Output = bool> + Send {
+        self.handle_request(req)
+    }
+
+    fn requested(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|t| t.requested)
+    }
+
+    fn push(&mut self, type_url: &str) -> impl Future<Output = bool> + Send {
+        self.send(type_url, false)
     }
 }

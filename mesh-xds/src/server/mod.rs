@@ -11,6 +11,7 @@ mod delta;
 mod push;
 mod sotw;
 mod status;
+mod stream;
 
 use std::sync::Arc;
 

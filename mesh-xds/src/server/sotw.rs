@@ -1,17 +1,18 @@
 //! State-of-the-world ADS streams.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use crate::resource::{self, PUSH_ORDER};
+use crate::resource;
 use crate::server::SnapshotSource;
 use crate::server::status::{Connections, PushEvent};
-use crate::snapshot::Snapshot;
+use crate::server::stream::{Protocol, StreamCore, drive};
 
 /// What the stream knows about one type.
 #[derive(Debug, Default)]
@@ -34,14 +35,8 @@ struct TypeState {
 }
 
 pub(crate) struct SotwStream<S> {
-    source: Arc<S>,
-    connections: Arc<Connections>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    core: StreamCore<S, DiscoveryResponse>,
     types: BTreeMap<String, TypeState>,
-    snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
-    id: Option<u64>,
-    node_id: String,
-    counter: u64,
 }
 
 impl<S: SnapshotSource> SotwStream<S> {
@@ -51,58 +46,24 @@ impl<S: SnapshotSource> SotwStream<S> {
         tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     ) -> Self {
         SotwStream {
-            source,
-            connections,
-            tx,
+            core: StreamCore::new(source, connections, tx),
             types: BTreeMap::new(),
-            snapshots: None,
-            id: None,
-            node_id: String::new(),
-            counter: 0,
         }
     }
 
-    pub(crate) async fn run(mut self, mut requests: Streaming<DiscoveryRequest>) {
-        loop {
-            let keep_going = tokio::select! {
-                req = requests.message() => match req {
-                    Ok(Some(r)) => self.on_request(r).await,
-                    Ok(None) | Err(_) => false,
-                },
-                changed = changed(&mut self.snapshots) => match changed {
-                    true => self.push_changes().await,
-                    false => false,
-                },
-            };
-            if !keep_going {
-                break;
-            }
-        }
-        if let Some(id) = self.id {
-            self.connections.remove(id);
-        }
+    pub(crate) async fn run(self, requests: Streaming<DiscoveryRequest>) {
+        drive(self, requests).await;
     }
 
-    async fn on_request(&mut self, req: DiscoveryRequest) -> bool {
-        if self.snapshots.is_none() {
-            let Some(node) = &req.node else {
-                let _ = self
-                    .tx
-                    .send(Err(Status::invalid_argument(
-                        "the first request must carry node",
-                    )))
-                    .await;
-                return false;
-            };
-            self.node_id = node.id.clone();
-            self.snapshots = Some(self.source.watch(node));
-            self.id = Some(self.connections.register(node, "sotw"));
+    async fn handle_request(&mut self, req: DiscoveryRequest) -> bool {
+        if !self.core.attach(req.node.as_ref(), "sotw").await {
+            return false;
         }
         let type_url = req.type_url.clone();
         if type_url.is_empty() {
             return true;
         }
-        let id = self.id.unwrap_or_default();
+        let id = self.core.id;
         let t = self.types.entry(type_url.clone()).or_default();
         if let Some(err) = &req.error_detail {
             // NACK: remember what was rejected, keep the client on its last good config, and
@@ -111,13 +72,13 @@ impl<S: SnapshotSource> SotwStream<S> {
                 t.nacked_hash = t.sent_hash;
             }
             let detail = err.message.clone();
-            self.connections.update(id, &type_url, |s| {
+            self.core.connections.update(id, &type_url, |s| {
                 s.nack = Some(detail.clone());
                 s.nacks += 1;
             });
-            self.connections.emit(PushEvent::Nacked {
+            self.core.connections.emit(PushEvent::Nacked {
                 type_url,
-                node_id: self.node_id.clone(),
+                node_id: self.core.node_id.clone(),
                 detail,
             });
             return true;
@@ -133,14 +94,14 @@ impl<S: SnapshotSource> SotwStream<S> {
         if !initial {
             let version = req.version_info.clone();
             let nonce = req.response_nonce.clone();
-            self.connections.update(id, &type_url, |s| {
+            self.core.connections.update(id, &type_url, |s| {
                 s.acked_version = version.clone();
                 s.acked_nonce = nonce;
                 s.nack = None;
             });
-            self.connections.emit(PushEvent::Acked {
+            self.core.connections.emit(PushEvent::Acked {
                 type_url: type_url.clone(),
-                node_id: self.node_id.clone(),
+                node_id: self.core.node_id.clone(),
                 version,
             });
             t.nacked_hash = None;
@@ -164,24 +125,12 @@ impl<S: SnapshotSource> SotwStream<S> {
         true
     }
 
-    async fn push_changes(&mut self) -> bool {
-        for type_url in PUSH_ORDER {
-            if self.types.get(type_url).is_some_and(|t| t.requested)
-                && !self.send(type_url, false).await
-            {
-                return false;
-            }
-        }
-        true
-    }
-
     /// Sends the current resources of a type if they differ from what was last sent (or if
     /// `force`), but never content the client already rejected.
     async fn send(&mut self, type_url: &str, force: bool) -> bool {
-        let Some(rx) = &self.snapshots else {
+        let Some(snapshot) = self.core.snapshot() else {
             return true;
         };
-        let snapshot = rx.borrow().clone();
         let Some(t) = self.types.get_mut(type_url) else {
             return true;
         };
@@ -199,8 +148,7 @@ impl<S: SnapshotSource> SotwStream<S> {
         if t.nacked_hash == Some(hash) || (!force && t.sent_hash == Some(hash)) {
             return true;
         }
-        self.counter += 1;
-        let nonce = format!("{}-{}", self.id.unwrap_or_default(), self.counter);
+        let nonce = self.core.next_nonce();
         let version = snapshot.version.clone();
         let bytes = chosen.iter().map(|r| r.any.value.len()).sum();
         let resp = DiscoveryResponse {
@@ -225,26 +173,37 @@ impl<S: SnapshotSource> SotwStream<S> {
                 self.types.entry(d.to_string()).or_default().always_respond = true;
             }
         }
-        let id = self.id.unwrap_or_default();
-        self.connections.update(id, type_url, |s| {
+        let id = self.core.id;
+        self.core.connections.update(id, type_url, |s| {
             s.sent_version = version.clone();
             s.sent_nonce = nonce;
             s.pushes += 1;
         });
-        self.connections.emit(PushEvent::Sent {
+        self.core.connections.emit(PushEvent::Sent {
             type_url: type_url.to_string(),
             bytes,
             version,
         });
-        self.tx.send(Ok(resp)).await.is_ok()
+        self.core.tx.send(Ok(resp)).await.is_ok()
     }
 }
 
-/// Waits for the next snapshot; `false` when the source is gone. Pends forever before the
-/// stream has a node.
-pub(crate) async fn changed(rx: &mut Option<watch::Receiver<Arc<Snapshot>>>) -> bool {
-    match rx {
-        Some(rx) => rx.changed().await.is_ok(),
-        None => std::future::pending().await,
+impl<S: SnapshotSource> Protocol<S, DiscoveryResponse> for SotwStream<S> {
+    type Request = DiscoveryRequest;
+
+    fn core(&mut self) -> &mut StreamCore<S, DiscoveryResponse> {
+        &mut self.core
+    }
+
+    fn on_request(&mut self, req: DiscoveryRequest) -> impl Future<Output = bool> + Send {
+        self.handle_request(req)
+    }
+
+    fn requested(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|t| t.requested)
+    }
+
+    fn push(&mut self, type_url: &str) -> impl Future<Output = bool> + Send {
+        self.send(type_url, false)
     }
 }

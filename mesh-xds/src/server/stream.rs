@@ -1,0 +1,135 @@
+//! What SotW and delta streams share: binding to a node, nonces, the connection registry, and
+//! the loop that interleaves client requests with snapshot changes.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+use crate::resource::PUSH_ORDER;
+use crate::server::SnapshotSource;
+use crate::server::status::Connections;
+use crate::snapshot::Snapshot;
+
+/// The protocol-independent state of one ADS stream.
+pub(crate) struct StreamCore<S, R> {
+    pub(crate) source: Arc<S>,
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) tx: mpsc::Sender<Result<R, Status>>,
+    pub(crate) snapshots: Option<watch::Receiver<Arc<Snapshot>>>,
+    /// Registry id; 0 until the stream is bound to a node.
+    pub(crate) id: u64,
+    pub(crate) node_id: String,
+    counter: u64,
+}
+
+impl<S: SnapshotSource, R> StreamCore<S, R> {
+    pub(crate) fn new(
+        source: Arc<S>,
+        connections: Arc<Connections>,
+        tx: mpsc::Sender<Result<R, Status>>,
+    ) -> Self {
+        StreamCore {
+            source,
+            connections,
+            tx,
+            snapshots: None,
+            id: 0,
+            node_id: String::new(),
+            counter: 0,
+        }
+    }
+
+    /// Binds the stream to its node on the first request. A first request without a node ends
+    /// the stream with INVALID_ARGUMENT; returns whether the stream goes on.
+    pub(crate) async fn attach(&mut self, node: Option<&Node>, protocol: &'static str) -> bool {
+        if self.snapshots.is_some() {
+            return true;
+        }
+        let Some(node) = node else {
+            let _ = self
+                .tx
+                .send(Err(Status::invalid_argument(
+                    "the first request must carry node",
+                )))
+                .await;
+            return false;
+        };
+        self.node_id = node.id.clone();
+        self.snapshots = Some(self.source.watch(node));
+        self.id = self.connections.register(node, protocol);
+        true
+    }
+
+    /// A nonce unique on this server: stream id and a counter.
+    pub(crate) fn next_nonce(&mut self) -> String {
+        self.counter += 1;
+        format!("{}-{}", self.id, self.counter)
+    }
+
+    /// The current snapshot, once bound.
+    pub(crate) fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshots.as_ref().map(|rx| rx.borrow().clone())
+    }
+}
+
+/// One xDS protocol's handling of requests and pushes.
+pub(crate) trait Protocol<S: SnapshotSource, R>: Send {
+    type Request: Send + 'static;
+
+    fn core(&mut self) -> &mut StreamCore<S, R>;
+
+    /// Handles a client request; false ends the stream.
+    fn on_request(&mut self, req: Self::Request) -> impl Future<Output = bool> + Send;
+
+    /// Whether the client has asked for this type.
+    fn requested(&self, type_url: &str) -> bool;
+
+    /// Sends what changed for one type; false when the client is gone.
+    fn push(&mut self, type_url: &str) -> impl Future<Output = bool> + Send;
+}
+
+/// Runs a stream until the client or the snapshot source goes away, pushing changes in
+/// make-before-break order (CDS, EDS, LDS, RDS).
+pub(crate) async fn drive<S, R, P>(mut p: P, mut requests: Streaming<P::Request>)
+where
+    S: SnapshotSource,
+    R: Send,
+    P: Protocol<S, R>,
+{
+    loop {
+        let keep_going = tokio::select! {
+            req = requests.message() => match req {
+                Ok(Some(r)) => p.on_request(r).await,
+                Ok(None) | Err(_) => false,
+            },
+            changed = changed(&mut p.core().snapshots) => {
+                let mut ok = changed;
+                for type_url in PUSH_ORDER {
+                    if ok && p.requested(type_url) {
+                        ok = p.push(type_url).await;
+                    }
+                }
+                ok
+            }
+        };
+        if !keep_going {
+            break;
+        }
+    }
+    let core = p.core();
+    if core.id != 0 {
+        core.connections.remove(core.id);
+    }
+}
+
+/// Waits for the next snapshot; `false` when the source is gone. Pends forever before the
+/// stream has a node.
+async fn changed(rx: &mut Option<watch::Receiver<Arc<Snapshot>>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
