@@ -119,6 +119,52 @@ pub fn store(n: usize) -> Arc<ConfigStore> {
     Arc::new(store)
 }
 
+/// The translation benchmark body: `PushContext::new` + `translate` (and + encode) for 100,
+/// 1,000 and 10,000 services, for one sidecar that sees every service.
+pub fn translate_benches(c: &mut criterion::Criterion, group: &str) {
+    use std::hint::black_box;
+    use std::time::Duration;
+
+    use criterion::BenchmarkId;
+    use mesh_model::MeshConfig;
+    use mesh_xds::{Proxy, PushContext, Snapshot, translate};
+
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
+    for n in [100usize, 1_000, 10_000] {
+        let store = store(n);
+        let proxy = Proxy::default();
+        let snapshot = store.snapshot();
+        g.bench_with_input(BenchmarkId::new("translate", n), &n, |b, _| {
+            b.iter(|| {
+                let ctx = PushContext::new(MeshConfig::default(), snapshot.clone());
+                black_box(translate(&ctx, &proxy))
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("translate+encode", n), &n, |b, _| {
+            b.iter(|| {
+                let ctx = PushContext::new(MeshConfig::default(), snapshot.clone());
+                let r = translate(&ctx, &proxy);
+                black_box(Snapshot::from_resources("1", &r, None))
+            })
+        });
+        let r = translate(
+            &PushContext::new(MeshConfig::default(), snapshot.clone()),
+            &proxy,
+        );
+        eprintln!(
+            "{n} services: {} clusters, {} endpoint assignments, {} listeners, {} route configs",
+            r.clusters.len(),
+            r.endpoints.len(),
+            r.listeners.len(),
+            r.routes.len()
+        );
+    }
+    g.finish();
+}
+
 /// Resident set size of this process, in bytes (Linux).
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")

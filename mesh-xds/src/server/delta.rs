@@ -202,18 +202,7 @@ impl<S: SnapshotSource> DeltaStream<S> {
             nonce: nonce.clone(),
             ..Default::default()
         };
-        let id = self.core.id;
-        self.core.connections.update(id, type_url, |s| {
-            s.sent_version = version.clone();
-            s.sent_nonce = nonce;
-            s.pushes += 1;
-        });
-        self.core.connections.emit(PushEvent::Sent {
-            type_url: type_url.to_string(),
-            bytes,
-            version,
-        });
-        self.core.tx.send(Ok(resp)).await.is_ok()
+        self.core.send(type_url, version, nonce, bytes, resp).await
     }
 }
 

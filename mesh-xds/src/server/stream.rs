@@ -10,7 +10,7 @@ use tonic::{Status, Streaming};
 
 use crate::resource::PUSH_ORDER;
 use crate::server::SnapshotSource;
-use crate::server::status::Connections;
+use crate::server::status::{Connections, PushEvent};
 use crate::snapshot::Snapshot;
 
 /// The protocol-independent state of one ADS stream.
@@ -67,6 +67,29 @@ impl<S: SnapshotSource, R> StreamCore<S, R> {
     pub(crate) fn next_nonce(&mut self) -> String {
         self.counter += 1;
         format!("{}-{}", self.id, self.counter)
+    }
+
+    /// Records a response in the registry and metrics events, then sends it; false when the
+    /// client is gone.
+    pub(crate) async fn send(
+        &self,
+        type_url: &str,
+        version: String,
+        nonce: String,
+        bytes: usize,
+        resp: R,
+    ) -> bool {
+        self.connections.update(self.id, type_url, |s| {
+            s.sent_version = version.clone();
+            s.sent_nonce = nonce;
+            s.pushes += 1;
+        });
+        self.connections.emit(PushEvent::Sent {
+            type_url: type_url.to_string(),
+            bytes,
+            version,
+        });
+        self.tx.send(Ok(resp)).await.is_ok()
     }
 
     /// The current snapshot, once bound.
