@@ -897,3 +897,136 @@ spec:
     assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An `openssl s_server` upstream (TLS, `-www`), killed when dropped.
+struct TlsUpstream(std::process::Child);
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_passes_tls_through_by_sni() {
+    let dir = std::env::temp_dir().join(format!("mesh-gw-passthrough-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=db.example.com",
+            "-addext",
+            "subjectAltName=DNS:db.example.com",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The upstream terminates TLS itself: the gateway only routes the encrypted bytes by SNI.
+    let backend_port = free_port();
+    let _backend = TlsUpstream(
+        std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-www",
+                "-accept",
+                &backend_port.to_string(),
+            ])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let gw_port = free_port();
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: [db.example.com]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 443, name: tls, protocol: TLS}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{tls: {backend_port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {gw_port}, name: tls, protocol: TLS}}
+    bind: 127.0.0.1
+    hosts: ["shop/db.example.com"]
+    tls: {{mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: [db.example.com]
+  gateways: [edge]
+  tls:
+  - match: [{{sniHosts: [db.example.com]}}]
+    route: [{{destination: {{host: db.example.com, port: {{number: 443}}}}}}]
+"#
+    );
+    let cp = ControlPlane::new(&config);
+    let (xds, _conns) = serve(cp.clone()).await;
+    let node = r#"{id: "router~127.0.0.1~gw.shop~shop.svc.cluster.local", cluster: gw, metadata: {NAMESPACE: shop, LABELS: {istio: ingressgateway}}}"#;
+    let envoy = Envoy::start(xds, Api::Delta, node).await;
+    envoy.wait_live().await;
+    let curl = |host: &str| {
+        std::process::Command::new("curl")
+            .args(["-s", "--max-time", "5", "--cacert"])
+            .arg(&cert)
+            .args([
+                "--resolve",
+                &format!("{host}:{gw_port}:127.0.0.1"),
+                &format!("https://{host}:{gw_port}/"),
+            ])
+            .output()
+            .unwrap()
+    };
+    // The certificate the client verifies is the backend's: TLS was not terminated on the way.
+    eventually(
+        "TLS passed through to the backend",
+        Duration::from_secs(20),
+        async || {
+            let out = curl("db.example.com");
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("s_server"))
+                .then_some(())
+        },
+    )
+    .await;
+    // An SNI the gateway does not route is refused.
+    assert!(!curl("other.example.com").status.success());
+    assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
