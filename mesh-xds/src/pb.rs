@@ -122,3 +122,12 @@ pub(crate) fn transport_socket<M: Message + Name>(name: &str, config: &M) -> Tra
         config_type: Some(transport_socket::ConfigType::TypedConfig(any(config))),
     }
 }
+
+/// A file path as an Envoy `DataSource` (certificates, keys, CA bundles).
+pub(crate) fn file(path: &str) -> envoy_types::pb::envoy::config::core::v3::DataSource {
+    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+    DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_string())),
+        ..Default::default()
+    }
+}

@@ -114,18 +114,30 @@ impl Service {
 
     /// Whether the service is visible from `namespace` (exportTo rules; empty = `default_export`).
     pub fn visible_to(&self, namespace: &str, default_export: &[String]) -> bool {
-        let export = if self.export_to.is_empty() {
-            default_export
-        } else {
-            &self.export_to
-        };
-        export.iter().any(|e| match e.as_str() {
-            "*" => true,
-            "." => self.namespace == namespace,
-            "~" => false,
-            ns => ns == namespace,
-        })
+        exported(&self.export_to, default_export, &self.namespace, namespace)
     }
+}
+
+/// Whether a resource exported with `export_to` from `from_ns` is visible in `to_ns`: `*`
+/// everywhere, `.` in its own namespace, `~` nowhere (ServiceEntry only), else the named
+/// namespaces; an empty list means the mesh default.
+pub(crate) fn exported(
+    export_to: &[String],
+    default: &[String],
+    from_ns: &str,
+    to_ns: &str,
+) -> bool {
+    let list = if export_to.is_empty() {
+        default
+    } else {
+        export_to
+    };
+    list.iter().any(|e| match e.as_str() {
+        "*" => true,
+        "." => from_ns == to_ns,
+        "~" => false,
+        ns => ns == to_ns,
+    })
 }
 
 /// All services, keyed by host name. When two entries declare one host, the older one wins, as

@@ -7,8 +7,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, circuit_breakers, cluster,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    DataSource, Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CoreHttpOptions,
-    KeepaliveSettings, RoutingPriority, TcpKeepalive, UpstreamHttpProtocolOptions, data_source,
+    Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CoreHttpOptions,
+    KeepaliveSettings, RoutingPriority, TcpKeepalive,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -25,7 +25,7 @@ use mesh_model::networking::destination_rule::{
 use mesh_model::networking::service_entry::Resolution;
 
 use crate::naming;
-use crate::pb::{ads_source, any, dur, u32v};
+use crate::pb::{ads_source, any, dur, file, u32v};
 use crate::proxy::Proxy;
 use crate::registry::{Service, ServicePort};
 use crate::translate::scope::{SidecarScope, destination_rule, effective_policy};
@@ -423,20 +423,11 @@ fn apply_http_options(
     };
     let options = HttpProtocolOptions {
         common_http_protocol_options: (common != CoreHttpOptions::default()).then_some(common),
-        upstream_http_protocol_options: Some(UpstreamHttpProtocolOptions::default())
-            .filter(|_| false),
         upstream_protocol_options: Some(protocol),
         ..Default::default()
     };
     c.typed_extension_protocol_options =
         HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), any(&options))]);
-}
-
-fn file(path: &str) -> DataSource {
-    DataSource {
-        specifier: Some(data_source::Specifier::Filename(path.to_string())),
-        ..Default::default()
-    }
 }
 
 /// Client TLS for SIMPLE and MUTUAL with files. ISTIO_MUTUAL needs the workload certificate

@@ -5,9 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{
-    BindConfig, DataSource, TrafficDirection, data_source,
-};
+use envoy_types::pb::envoy::config::core::v3::{BindConfig, TrafficDirection};
 use envoy_types::pb::envoy::config::listener::v3::{
     ApiListener, Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter,
     listener_filter,
@@ -33,10 +31,11 @@ use mesh_model::networking::virtual_service::RouteDestination;
 use prost::Message;
 
 use crate::naming;
-use crate::pb::{ads_source, any, boolv, pipe, socket};
+use crate::pb::{ads_source, any, boolv, file, pipe, socket};
 use crate::proxy::{InterceptionMode, Proxy};
+use crate::registry::exported;
 use crate::translate::route::{self, RouteTarget, blackhole_vhost, cluster_for, http_routes};
-use crate::translate::scope::{SidecarScope, exported};
+use crate::translate::scope::SidecarScope;
 use crate::translate::{PushContext, Resources};
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
@@ -411,7 +410,6 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
                 });
         }
     }
-    let scope = SidecarScope::gateway(ctx, proxy);
     for ((bind, port), servers) in by_port {
         let name = naming::listener(&bind, port);
         let mut chains = Vec::new();
@@ -427,7 +425,7 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
             .collect();
         if !http_servers.is_empty() {
             let rds = naming::gateway_http_route(port, Some(&bind));
-            let rc = gateway_route_config(ctx, proxy, &scope, &http_servers, port, &rds);
+            let rc = gateway_route_config(ctx, proxy, &http_servers, port, &rds);
             out.routes.insert(rds.clone(), rc);
             chains.push(FilterChain {
                 filters: vec![network_filter(HCM, &hcm(&name, &rds, false))],
@@ -438,7 +436,7 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
             let proto = protocol(s.server);
             let Some(tls) = &s.server.tls else {
                 if proto == "TCP" {
-                    chains.extend(tcp_chains(ctx, s, port, &[]));
+                    chains.extend(tcp_chains(ctx, s, port));
                 }
                 continue;
             };
@@ -452,7 +450,7 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
                     needs_tls_inspector = true;
                     let rds =
                         naming::gateway_https_route(port, &s.server.port.name, s.gw_name, s.gw_ns);
-                    let rc = gateway_route_config(ctx, proxy, &scope, &[s], port, &rds);
+                    let rc = gateway_route_config(ctx, proxy, &[s], port, &rds);
                     out.routes.insert(rds.clone(), rc);
                     chains.push(FilterChain {
                         filter_chain_match: Some(FilterChainMatch {
@@ -513,13 +511,6 @@ fn sni_names(s: &Server) -> Vec<String> {
         Vec::new()
     } else {
         names
-    }
-}
-
-fn file(path: &str) -> DataSource {
-    DataSource {
-        specifier: Some(data_source::Specifier::Filename(path.to_string())),
-        ..Default::default()
     }
 }
 
@@ -633,7 +624,6 @@ fn bound_virtual_services<'a>(
 fn gateway_route_config(
     ctx: &PushContext,
     proxy: &Proxy,
-    scope: &SidecarScope<'_>,
     servers: &[&GatewayServer<'_>],
     port: u32,
     name: &str,
@@ -646,7 +636,7 @@ fn gateway_route_config(
         };
         let redirect = s.server.tls.as_ref().is_some_and(|t| t.https_redirect);
         for (vs, ns, hosts) in bound_virtual_services(ctx, s) {
-            let routes = http_routes(ctx, proxy, scope, vs, &ns, &target);
+            let routes = http_routes(ctx, proxy, vs, &ns, &target);
             for h in hosts {
                 let vh = vhosts.entry(h.clone()).or_insert_with(|| VirtualHost {
                     name: naming::virtual_host(&h, port),
@@ -761,12 +751,7 @@ fn tls_passthrough_chains(ctx: &PushContext, s: &GatewayServer<'_>, port: u32) -
 }
 
 /// TCP servers: the first bound TCP route.
-fn tcp_chains(
-    ctx: &PushContext,
-    s: &GatewayServer<'_>,
-    port: u32,
-    _unused: &[()],
-) -> Vec<FilterChain> {
+fn tcp_chains(ctx: &PushContext, s: &GatewayServer<'_>, port: u32) -> Vec<FilterChain> {
     for (vs, ns, _) in bound_virtual_services(ctx, s) {
         for tcp in &vs.spec.tcp {
             if tcp.route.is_empty() || !tcp.matches.iter().all(|m| m.port.is_none_or(|p| p == port))

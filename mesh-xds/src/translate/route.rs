@@ -97,7 +97,7 @@ pub(crate) fn sidecar_route_config(
         }
         let routes = match crate::translate::scope::mesh_virtual_service(ctx, proxy, &svc.hostname)
         {
-            Some((vs, ns)) => http_routes(ctx, proxy, scope, vs, &ns, &target),
+            Some((vs, ns)) => http_routes(ctx, proxy, vs, &ns, &target),
             None => vec![default_route(
                 ctx,
                 proxy,
@@ -130,7 +130,7 @@ pub(crate) fn sidecar_route_config(
             ..Default::default()
         });
     }
-    vhosts.push(catch_all(scope.outbound_mode, port));
+    vhosts.push(catch_all(scope.outbound_mode));
     RouteConfiguration {
         name,
         virtual_hosts: vhosts,
@@ -141,10 +141,7 @@ pub(crate) fn sidecar_route_config(
 }
 
 /// The virtual host that answers for unknown hosts: PassthroughCluster or a 502.
-fn catch_all(
-    mode: mesh_model::networking::sidecar::OutboundTrafficPolicyMode,
-    _port: u32,
-) -> VirtualHost {
+fn catch_all(mode: mesh_model::networking::sidecar::OutboundTrafficPolicyMode) -> VirtualHost {
     use mesh_model::networking::sidecar::OutboundTrafficPolicyMode as M;
     let (name, action) = match mode {
         M::AllowAny => (
@@ -247,7 +244,6 @@ fn default_route(
 pub(crate) fn http_routes(
     ctx: &PushContext,
     proxy: &Proxy,
-    scope: &SidecarScope<'_>,
     vs: &VirtualService,
     vs_ns: &str,
     target: &RouteTarget<'_>,
@@ -264,13 +260,13 @@ pub(crate) fn http_routes(
                 let merged = merge_delegate(http, dr);
                 let Some(merged) = merged else { continue };
                 let d_meta = config_metadata(d_ns, &delegate.metadata.name);
-                if push_route(ctx, proxy, scope, &merged, d_ns, target, &d_meta, &mut out) {
+                if push_route(ctx, proxy, &merged, d_ns, target, &d_meta, &mut out) {
                     return out;
                 }
             }
             continue;
         }
-        if push_route(ctx, proxy, scope, http, vs_ns, target, &meta, &mut out) {
+        if push_route(ctx, proxy, http, vs_ns, target, &meta, &mut out) {
             break;
         }
     }
@@ -400,7 +396,6 @@ fn match_applies(m: &HttpMatchRequest, proxy: &Proxy, target: &RouteTarget<'_>) 
 fn push_route(
     ctx: &PushContext,
     proxy: &Proxy,
-    scope: &SidecarScope<'_>,
     http: &HttpRoute,
     vs_ns: &str,
     target: &RouteTarget<'_>,
@@ -421,7 +416,7 @@ fn push_route(
         }
         kept
     };
-    let action = route_action(ctx, proxy, scope, http, vs_ns, target);
+    let action = route_action(ctx, proxy, http, vs_ns, target);
     let per_filter = per_filter_config(http);
     let (req_add, req_remove, resp_add, resp_remove) = header_ops(http.headers.as_ref());
     for m in matches {
@@ -580,7 +575,6 @@ pub(crate) fn cluster_for(
 fn route_action(
     ctx: &PushContext,
     proxy: &Proxy,
-    _scope: &SidecarScope<'_>,
     http: &HttpRoute,
     vs_ns: &str,
     target: &RouteTarget<'_>,

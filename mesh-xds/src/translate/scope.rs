@@ -11,6 +11,7 @@ use mesh_model::networking::virtual_service::VirtualServiceSpec;
 
 use crate::proxy::{InterceptionMode, Proxy};
 use crate::registry::Service;
+use crate::registry::exported;
 use crate::translate::PushContext;
 
 /// One `ns/host` entry of an egress listener.
@@ -179,22 +180,6 @@ impl<'a> SidecarScope<'a> {
     pub fn service(&self, host: &str) -> Option<&'a Service> {
         self.services.iter().copied().find(|s| s.hostname == host)
     }
-}
-
-/// Whether a resource exported with `export_to` from `from_ns` is visible in `to_ns`.
-pub(crate) fn exported(
-    export_to: &[String],
-    default: &[String],
-    from_ns: &str,
-    to_ns: &str,
-) -> bool {
-    let list = if export_to.is_empty() {
-        default
-    } else {
-        export_to
-    };
-    list.iter()
-        .any(|e| e == "*" || (e == "." && from_ns == to_ns) || e == to_ns)
 }
 
 /// The DestinationRule that applies to `service` for a proxy in `proxy_ns`, merged as Istio
