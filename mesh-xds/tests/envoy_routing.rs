@@ -412,6 +412,8 @@ spec:
     redirect: {uri: /new, authority: new.example.com, redirectCode: 308}
   - match: [{uri: {prefix: /static}}]
     directResponse: {status: 203, body: {string: "from the proxy"}}
+  - match: [{uri: {prefix: /binary}}]
+    directResponse: {status: 200, body: {bytes: "aGVsbG8sIG1lc2g="}}
   - match: [{uri: {prefix: /api/v1/}}]
     rewrite: {uri: /v2/, authority: rewritten.internal}
     route: [{destination: {host: reviews, subset: v1}}]
@@ -436,6 +438,14 @@ spec:
         .await
         .unwrap();
     assert_eq!((r.status, r.body.as_str()), (203, "from the proxy"));
+    let r = upstream::get(h.listener, "reviews", "/binary", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "hello, mesh"),
+        "base64 body decoded"
+    );
     let r = upstream::get(
         h.listener,
         "reviews",
@@ -808,38 +818,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_terminates_https_with_certificate_files() {
-    let dir = std::env::temp_dir().join(format!("mesh-gw-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=secure.example.com",
-            "-addext",
-            "subjectAltName=DNS:secure.example.com",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed (scripts/test.sh installs it)");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let (dir, cert, key) = self_signed("mesh-gw-tls", "secure.example.com");
     let v1 = upstream::start("v1").await;
     let gw_port = free_port();
     let config = format!(
@@ -910,38 +889,7 @@ impl Drop for TlsUpstream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_passes_tls_through_by_sni() {
-    let dir = std::env::temp_dir().join(format!("mesh-gw-passthrough-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=db.example.com",
-            "-addext",
-            "subjectAltName=DNS:db.example.com",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let (dir, cert, key) = self_signed("mesh-gw-passthrough", "db.example.com");
     // The upstream terminates TLS itself: the gateway only routes the encrypted bytes by SNI.
     let backend_port = free_port();
     let _backend = TlsUpstream(
@@ -1029,4 +977,45 @@ spec:
     assert!(!curl("other.example.com").status.success());
     assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A self-signed P-256 certificate for `host`, made with the openssl CLI in a fresh temp dir:
+/// returns (dir, cert, key).
+fn self_signed(
+    tag: &str,
+    host: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={host}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{host}"),
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, cert, key)
 }

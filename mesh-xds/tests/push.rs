@@ -183,3 +183,38 @@ async fn changes_are_debounced_like_istiod() {
     );
     writer.abort();
 }
+
+#[test]
+fn snapshot_cache_wakes_watchers_only_on_change() {
+    use mesh_xds::server::SnapshotCache;
+    let cache = SnapshotCache::new(|n: &Node| n.cluster.clone());
+    let node = |id: &str, cluster: &str| Node {
+        id: id.into(),
+        cluster: cluster.into(),
+        ..Default::default()
+    };
+    // Nodes hash by cluster: two nodes of one cluster share a view.
+    let mut a = cache.watch(&node("a", "web"));
+    let b = cache.watch(&node("b", "web"));
+    assert_eq!(cache.keys(), ["web"]);
+    let store = Arc::new(ConfigStore::new());
+    store.apply_all(parse_str(&service("a", "shop", "10.0.0.1", "*"), "x"));
+    let ctx = mesh_xds::PushContext::new(MeshConfig::default(), store.snapshot());
+    let snap = mesh_xds::Snapshot::from_resources(
+        "1",
+        &mesh_xds::translate(&ctx, &mesh_xds::Proxy::default()),
+        None,
+    );
+    assert!(cache.set_snapshot("web", snap.clone()));
+    assert!(a.has_changed().unwrap());
+    assert!(Arc::ptr_eq(&a.borrow_and_update(), &b.borrow()));
+    // The same resources under a new version string wake nobody.
+    let mut same = snap.clone();
+    same.version = "2".into();
+    assert!(!cache.set_snapshot("web", same));
+    assert!(!a.has_changed().unwrap());
+    // Views nobody watches are pruned.
+    drop((a, b));
+    assert_eq!(cache.prune(), 1);
+    assert!(cache.keys().is_empty());
+}
