@@ -257,7 +257,8 @@ impl ConfigStore {
 
     /// Makes the store hold exactly what `parsed` holds, as a directory reload does: valid
     /// resources are applied, stored keys that no longer appear are deleted, and keys whose new
-    /// version is invalid keep their last good version.
+    /// version is invalid keep their last good version. When a document cannot be identified at
+    /// all (a syntax error), nothing is deleted until it is fixed.
     pub fn sync(&self, parsed: ParseOutput) -> ApplyReport {
         let present: BTreeSet<ResourceKey> =
             parsed.resources.iter().map(|r| r.config.key()).collect();
@@ -269,7 +270,17 @@ impl ConfigStore {
             .filter_map(|f| f.resource.as_ref())
             .map(|r| (r.kind.clone(), r.namespace.clone(), r.name.clone()))
             .collect();
+        // A document that cannot even be identified (a YAML syntax error, say) may hold any
+        // resource: deleting "what disappeared" would drop its last good versions, so this
+        // round deletes nothing.
+        let unidentified = parsed
+            .findings
+            .iter()
+            .any(|f| f.is_error() && f.resource.is_none());
         let mut report = self.apply_all(parsed);
+        if unidentified {
+            return report;
+        }
         let stale: Vec<ResourceKey> = self.read(|s| {
             s.resources
                 .keys()

@@ -157,6 +157,25 @@ fn sync_deletes_what_disappeared_but_keeps_what_broke() {
     assert!(store.get(&key("a")).is_some());
 }
 
+#[test]
+fn sync_deletes_nothing_while_a_document_is_unreadable() {
+    let store = ConfigStore::new();
+    store.apply_all(parse_str(&format!("{}{}", dr("a", "a"), dr("b", "b")), "x"));
+    // `b`'s file is being edited and does not parse: `b` must not disappear, and `a`'s update
+    // still applies.
+    let report = store.sync(parse_str(
+        &format!("{}apiVersion: [unclosed\n---\n", dr("a", "a2")),
+        "x",
+    ));
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(host_of(&store.get(&key("a")).unwrap()), "a2");
+    assert!(store.get(&key("b")).is_some());
+    // Once the document is fixed (and `b` really gone), the deletion happens.
+    let report = store.sync(parse_str(&dr("a", "a2"), "x"));
+    assert_eq!(report.deleted, [key("b")]);
+}
+
 #[tokio::test]
 async fn subscribers_see_changes_from_another_task() {
     let store = Arc::new(ConfigStore::new());
