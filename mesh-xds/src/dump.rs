@@ -44,7 +44,7 @@ pub fn snapshot_json(s: &Snapshot) -> Result<Value, DumpError> {
     for (type_url, resources) in &s.resources {
         let mut list = Vec::new();
         for (name, r) in resources {
-            let message = decoded(type_url, &r.any.value).map_err(|source| DumpError {
+            let message = decoded(type_url, r.value()).map_err(|source| DumpError {
                 name: name.clone(),
                 type_url: type_url.clone(),
                 source,
@@ -53,7 +53,7 @@ pub fn snapshot_json(s: &Snapshot) -> Result<Value, DumpError> {
                 "@type": type_url,
                 "name": name,
                 "version": r.version,
-                "bytes": r.any.value.len(),
+                "bytes": r.value().len(),
                 "message": message,
             }));
         }

@@ -31,5 +31,5 @@ pub mod translate;
 
 pub use error::Error;
 pub use proxy::Proxy;
-pub use snapshot::Snapshot;
+pub use snapshot::{Snapshot, translate_snapshot};
 pub use translate::{PushContext, Resources, translate};

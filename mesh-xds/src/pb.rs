@@ -13,9 +13,20 @@ use prost::{Message, Name};
 /// Packs a message into `Any`.
 pub(crate) fn any<M: Message + Name>(m: &M) -> Any {
     Any {
-        type_url: M::type_url(),
+        type_url: type_url::<M>(),
         value: m.encode_to_vec(),
     }
+}
+
+/// `type.googleapis.com/PACKAGE.NAME` in one allocation (`Name::type_url` takes two formats).
+pub(crate) fn type_url<M: Name>() -> String {
+    const PREFIX: &str = "type.googleapis.com/";
+    let mut s = String::with_capacity(PREFIX.len() + M::PACKAGE.len() + 1 + M::NAME.len());
+    s.push_str(PREFIX);
+    s.push_str(M::PACKAGE);
+    s.push('.');
+    s.push_str(M::NAME);
+    s
 }
 
 /// A protobuf Duration.

@@ -199,7 +199,10 @@ impl ServiceRegistry {
                     target_port: p.target_port,
                 })
                 .collect::<Vec<_>>();
-            for host in &spec.hosts {
+            // The last host takes the ports and endpoints; the others get copies.
+            let (mut ports, mut endpoints) = (Some(ports), Some(endpoints));
+            for (i, host) in spec.hosts.iter().enumerate() {
+                let last = i + 1 == spec.hosts.len();
                 let hostname = mesh_model::host::resolve_short_name(
                     host,
                     ns,
@@ -209,12 +212,12 @@ impl ServiceRegistry {
                     hostname,
                     namespace: ns.to_string(),
                     entry_name: se.metadata.name.clone(),
-                    ports: ports.clone(),
+                    ports: take_or_clone(&mut ports, last),
                     resolution: spec.resolution,
                     location: spec.location,
                     addresses: spec.addresses.clone(),
                     export_to: spec.export_to.clone(),
-                    endpoints: endpoints.clone(),
+                    endpoints: take_or_clone(&mut endpoints, last),
                     created: se.metadata.creation_timestamp.clone(),
                 });
             }
@@ -259,5 +262,13 @@ impl ServiceRegistry {
     /// Whether nothing is registered.
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
+    }
+}
+
+fn take_or_clone<T: Clone>(v: &mut Option<Vec<T>>, take: bool) -> Vec<T> {
+    if take {
+        v.take().unwrap_or_default()
+    } else {
+        v.clone().unwrap_or_default()
     }
 }

@@ -1,9 +1,9 @@
 //! xDS type URLs, and encoding resources once into shared, versioned `Any`s.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
@@ -41,32 +41,116 @@ pub fn short_name(type_url: &str) -> &'static str {
 }
 
 /// One encoded resource, shared by every proxy (and every stream) that sees the same bytes.
+///
+/// The resource is kept as an encoded `google.protobuf.Any` in one reference-counted buffer, so
+/// responses to any number of streams are assembled from the same bytes without copying them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedResource {
     /// Resource name.
     pub name: String,
     /// Content version: a hash of the canonical encoding.
     pub version: String,
-    /// The resource as `Any`.
-    pub any: Any,
+    /// The encoded `Any` (type URL and value).
+    any: Bytes,
+    /// Where the type URL sits in `any`.
+    type_url: std::ops::Range<usize>,
+    /// Where the value sits in `any`.
+    value: std::ops::Range<usize>,
 }
 
 impl EncodedResource {
-    /// Encodes a message canonically (see [`encode_canonical`]).
+    /// Encodes a message. Prost encodes map fields in iteration order, so messages with maps
+    /// of more than one entry should go through a canonical encoder first (as route
+    /// configurations do, see [`encode_canonical`]) and then [`EncodedResource::from_bytes`].
     pub fn new<M: Message + prost::Name>(name: &str, message: &M) -> Arc<EncodedResource> {
-        Self::from_bytes(name, M::type_url(), message.encode_to_vec())
+        Self::with_type_url(name, &M::type_url(), message)
+    }
+
+    /// [`EncodedResource::new`] with the type URL given (prost builds it with two `format!`s
+    /// per call, which shows when encoding a hundred thousand resources).
+    pub fn with_type_url<M: Message>(
+        name: &str,
+        type_url: &str,
+        message: &M,
+    ) -> Arc<EncodedResource> {
+        Self::build(name, type_url, message.encoded_len(), |buf| {
+            // Cannot fail: the buffer is a Vec, which grows as needed.
+            let _ = message.encode(buf);
+        })
     }
 
     /// Wraps bytes that are already canonical.
-    pub fn from_bytes(name: &str, type_url: String, value: Vec<u8>) -> Arc<EncodedResource> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        value.hash(&mut h);
-        Arc::new(EncodedResource {
-            name: name.to_string(),
-            version: format!("{:016x}", h.finish()),
-            any: Any { type_url, value },
+    pub fn from_bytes(name: &str, type_url: &str, value: &[u8]) -> Arc<EncodedResource> {
+        Self::build(name, type_url, value.len(), |buf| {
+            buf.extend_from_slice(value);
         })
     }
+
+    fn build(
+        name: &str,
+        type_url: &str,
+        value_len: usize,
+        write_value: impl FnOnce(&mut Vec<u8>),
+    ) -> Arc<EncodedResource> {
+        let header = prost::encoding::key_len(1)
+            + prost::encoding::encoded_len_varint(type_url.len() as u64)
+            + type_url.len()
+            + prost::encoding::key_len(2)
+            + prost::encoding::encoded_len_varint(value_len as u64);
+        let mut buf = Vec::with_capacity(header + value_len);
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(type_url.len() as u64, &mut buf);
+        buf.extend_from_slice(type_url.as_bytes());
+        let type_end = buf.len();
+        let type_start = type_end - type_url.len();
+        encode_key(2, WireType::LengthDelimited, &mut buf);
+        encode_varint(value_len as u64, &mut buf);
+        let value_start = buf.len();
+        write_value(&mut buf);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        buf[value_start..].hash(&mut h);
+        let value_end = buf.len();
+        Arc::new(EncodedResource {
+            name: name.to_string(),
+            version: hex16(h.finish()),
+            any: Bytes::from(buf),
+            type_url: type_start..type_end,
+            value: value_start..value_end,
+        })
+    }
+
+    /// The type URL.
+    pub fn type_url(&self) -> &str {
+        std::str::from_utf8(&self.any[self.type_url.clone()]).unwrap_or_default()
+    }
+
+    /// The encoded resource message.
+    pub fn value(&self) -> &[u8] {
+        &self.any[self.value.clone()]
+    }
+
+    /// The encoded `Any` message (type URL and value), shared: cloning it copies no bytes.
+    pub fn encoded_any(&self) -> &Bytes {
+        &self.any
+    }
+
+    /// The resource as a prost `Any` (copies the bytes).
+    pub fn to_any(&self) -> Any {
+        Any {
+            type_url: self.type_url().to_string(),
+            value: self.value().to_vec(),
+        }
+    }
+}
+
+/// `{:016x}` without the formatting machinery (one per resource, so it shows in profiles).
+fn hex16(v: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(16);
+    for shift in (0..16).rev() {
+        s.push(char::from(DIGITS[((v >> (shift * 4)) & 0xf) as usize]));
+    }
+    s
 }
 
 fn put_field(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
@@ -75,40 +159,52 @@ fn put_field(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(bytes);
 }
 
-fn encode_route(r: &Route) -> Vec<u8> {
-    let mut r = r.clone();
+fn encode_route(mut r: Route, buf: &mut Vec<u8>) {
     let map = std::mem::take(&mut r.typed_per_filter_config);
-    let mut buf = r.encode_to_vec();
+    let _ = r.encode(buf);
     // Map entries in key order, so the same route always has the same bytes.
-    let sorted: BTreeMap<&String, &Any> = map.iter().collect();
+    let mut sorted: Vec<(&String, &Any)> = map.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut entry = Vec::new();
     for (k, v) in sorted {
-        let mut entry = Vec::new();
+        entry.clear();
         prost::encoding::string::encode(1, k, &mut entry);
         prost::encoding::message::encode(2, v, &mut entry);
-        put_field(13, &entry, &mut buf);
+        put_field(13, &entry, buf);
     }
-    buf
 }
 
-fn encode_vhost(v: &VirtualHost) -> Vec<u8> {
-    let mut v = v.clone();
+fn encode_vhost(mut v: VirtualHost, buf: &mut Vec<u8>, scratch: &mut Vec<u8>) {
     let routes = std::mem::take(&mut v.routes);
-    let mut buf = v.encode_to_vec();
-    for r in &routes {
-        put_field(3, &encode_route(r), &mut buf);
+    let _ = v.encode(buf);
+    for r in routes {
+        if r.typed_per_filter_config.len() < 2 {
+            // Nothing to order: encode in place.
+            prost::encoding::message::encode(3, &r, buf);
+        } else {
+            scratch.clear();
+            encode_route(r, scratch);
+            put_field(3, scratch, buf);
+        }
     }
-    buf
 }
 
 /// Encodes a route configuration with map fields in key order. Prost encodes `HashMap`s in
 /// iteration order, which differs between runs; a route with both fault and CORS config
 /// would otherwise get different bytes (and versions) each time it is translated.
 pub fn encode_canonical(rc: &RouteConfiguration) -> Vec<u8> {
-    let mut rc = rc.clone();
+    encode_canonical_owned(rc.clone())
+}
+
+/// [`encode_canonical`], consuming the route configuration (no copies of it are made).
+pub fn encode_canonical_owned(mut rc: RouteConfiguration) -> Vec<u8> {
     let vhosts = std::mem::take(&mut rc.virtual_hosts);
     let mut buf = rc.encode_to_vec();
-    for v in &vhosts {
-        put_field(2, &encode_vhost(v), &mut buf);
+    let (mut vbuf, mut scratch) = (Vec::new(), Vec::new());
+    for v in vhosts {
+        vbuf.clear();
+        encode_vhost(v, &mut vbuf, &mut scratch);
+        put_field(2, &vbuf, &mut buf);
     }
     buf
 }

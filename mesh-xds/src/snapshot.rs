@@ -3,8 +3,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::resource::{self, EncodedResource, encode_canonical};
-use crate::translate::{Inconsistency, Resources};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+
+use crate::proxy::Proxy;
+use crate::resource::{self, EncodedResource, encode_canonical_owned};
+use crate::translate::{Inconsistency, PushContext, Resources, Sink};
 
 /// Resources by name, for one type.
 pub type TypedResources = BTreeMap<String, Arc<EncodedResource>>;
@@ -26,39 +32,20 @@ impl Snapshot {
         r: &Resources,
         previous: Option<&Snapshot>,
     ) -> Snapshot {
-        let reuse = |type_url: &str, e: Arc<EncodedResource>| -> Arc<EncodedResource> {
-            match previous.and_then(|p| p.get(type_url, &e.name)) {
-                Some(old) if old.version == e.version && old.any == e.any => old.clone(),
-                _ => e,
-            }
-        };
-        let mut resources: BTreeMap<String, TypedResources> = BTreeMap::new();
-        let mut put = |type_url: &str, e: Arc<EncodedResource>| {
-            let e = reuse(type_url, e);
-            resources
-                .entry(type_url.to_string())
-                .or_default()
-                .insert(e.name.clone(), e);
-        };
-        for (n, c) in &r.clusters {
-            put(resource::CLUSTER, EncodedResource::new(n, c));
+        let mut enc = Encoder::new(previous);
+        for c in r.clusters.values() {
+            enc.cluster(c.clone());
         }
-        for (n, c) in &r.endpoints {
-            put(resource::ENDPOINT, EncodedResource::new(n, c));
+        for c in r.endpoints.values() {
+            enc.endpoint(c.clone());
         }
-        for (n, l) in &r.listeners {
-            put(resource::LISTENER, EncodedResource::new(n, l));
+        for l in r.listeners.values() {
+            enc.listener(l.clone());
         }
-        for (n, rc) in &r.routes {
-            put(
-                resource::ROUTE,
-                EncodedResource::from_bytes(n, resource::ROUTE.to_string(), encode_canonical(rc)),
-            );
+        for rc in r.routes.values() {
+            enc.route(rc.clone());
         }
-        Snapshot {
-            version: version.into(),
-            resources,
-        }
+        enc.finish(version.into())
     }
 
     /// One resource.
@@ -75,5 +62,95 @@ impl Snapshot {
     /// present (decoding the shared bytes).
     pub fn consistent(&self) -> Result<(), Vec<Inconsistency>> {
         crate::translate::decode_resources(self).consistent()
+    }
+}
+
+/// Translates the configuration one proxy sees straight into a snapshot: each resource is
+/// encoded as soon as it is built and only its bytes are kept, which is how the server
+/// translates (a typed [`Resources`] of a large mesh holds hundreds of megabytes of prost
+/// structs). Resources whose bytes equal one in `previous` reuse its allocation.
+///
+/// Gives the same resources as `Snapshot::from_resources(version, &translate(ctx, proxy),
+/// previous)`.
+pub fn translate_snapshot(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    version: impl Into<String>,
+    previous: Option<&Snapshot>,
+) -> Snapshot {
+    let mut enc = Encoder::new(previous);
+    crate::translate::translate_into(ctx, proxy, &mut enc);
+    enc.finish(version.into())
+}
+
+/// A translation sink that encodes each resource on arrival.
+struct Encoder<'a> {
+    previous: Option<&'a Snapshot>,
+    clusters: TypedResources,
+    endpoints: TypedResources,
+    listeners: TypedResources,
+    routes: TypedResources,
+}
+
+impl<'a> Encoder<'a> {
+    fn new(previous: Option<&'a Snapshot>) -> Self {
+        Encoder {
+            previous,
+            clusters: TypedResources::new(),
+            endpoints: TypedResources::new(),
+            listeners: TypedResources::new(),
+            routes: TypedResources::new(),
+        }
+    }
+
+    fn put(
+        previous: Option<&Snapshot>,
+        map: &mut TypedResources,
+        type_url: &str,
+        e: Arc<EncodedResource>,
+    ) {
+        let e = match previous.and_then(|p| p.get(type_url, &e.name)) {
+            Some(old) if old.version == e.version && old.value() == e.value() => old.clone(),
+            _ => e,
+        };
+        map.insert(e.name.clone(), e);
+    }
+
+    fn finish(self, version: String) -> Snapshot {
+        let mut resources = BTreeMap::new();
+        for (t, m) in [
+            (resource::CLUSTER, self.clusters),
+            (resource::ENDPOINT, self.endpoints),
+            (resource::LISTENER, self.listeners),
+            (resource::ROUTE, self.routes),
+        ] {
+            if !m.is_empty() {
+                resources.insert(t.to_string(), m);
+            }
+        }
+        Snapshot { version, resources }
+    }
+}
+
+impl Sink for Encoder<'_> {
+    fn cluster(&mut self, c: Cluster) {
+        let e = EncodedResource::with_type_url(&c.name, resource::CLUSTER, &c);
+        Self::put(self.previous, &mut self.clusters, resource::CLUSTER, e);
+    }
+    fn endpoint(&mut self, c: ClusterLoadAssignment) {
+        let e = EncodedResource::with_type_url(&c.cluster_name, resource::ENDPOINT, &c);
+        Self::put(self.previous, &mut self.endpoints, resource::ENDPOINT, e);
+    }
+    fn listener(&mut self, l: Listener) {
+        let e = EncodedResource::with_type_url(&l.name, resource::LISTENER, &l);
+        Self::put(self.previous, &mut self.listeners, resource::LISTENER, e);
+    }
+    fn route(&mut self, r: RouteConfiguration) {
+        let name = r.name.clone();
+        let e = EncodedResource::from_bytes(&name, resource::ROUTE, &encode_canonical_owned(r));
+        Self::put(self.previous, &mut self.routes, resource::ROUTE, e);
+    }
+    fn has_route(&self, name: &str) -> bool {
+        self.routes.contains_key(name)
     }
 }

@@ -87,6 +87,10 @@ proptest! {
             let a = encoded(&set, &proxy);
             let b = encoded(&set, &proxy);
             prop_assert_eq!(&a, &b);
+            // The server's path (encode each resource as it is built) gives the same bytes.
+            let ctx = PushContext::new(MeshConfig::default(), store_of(&set).snapshot());
+            let direct = mesh_xds::translate_snapshot(&ctx, &proxy, "1", None);
+            prop_assert_eq!(&a, &direct);
             prop_assert!(a.consistent().is_ok());
             // Every service port has its cluster for sidecars that import everything.
             if proxy.proxy_type == mesh_xds::proxy::ProxyType::Sidecar {

@@ -186,6 +186,12 @@ fn load(dir: &Path, store: &ConfigStore, metrics: &Metrics) {
     );
 }
 
+/// Translation allocates and frees millions of small prost strings and vectors per push on a
+/// large mesh; with mimalloc a 10,000-service translation is about a third faster than with
+/// glibc's malloc (`cargo bench -p mesh-benches --bench translate_mimalloc`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_target(false).init();

@@ -160,7 +160,7 @@ impl<S: SnapshotSource> DeltaStream<S> {
             .map(|(n, r)| Resource {
                 name: (*n).clone(),
                 version: r.version.clone(),
-                resource: Some(r.any.clone()),
+                resource: Some(r.to_any()),
                 ..Default::default()
             })
             .collect();

@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, watch};
 use crate::proxy::Proxy;
 use crate::server::SnapshotSource;
 use crate::snapshot::Snapshot;
-use crate::translate::{PushContext, translate};
+use crate::translate::PushContext;
 
 /// Debounce settings (istiod's `PILOT_DEBOUNCE_AFTER` / `PILOT_DEBOUNCE_MAX`).
 #[derive(Clone, Copy, Debug)]
@@ -136,8 +136,7 @@ impl ViewCache {
         previous: Option<&Snapshot>,
         version: u64,
     ) -> Snapshot {
-        let resources = translate(ctx, proxy);
-        Snapshot::from_resources(version.to_string(), &resources, previous)
+        crate::snapshot::translate_snapshot(ctx, proxy, version.to_string(), previous)
     }
 
     /// The current snapshot for a proxy (its view's), translating on first use.

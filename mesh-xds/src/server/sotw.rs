@@ -150,10 +150,10 @@ impl<S: SnapshotSource> SotwStream<S> {
         }
         let nonce = self.core.next_nonce();
         let version = snapshot.version.clone();
-        let bytes = chosen.iter().map(|r| r.any.value.len()).sum();
+        let bytes = chosen.iter().map(|r| r.value().len()).sum();
         let resp = DiscoveryResponse {
             version_info: version.clone(),
-            resources: chosen.iter().map(|r| r.any.clone()).collect(),
+            resources: chosen.iter().map(|r| r.to_any()).collect(),
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
             ..Default::default()

@@ -29,7 +29,7 @@ use crate::pb::{ads_source, any, dur, file, u32v};
 use crate::proxy::Proxy;
 use crate::registry::{Service, ServicePort};
 use crate::translate::scope::{SidecarScope, destination_rule, effective_policy};
-use crate::translate::{PushContext, Resources, endpoint};
+use crate::translate::{PushContext, Sink, endpoint};
 
 const MAX_U32: u32 = u32::MAX;
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -44,14 +44,14 @@ pub(crate) fn sidecar_clusters(
     ctx: &PushContext,
     proxy: &Proxy,
     scope: &SidecarScope<'_>,
-    out: &mut Resources,
+    out: &mut dyn Sink,
 ) {
     for svc in &scope.services {
         let dr = destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
         for port in &svc.ports {
             let name = naming::outbound_cluster(port.number, "", &svc.hostname);
             let policy = effective_policy(dr.as_deref(), None, port.number);
-            add_cluster(ctx, proxy, svc, port, &name, None, &policy, out);
+            add_cluster(ctx, proxy, svc, port, name, None, &policy, out);
             if let Some(dr) = &dr {
                 for subset in &dr.subsets {
                     let name = naming::outbound_cluster(port.number, &subset.name, &svc.hostname);
@@ -61,7 +61,7 @@ pub(crate) fn sidecar_clusters(
                         proxy,
                         svc,
                         port,
-                        &name,
+                        name,
                         Some(&subset.labels),
                         &policy,
                         out,
@@ -78,7 +78,7 @@ pub(crate) fn sidecar_clusters(
         connect_timeout: Some(dur(&ctx.mesh.connect_timeout)),
         ..Default::default()
     };
-    out.clusters.insert(blackhole.name.clone(), blackhole);
+    out.cluster(blackhole);
     let passthrough = Cluster {
         name: naming::PASSTHROUGH_CLUSTER.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
@@ -89,7 +89,7 @@ pub(crate) fn sidecar_clusters(
         circuit_breakers: Some(circuit_breakers_for(None)),
         ..Default::default()
     };
-    out.clusters.insert(passthrough.name.clone(), passthrough);
+    out.cluster(passthrough);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -98,13 +98,13 @@ fn add_cluster(
     proxy: &Proxy,
     svc: &Service,
     port: &ServicePort,
-    name: &str,
+    name: String,
     subset_labels: Option<&std::collections::BTreeMap<String, String>>,
     policy: &TrafficPolicy,
-    out: &mut Resources,
+    out: &mut dyn Sink,
 ) {
     let mut c = Cluster {
-        name: name.to_string(),
+        name,
         connect_timeout: Some(dur(policy
             .connection_pool
             .as_ref()
@@ -125,12 +125,17 @@ fn add_cluster(
             ));
             c.eds_cluster_config = Some(cluster::EdsClusterConfig {
                 eds_config: Some(ads_source(Some(std::time::Duration::ZERO))),
-                service_name: name.to_string(),
+                service_name: c.name.clone(),
             });
-            out.endpoints.insert(
-                name.to_string(),
-                endpoint::assignment(ctx, proxy, svc, port, name, subset_labels, policy),
-            );
+            out.endpoint(endpoint::assignment(
+                ctx,
+                proxy,
+                svc,
+                port,
+                &c.name,
+                subset_labels,
+                policy,
+            ));
         }
         Resolution::Dns | Resolution::DnsRoundRobin | Resolution::DynamicDns => {
             let t = if svc.resolution == Resolution::Dns {
@@ -143,9 +148,9 @@ fn add_cluster(
             // Istio also sets respect_dns_ttl and the mesh dns_refresh_rate; Envoy 1.40 deprecates
             // those cluster fields in favour of the DNS cluster extension, so Envoy's defaults apply.
             let mut cla: ClusterLoadAssignment =
-                endpoint::assignment(ctx, proxy, svc, port, name, subset_labels, policy);
+                endpoint::assignment(ctx, proxy, svc, port, &c.name, subset_labels, policy);
             if cla.endpoints.is_empty() && !svc.hostname.starts_with('*') {
-                cla = endpoint::single(name, &svc.hostname, port.number);
+                cla = endpoint::single(&c.name, &svc.hostname, port.number);
             }
             if t == cluster::DiscoveryType::LogicalDns {
                 // LOGICAL_DNS takes exactly one host.
@@ -189,7 +194,7 @@ fn add_cluster(
     {
         c.transport_socket = Some(ts);
     }
-    out.clusters.insert(name.to_string(), c);
+    out.cluster(c);
 }
 
 fn set_original_dst(c: &mut Cluster) {

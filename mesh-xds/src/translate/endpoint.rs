@@ -65,8 +65,9 @@ pub(crate) fn assignment(
     subset_labels: Option<&BTreeMap<String, String>>,
     policy: &TrafficPolicy,
 ) -> ClusterLoadAssignment {
-    let mut by_locality: BTreeMap<&str, Vec<LbEndpoint>> = BTreeMap::new();
-    let mut weights: BTreeMap<&str, u32> = BTreeMap::new();
+    // (locality, endpoints, weight), sorted by locality; meshes have few localities, so a
+    // short vector beats a map.
+    let mut by_locality: Vec<(&str, Vec<LbEndpoint>, u32)> = Vec::new();
     for ep in &svc.endpoints {
         if let Some(labels) = subset_labels
             && !labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v))
@@ -76,11 +77,19 @@ pub(crate) fn assignment(
         if ep.address.is_empty() {
             continue;
         }
-        by_locality
-            .entry(ep.locality.as_str())
-            .or_default()
+        let loc = ep.locality.as_str();
+        let i = match by_locality.binary_search_by(|(l, _, _)| (*l).cmp(loc)) {
+            Ok(i) => i,
+            Err(i) => {
+                by_locality.insert(i, (loc, Vec::new(), 0));
+                i
+            }
+        };
+        let group = &mut by_locality[i];
+        group
+            .1
             .push(lb_endpoint(&ep.address, ep.port_for(port), ep.weight));
-        *weights.entry(ep.locality.as_str()).or_default() += ep.weight.max(1);
+        group.2 += ep.weight.max(1);
     }
     let failover = failover_enabled(ctx, policy) && !proxy.locality.region.is_empty();
     let failover_regions: Vec<(String, String)> = policy
@@ -97,7 +106,7 @@ pub(crate) fn assignment(
         .unwrap_or_default();
     let mut groups: Vec<LocalityLbEndpoints> = by_locality
         .into_iter()
-        .map(|(loc, eps)| {
+        .map(|(loc, eps, weight)| {
             let l = proxy::Locality::parse(loc);
             let priority = if failover {
                 priority(&proxy.locality, &l, &failover_regions)
@@ -110,7 +119,7 @@ pub(crate) fn assignment(
                     zone: l.zone,
                     sub_zone: l.sub_zone,
                 }),
-                load_balancing_weight: Some(u32v(weights[loc])),
+                load_balancing_weight: Some(u32v(weight)),
                 lb_endpoints: eps,
                 priority,
                 ..Default::default()

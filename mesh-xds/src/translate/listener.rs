@@ -36,7 +36,7 @@ use crate::proxy::{InterceptionMode, Proxy};
 use crate::registry::exported;
 use crate::translate::route::{self, RouteTarget, blackhole_vhost, cluster_for, http_routes};
 use crate::translate::scope::SidecarScope;
-use crate::translate::{PushContext, Resources};
+use crate::translate::{PushContext, Sink};
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
@@ -150,7 +150,7 @@ pub(crate) fn sidecar_listeners(
     ctx: &PushContext,
     proxy: &Proxy,
     scope: &SidecarScope<'_>,
-    out: &mut Resources,
+    out: &mut dyn Sink,
 ) {
     if proxy.proxyless_grpc {
         proxyless_listeners(ctx, proxy, scope, out);
@@ -183,7 +183,7 @@ pub(crate) fn sidecar_listeners(
                 };
                 let filter = if http {
                     let rds = port.to_string();
-                    if !out.routes.contains_key(&rds) {
+                    if !out.has_route(&rds) {
                         let rc = route::sidecar_route_config(
                             ctx,
                             proxy,
@@ -192,7 +192,7 @@ pub(crate) fn sidecar_listeners(
                             &imports,
                             rds.clone(),
                         );
-                        out.routes.insert(rds.clone(), rc);
+                        out.route(rc);
                     }
                     network_filter(HCM, &hcm(&name, &rds, false))
                 } else {
@@ -202,19 +202,16 @@ pub(crate) fn sidecar_listeners(
                         .unwrap_or_else(|| passthrough_or_blackhole(scope).to_string());
                     tcp_proxy_to(&cluster, &cluster)
                 };
-                out.listeners.insert(
-                    name.clone(),
-                    Listener {
-                        name,
-                        address: Some(address_for(&bind, port)),
-                        filter_chains: vec![FilterChain {
-                            filters: vec![filter],
-                            ..Default::default()
-                        }],
-                        traffic_direction: TrafficDirection::Outbound as i32,
+                out.listener(Listener {
+                    name,
+                    address: Some(address_for(&bind, port)),
+                    filter_chains: vec![FilterChain {
+                        filters: vec![filter],
                         ..Default::default()
-                    },
-                );
+                    }],
+                    traffic_direction: TrafficDirection::Outbound as i32,
+                    ..Default::default()
+                });
             }
             Some(port)
                 if capture
@@ -262,28 +259,25 @@ fn captured_listener(
     scope: &SidecarScope<'_>,
     port: u32,
     imports: &dyn Fn(&str, &str) -> bool,
-    out: &mut Resources,
+    out: &mut dyn Sink,
 ) {
     let name = naming::listener("0.0.0.0", port);
     let rds = port.to_string();
-    if !out.routes.contains_key(&rds) {
+    if !out.has_route(&rds) {
         let rc = route::sidecar_route_config(ctx, proxy, scope, port, imports, rds.clone());
-        out.routes.insert(rds.clone(), rc);
+        out.route(rc);
     }
-    out.listeners.insert(
-        name.clone(),
-        Listener {
-            name: name.clone(),
-            address: Some(socket("0.0.0.0", port)),
-            filter_chains: vec![FilterChain {
-                filters: vec![network_filter(HCM, &hcm(&name, &rds, false))],
-                ..Default::default()
-            }],
-            bind_to_port: Some(boolv(false)),
-            traffic_direction: TrafficDirection::Outbound as i32,
+    out.listener(Listener {
+        name: name.clone(),
+        address: Some(socket("0.0.0.0", port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![network_filter(HCM, &hcm(&name, &rds, false))],
             ..Default::default()
-        },
-    );
+        }],
+        bind_to_port: Some(boolv(false)),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    });
 }
 
 /// `virtualOutbound` (15001) and `virtualInbound` (15006) for iptables capture.
@@ -291,7 +285,7 @@ fn virtual_listeners(
     ctx: &PushContext,
     _proxy: &Proxy,
     scope: &SidecarScope<'_>,
-    out: &mut Resources,
+    out: &mut dyn Sink,
 ) {
     let catch_all = passthrough_or_blackhole(scope);
     let outbound = Listener {
@@ -306,7 +300,7 @@ fn virtual_listeners(
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Default::default()
     };
-    out.listeners.insert(outbound.name.clone(), outbound);
+    out.listener(outbound);
     let inbound_cluster = Cluster {
         name: naming::INBOUND_PASSTHROUGH_CLUSTER.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32)),
@@ -322,8 +316,7 @@ fn virtual_listeners(
         }),
         ..Default::default()
     };
-    out.clusters
-        .insert(inbound_cluster.name.clone(), inbound_cluster);
+    out.cluster(inbound_cluster);
     let inbound = Listener {
         name: naming::VIRTUAL_INBOUND_LISTENER.into(),
         address: Some(socket("0.0.0.0", ctx.mesh.proxy_inbound_listen_port)),
@@ -342,7 +335,7 @@ fn virtual_listeners(
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     };
-    out.listeners.insert(inbound.name.clone(), inbound);
+    out.listener(inbound);
 }
 
 /// Proxyless gRPC clients: one API listener `HOST:PORT` per HTTP service port, each with its own
@@ -351,7 +344,7 @@ fn proxyless_listeners(
     ctx: &PushContext,
     proxy: &Proxy,
     scope: &SidecarScope<'_>,
-    out: &mut Resources,
+    out: &mut dyn Sink,
 ) {
     for svc in &scope.services {
         for p in svc.ports.iter().filter(|p| p.is_http()) {
@@ -363,17 +356,14 @@ fn proxyless_listeners(
             // gRPC clients have no use for the catch-all; they dial one name.
             rc.virtual_hosts
                 .retain(|v| v.name != "allow_any" && v.name != "block_all");
-            out.routes.insert(name.clone(), rc);
-            out.listeners.insert(
-                name.clone(),
-                Listener {
-                    name: name.clone(),
-                    api_listener: Some(ApiListener {
-                        api_listener: Some(any(&hcm(&name, &name, true))),
-                    }),
-                    ..Default::default()
-                },
-            );
+            out.route(rc);
+            out.listener(Listener {
+                name: name.clone(),
+                api_listener: Some(ApiListener {
+                    api_listener: Some(any(&hcm(&name, &name, true))),
+                }),
+                ..Default::default()
+            });
         }
     }
 }
@@ -387,7 +377,7 @@ struct GatewayServer<'a> {
 }
 
 /// Gateway listeners: servers of every Gateway selecting the proxy, merged per bind and port.
-pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Resources) {
+pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut dyn Sink) {
     let mut by_port: BTreeMap<(String, u32), Vec<GatewayServer<'_>>> = BTreeMap::new();
     for c in &ctx.gateways {
         let Config::Gateway(gw) = c.as_ref() else {
@@ -426,7 +416,7 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
         if !http_servers.is_empty() {
             let rds = naming::gateway_http_route(port, Some(&bind));
             let rc = gateway_route_config(ctx, proxy, &http_servers, port, &rds);
-            out.routes.insert(rds.clone(), rc);
+            out.route(rc);
             chains.push(FilterChain {
                 filters: vec![network_filter(HCM, &hcm(&name, &rds, false))],
                 ..Default::default()
@@ -451,7 +441,7 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
                     let rds =
                         naming::gateway_https_route(port, &s.server.port.name, s.gw_name, s.gw_ns);
                     let rc = gateway_route_config(ctx, proxy, &[s], port, &rds);
-                    out.routes.insert(rds.clone(), rc);
+                    out.route(rc);
                     chains.push(FilterChain {
                         filter_chain_match: Some(FilterChainMatch {
                             server_names: sni_names(s.server),
@@ -483,17 +473,14 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut Reso
         } else {
             Vec::new()
         };
-        out.listeners.insert(
-            name.clone(),
-            Listener {
-                name,
-                address: Some(address_for(&bind, port)),
-                filter_chains: chains,
-                listener_filters,
-                traffic_direction: TrafficDirection::Outbound as i32,
-                ..Default::default()
-            },
-        );
+        out.listener(Listener {
+            name,
+            address: Some(address_for(&bind, port)),
+            filter_chains: chains,
+            listener_filters,
+            traffic_direction: TrafficDirection::Outbound as i32,
+            ..Default::default()
+        });
     }
 }
 

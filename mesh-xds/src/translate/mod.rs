@@ -50,12 +50,13 @@ pub struct PushContext {
     pub(crate) mesh_vs_index: HostIndex,
     /// Namespaces that have a DestinationRule with a workload selector.
     pub(crate) selector_drs: std::collections::HashSet<String>,
-    /// DestinationRule lookups of this push: (proxy ns, labels, host, service ns) → rule.
+    /// DestinationRule lookups of this push: proxy class (namespace, and labels where a
+    /// selector could match) → host → service namespace → rule.
     pub(crate) dr_memo: std::sync::Mutex<DrMemo>,
 }
 
 type DrMemo =
-    HashMap<(String, String, String, String), Option<Arc<mesh_model::DestinationRuleSpec>>>;
+    HashMap<String, HashMap<String, HashMap<String, Option<Arc<mesh_model::DestinationRuleSpec>>>>>;
 
 /// Resources indexed by host: exact hosts in a map, wildcard hosts in a (short) list, so that
 /// lookups per service stay O(1) plus the wildcards instead of scanning every resource.
@@ -187,20 +188,52 @@ pub struct Resources {
 /// assert!(out.consistent().is_ok());
 /// ```
 pub fn translate(ctx: &PushContext, proxy: &Proxy) -> Resources {
+    let mut out = Resources::default();
+    translate_into(ctx, proxy, &mut out);
+    out
+}
+
+/// Where translation puts each resource as soon as it is built: typed [`Resources`] for
+/// inspection, or an encoder that keeps only the bytes (see
+/// [`translate_snapshot`](crate::translate_snapshot)).
+pub(crate) trait Sink {
+    fn cluster(&mut self, c: Cluster);
+    fn endpoint(&mut self, e: ClusterLoadAssignment);
+    fn listener(&mut self, l: Listener);
+    fn route(&mut self, r: RouteConfiguration);
+    /// Whether a route config of this name was already emitted (listeners share them).
+    fn has_route(&self, name: &str) -> bool;
+}
+
+impl Sink for Resources {
+    fn cluster(&mut self, c: Cluster) {
+        self.clusters.insert(c.name.clone(), c);
+    }
+    fn endpoint(&mut self, e: ClusterLoadAssignment) {
+        self.endpoints.insert(e.cluster_name.clone(), e);
+    }
+    fn listener(&mut self, l: Listener) {
+        self.listeners.insert(l.name.clone(), l);
+    }
+    fn route(&mut self, r: RouteConfiguration) {
+        self.routes.insert(r.name.clone(), r);
+    }
+    fn has_route(&self, name: &str) -> bool {
+        self.routes.contains_key(name)
+    }
+}
+
+pub(crate) fn translate_into(ctx: &PushContext, proxy: &Proxy, out: &mut dyn Sink) {
     match proxy.proxy_type {
         ProxyType::Sidecar => {
             let scope = SidecarScope::new(ctx, proxy);
-            let mut out = Resources::default();
-            cluster::sidecar_clusters(ctx, proxy, &scope, &mut out);
-            listener::sidecar_listeners(ctx, proxy, &scope, &mut out);
-            out
+            cluster::sidecar_clusters(ctx, proxy, &scope, out);
+            listener::sidecar_listeners(ctx, proxy, &scope, out);
         }
         ProxyType::Router => {
-            let mut out = Resources::default();
             let scope = SidecarScope::gateway(ctx, proxy);
-            cluster::sidecar_clusters(ctx, proxy, &scope, &mut out);
-            listener::gateway_listeners(ctx, proxy, &mut out);
-            out
+            cluster::sidecar_clusters(ctx, proxy, &scope, out);
+            listener::gateway_listeners(ctx, proxy, out);
         }
     }
 }
@@ -325,22 +358,22 @@ pub(crate) fn decode_resources(s: &crate::snapshot::Snapshot) -> Resources {
     let mut r = Resources::default();
     let each = |t: &str| s.of_type(t).into_iter().flat_map(|m| m.iter());
     for (n, e) in each(crate::resource::CLUSTER) {
-        if let Ok(c) = Cluster::decode(e.any.value.as_slice()) {
+        if let Ok(c) = Cluster::decode(e.value()) {
             r.clusters.insert(n.clone(), c);
         }
     }
     for (n, e) in each(crate::resource::ENDPOINT) {
-        if let Ok(c) = ClusterLoadAssignment::decode(e.any.value.as_slice()) {
+        if let Ok(c) = ClusterLoadAssignment::decode(e.value()) {
             r.endpoints.insert(n.clone(), c);
         }
     }
     for (n, e) in each(crate::resource::LISTENER) {
-        if let Ok(c) = Listener::decode(e.any.value.as_slice()) {
+        if let Ok(c) = Listener::decode(e.value()) {
             r.listeners.insert(n.clone(), c);
         }
     }
     for (n, e) in each(crate::resource::ROUTE) {
-        if let Ok(c) = RouteConfiguration::decode(e.any.value.as_slice()) {
+        if let Ok(c) = RouteConfiguration::decode(e.value()) {
             r.routes.insert(n.clone(), c);
         }
     }

@@ -192,30 +192,33 @@ pub(crate) fn destination_rule(
 ) -> Option<std::sync::Arc<DestinationRuleSpec>> {
     // Memoized per push: every proxy of a namespace (and every route to a host) asks the same
     // question. Labels only matter when a DestinationRule in the proxy's namespace has a selector.
-    let labels = if ctx.selector_drs.contains(&proxy.namespace) {
-        format!("{:?}", proxy.labels)
+    let class: std::borrow::Cow<'_, str> = if ctx.selector_drs.contains(&proxy.namespace) {
+        format!("{}\0{:?}", proxy.namespace, proxy.labels).into()
     } else {
-        String::new()
+        proxy.namespace.as_str().into()
     };
-    let key = (
-        proxy.namespace.clone(),
-        labels,
-        host.to_string(),
-        service_ns.to_string(),
-    );
-    if let Some(hit) = ctx
+    let memo = ctx
         .dr_memo
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&key)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Nested maps so that a hit allocates nothing.
+    if let Some(hit) = memo
+        .get(class.as_ref())
+        .and_then(|m| m.get(host))
+        .and_then(|m| m.get(service_ns))
     {
         return hit.clone();
     }
+    drop(memo);
     let found = lookup_destination_rule(ctx, proxy, host, service_ns).map(std::sync::Arc::new);
     ctx.dr_memo
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(key, found.clone());
+        .entry(class.into_owned())
+        .or_default()
+        .entry(host.to_string())
+        .or_default()
+        .insert(service_ns.to_string(), found.clone());
     found
 }
 
