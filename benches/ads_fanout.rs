@@ -74,6 +74,32 @@ fn epoch_micros() -> u128 {
         .unwrap_or(0)
 }
 
+type Opened = (
+    mpsc::Sender<DiscoveryRequest>,
+    tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>,
+);
+
+/// Connects and opens the ADS stream with the first (CDS) request.
+async fn open(addr: std::net::SocketAddr, i: usize) -> Result<Opened, String> {
+    let mut c = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
+    tx.send(DiscoveryRequest {
+        node: Some(node(i)),
+        type_url: resource::CLUSTER.into(),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let responses = c
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok((tx, responses))
+}
+
 /// One client stream: subscribes to CDS, then to the EDS of one cluster, ACKs everything, and
 /// prints `ready I` once, then `eds I MICROS IPS` for every EDS response of that cluster.
 async fn client(
@@ -82,25 +108,21 @@ async fn client(
     cluster: String,
     out: mpsc::UnboundedSender<String>,
 ) {
-    let mut c = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
-    tx.send(DiscoveryRequest {
-        node: Some(node(i)),
-        type_url: resource::CLUSTER.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut responses = match c
-        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(e) => {
-            let _ = out.send(format!("error {i} stream: {e}"));
-            return;
+    // Like Envoy, a client whose connection fails before its stream is up tries again (with
+    // backoff, at most 5 times); retries are reported, not hidden.
+    let mut attempt = 0u64;
+    let (tx, mut responses) = loop {
+        attempt += 1;
+        match open(addr, i).await {
+            Ok(v) => break v,
+            Err(e) if attempt < 5 => {
+                let _ = out.send(format!("retry {i} {e}"));
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => {
+                let _ = out.send(format!("error {i} stream: {e}"));
+                return;
+            }
         }
     };
     let mut eds_subscribed = false;
@@ -232,6 +254,7 @@ async fn main() {
         tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut ready = 0;
+    let mut retries = 0;
     while ready < streams {
         let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
             .await
@@ -240,6 +263,8 @@ async fn main() {
             .expect("client output");
         if line.starts_with("ready ") {
             ready += 1;
+        } else if line.starts_with("retry ") {
+            retries += 1;
         } else if line.starts_with("error ") {
             panic!("a client failed: {line}");
         }
@@ -292,7 +317,7 @@ async fn main() {
     latencies.sort();
     let per_stream = rss_connected.saturating_sub(rss_before) as f64 / streams as f64;
     println!(
-        "ads_fanout: {streams} ADS streams ({connected} registered; gRPC over loopback, clients in a child process), {VIEWS} views, {services} services"
+        "ads_fanout: {streams} ADS streams ({connected} registered, {retries} stream opens retried; gRPC over loopback, clients in a child process), {VIEWS} views, {services} services"
     );
     println!(
         "  one endpoint change -> new EDS on every stream ({CHANGES} changes, 100 ms debounce included): p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",

@@ -1,8 +1,10 @@
 //! Istio configuration → Envoy xDS v3, with Istio's semantics and names.
 //!
 //! The translator is pure: [`PushContext`] indexes a `mesh-model` store snapshot, and
-//! [`translate`] produces the clusters, endpoint assignments, listeners and route
-//! configurations one [`Proxy`] should see. The `server` feature (default) adds the ADS server.
+//! [`translate()`] produces the clusters, endpoint assignments, listeners and route
+//! configurations one [`Proxy`] should see as typed messages; [`translate_snapshot`] produces
+//! the same resources encoded once into a shared [`Snapshot`], which is what the server sends.
+//! The `server` feature (default) adds the ADS server.
 //!
 //! ```
 //! use mesh_model::{ConfigStore, MeshConfig, parse_str};

@@ -4,9 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
@@ -14,6 +12,7 @@ use crate::resource;
 use crate::server::SnapshotSource;
 use crate::server::status::{Connections, PushEvent};
 use crate::server::stream::{Protocol, StreamCore, drive};
+use crate::server::wire::Response;
 
 #[derive(Debug, Default)]
 struct TypeState {
@@ -30,7 +29,7 @@ struct TypeState {
 }
 
 pub(crate) struct DeltaStream<S> {
-    core: StreamCore<S, DeltaDiscoveryResponse>,
+    core: StreamCore<S, Response>,
     types: BTreeMap<String, TypeState>,
 }
 
@@ -38,7 +37,7 @@ impl<S: SnapshotSource> DeltaStream<S> {
     pub(crate) fn new(
         source: Arc<S>,
         connections: Arc<Connections>,
-        tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+        tx: mpsc::Sender<Result<Response, Status>>,
     ) -> Self {
         DeltaStream {
             core: StreamCore::new(source, connections, tx),
@@ -154,15 +153,10 @@ impl<S: SnapshotSource> DeltaStream<S> {
         if t.nacked.as_ref() == Some(&desired_versions) {
             return true;
         }
-        let updated: Vec<Resource> = desired
+        let updated: Vec<&Arc<crate::resource::EncodedResource>> = desired
             .iter()
             .filter(|(n, r)| t.client.get(**n) != Some(&r.version))
-            .map(|(n, r)| Resource {
-                name: (*n).clone(),
-                version: r.version.clone(),
-                resource: Some(r.to_any()),
-                ..Default::default()
-            })
+            .map(|(_, r)| *r)
             .collect();
         let removed: Vec<String> = t
             .client
@@ -188,28 +182,18 @@ impl<S: SnapshotSource> DeltaStream<S> {
         }
         t.nacked = None;
         t.nonce = nonce.clone();
-        let bytes = updated
-            .iter()
-            .filter_map(|r| r.resource.as_ref())
-            .map(|a| a.value.len())
-            .sum();
+        let bytes = updated.iter().map(|r| r.value().len()).sum();
         let version = snapshot.version.clone();
-        let resp = DeltaDiscoveryResponse {
-            system_version_info: version.clone(),
-            resources: updated,
-            type_url: type_url.to_string(),
-            removed_resources: removed,
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
+        let resp =
+            crate::server::wire::delta_response(&version, type_url, &nonce, &updated, &removed);
         self.core.send(type_url, version, nonce, bytes, resp).await
     }
 }
 
-impl<S: SnapshotSource> Protocol<S, DeltaDiscoveryResponse> for DeltaStream<S> {
+impl<S: SnapshotSource> Protocol<S, Response> for DeltaStream<S> {
     type Request = DeltaDiscoveryRequest;
 
-    fn core(&mut self) -> &mut StreamCore<S, DeltaDiscoveryResponse> {
+    fn core(&mut self) -> &mut StreamCore<S, Response> {
         &mut self.core
     }
 

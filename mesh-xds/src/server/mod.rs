@@ -8,27 +8,22 @@
 
 mod cache;
 mod delta;
+mod grpc;
 mod push;
 mod sotw;
 mod status;
 mod stream;
+mod wire;
 
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tokio::sync::watch;
 
 use crate::snapshot::Snapshot;
 
 pub use cache::SnapshotCache;
+pub use grpc::AdsService;
 pub use push::{Debounce, PushSummary, ViewCache, view_key};
 pub use status::{ConnectionInfo, Connections, PushEvent, SyncStatus, TypeStatus};
 
@@ -96,34 +91,12 @@ impl<S: SnapshotSource> AdsServer<S> {
         self.connections.clone()
     }
 
-    /// The tonic service.
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(16 * 1024 * 1024)
-    }
-}
-
-#[tonic::async_trait]
-impl<S: SnapshotSource> AggregatedDiscoveryService for AdsServer<S> {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(self.config.response_buffer);
-        let stream = sotw::SotwStream::new(self.source.clone(), self.connections.clone(), tx);
-        tokio::spawn(stream.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(self.config.response_buffer);
-        let stream = delta::DeltaStream::new(self.source.clone(), self.connections.clone(), tx);
-        tokio::spawn(stream.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+    /// The gRPC service, for a tonic router (`Server::builder().add_service(..)`).
+    pub fn into_service(self) -> AdsService<S> {
+        AdsService {
+            source: self.source,
+            connections: self.connections,
+            config: self.config,
+        }
     }
 }

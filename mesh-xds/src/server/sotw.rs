@@ -5,7 +5,7 @@ use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
@@ -13,6 +13,7 @@ use crate::resource;
 use crate::server::SnapshotSource;
 use crate::server::status::{Connections, PushEvent};
 use crate::server::stream::{Protocol, StreamCore, drive};
+use crate::server::wire::Response;
 
 /// What the stream knows about one type.
 #[derive(Debug, Default)]
@@ -35,7 +36,7 @@ struct TypeState {
 }
 
 pub(crate) struct SotwStream<S> {
-    core: StreamCore<S, DiscoveryResponse>,
+    core: StreamCore<S, Response>,
     types: BTreeMap<String, TypeState>,
 }
 
@@ -43,7 +44,7 @@ impl<S: SnapshotSource> SotwStream<S> {
     pub(crate) fn new(
         source: Arc<S>,
         connections: Arc<Connections>,
-        tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+        tx: mpsc::Sender<Result<Response, Status>>,
     ) -> Self {
         SotwStream {
             core: StreamCore::new(source, connections, tx),
@@ -151,13 +152,7 @@ impl<S: SnapshotSource> SotwStream<S> {
         let nonce = self.core.next_nonce();
         let version = snapshot.version.clone();
         let bytes = chosen.iter().map(|r| r.value().len()).sum();
-        let resp = DiscoveryResponse {
-            version_info: version.clone(),
-            resources: chosen.iter().map(|r| r.to_any()).collect(),
-            type_url: type_url.to_string(),
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
+        let resp = crate::server::wire::sotw_response(&version, type_url, &nonce, &chosen);
         let changed = t.sent_hash != Some(hash);
         t.sent_hash = Some(hash);
         t.nonce = nonce.clone();
@@ -177,10 +172,10 @@ impl<S: SnapshotSource> SotwStream<S> {
     }
 }
 
-impl<S: SnapshotSource> Protocol<S, DiscoveryResponse> for SotwStream<S> {
+impl<S: SnapshotSource> Protocol<S, Response> for SotwStream<S> {
     type Request = DiscoveryRequest;
 
-    fn core(&mut self) -> &mut StreamCore<S, DiscoveryResponse> {
+    fn core(&mut self) -> &mut StreamCore<S, Response> {
         &mut self.core
     }
 
