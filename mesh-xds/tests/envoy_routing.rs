@@ -34,11 +34,22 @@ spec:
 /// A STATIC ServiceEntry `name.shop.svc.cluster.local:port` with one endpoint per upstream,
 /// labelled `version: <upstream name>`.
 fn service(name: &str, port: u16, upstreams: &[&upstream::Upstream]) -> String {
+    service_with_protocol(name, port, "HTTP", upstreams)
+}
+
+/// [`service`] with the port's protocol given (its port name is the protocol, lowercased).
+fn service_with_protocol(
+    name: &str,
+    port: u16,
+    protocol: &str,
+    upstreams: &[&upstream::Upstream],
+) -> String {
+    let port_name = protocol.to_ascii_lowercase();
     let eps: String = upstreams
         .iter()
         .map(|u| {
             format!(
-                "  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {}}}}}\n",
+                "  - {{address: 127.0.0.1, ports: {{{port_name}: {}}}, labels: {{version: {}}}}}\n",
                 u.port(),
                 u.name
             )
@@ -54,7 +65,7 @@ spec:
   hosts: [{name}.shop.svc.cluster.local]
   location: MESH_INTERNAL
   resolution: STATIC
-  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  ports: [{{number: {port}, name: {port_name}, protocol: {protocol}}}]
   endpoints:
 {eps}"#
     )
@@ -1019,4 +1030,119 @@ fn self_signed(
         String::from_utf8_lossy(&out.stderr)
     );
     (dir, cert, key)
+}
+
+/// Sidecar ingress listeners without iptables: an HTTP port and a TCP port bound by Envoy, each
+/// forwarding to its `defaultEndpoint` through an `inbound|PORT||` cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_ingress_listeners_forward_to_the_default_endpoint() {
+    let app = upstream::start("app").await;
+    let other = upstream::start("other").await;
+    let (http_port, tcp_port, egress_port) = (free_port(), free_port(), free_port());
+    let config = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: shop}}
+spec:
+  ingress:
+  - port: {{number: {http_port}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:{app_port}
+  - port: {{number: {tcp_port}, name: tcp, protocol: TCP}}
+    bind: 127.0.0.1
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:{app_port}
+  egress:
+  - port: {{number: {egress_port}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    captureMode: NONE
+    hosts: ["./*"]
+{other_service}"#,
+        app_port = app.port(),
+        other_service = service("other", egress_port, &[&other]),
+    );
+    let h = start(&config, egress_port, Api::Delta).await;
+    for port in [http_port, tcp_port] {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let r = eventually(
+            "the inbound listener",
+            Duration::from_secs(20),
+            async || {
+                let r = upstream::get(addr, "anything", "/", &[]).await.ok()?;
+                (r.status == 200).then_some(r)
+            },
+        )
+        .await;
+        assert_eq!(r.body, "app", "port {port}");
+    }
+    // Outbound still goes where the registry says.
+    wait_routable(&h, "other").await;
+    assert_eq!(
+        upstream::get(h.listener, "other", "/", &[])
+            .await
+            .unwrap()
+            .body,
+        "other"
+    );
+    let clusters = h.envoy.admin_get("/clusters").await.unwrap();
+    assert!(clusters.contains(&format!("inbound|{http_port}||")));
+    assert!(clusters.contains(&format!("inbound|{tcp_port}||")));
+    assert_eq!(h.envoy.rejections().await, 0);
+}
+
+/// A sidecar's TCP port follows the mesh VirtualService's TCP route (here away from the port's
+/// own service), and TLS routes become SNI filter chains that Envoy accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_tcp_routes_follow_the_virtual_service() {
+    let primary = upstream::start("primary").await;
+    let replica = upstream::start("replica").await;
+    let port = free_port();
+    let config = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: shop}}
+spec:
+  egress:
+  - port: {{number: {port}, name: tcp, protocol: TCP}}
+    bind: 127.0.0.1
+    captureMode: NONE
+    hosts: ["./*"]
+{}{}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: [db.shop.svc.cluster.local]
+  tls:
+  - match: [{{port: {port}, sniHosts: [db.shop.svc.cluster.local]}}]
+    route: [{{destination: {{host: db}}}}]
+  tcp:
+  - match: [{{port: {port}}}]
+    route: [{{destination: {{host: db-replica}}}}]
+"#,
+        service_with_protocol("db", port, "TCP", &[&primary]),
+        service_with_protocol("db-replica", port, "TCP", &[&replica]),
+    );
+    let h = start(&config, port, Api::Sotw).await;
+    let r = eventually("the TCP listener", Duration::from_secs(20), async || {
+        let r = upstream::get(h.listener, "db", "/", &[]).await.ok()?;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(r.body, "replica");
+    let listeners = h
+        .envoy
+        .admin_get("/config_dump?resource=dynamic_listeners")
+        .await
+        .unwrap();
+    assert!(
+        listeners.contains("\"db.shop.svc.cluster.local\""),
+        "{listeners}"
+    );
+    assert!(listeners.contains("envoy.filters.listener.tls_inspector"));
+    assert_eq!(h.envoy.rejections().await, 0);
 }

@@ -205,7 +205,7 @@ fn set_original_dst(c: &mut Cluster) {
 }
 
 /// One threshold with Istio's defaults (everything 2^32-1, remaining tracked); 0 means unset.
-fn circuit_breakers_for(cp: Option<&ConnectionPoolSettings>) -> CircuitBreakers {
+pub(crate) fn circuit_breakers_for(cp: Option<&ConnectionPoolSettings>) -> CircuitBreakers {
     let pick = |v: Option<i32>| match v {
         Some(n) if n > 0 => u32::try_from(n).unwrap_or(MAX_U32),
         _ => MAX_U32,
@@ -353,7 +353,7 @@ fn apply_outlier(c: &mut Cluster, od: &OutlierDetection) {
     c.outlier_detection = Some(o);
 }
 
-fn apply_http_options(
+pub(crate) fn apply_http_options(
     c: &mut Cluster,
     port: &ServicePort,
     policy: &TrafficPolicy,

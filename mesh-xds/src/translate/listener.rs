@@ -38,7 +38,7 @@ use crate::translate::route::{self, RouteTarget, blackhole_vhost, cluster_for, h
 use crate::translate::scope::SidecarScope;
 use crate::translate::{PushContext, Sink};
 
-const HCM: &str = "envoy.filters.network.http_connection_manager";
+pub(crate) const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 
 /// The RDS names and clusters a listener references.
@@ -83,7 +83,7 @@ pub(crate) fn references(l: &Listener) -> (BTreeSet<String>, BTreeSet<String>) {
     (rds, clusters)
 }
 
-fn http_filter<M: Message + prost::Name>(name: &str, config: &M) -> HttpFilter {
+pub(crate) fn http_filter<M: Message + prost::Name>(name: &str, config: &M) -> HttpFilter {
     HttpFilter {
         name: name.into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(any(config))),
@@ -111,14 +111,14 @@ fn hcm(stat_prefix: &str, route_config: &str, proxyless: bool) -> HttpConnection
     }
 }
 
-fn network_filter<M: Message + prost::Name>(name: &str, config: &M) -> Filter {
+pub(crate) fn network_filter<M: Message + prost::Name>(name: &str, config: &M) -> Filter {
     Filter {
         name: name.into(),
         config_type: Some(filter::ConfigType::TypedConfig(any(config))),
     }
 }
 
-fn tcp_proxy_to(stat_prefix: &str, cluster: &str) -> Filter {
+pub(crate) fn tcp_proxy_to(stat_prefix: &str, cluster: &str) -> Filter {
     network_filter(
         TCP_PROXY,
         &TcpProxy {
@@ -157,6 +157,7 @@ pub(crate) fn sidecar_listeners(
         return;
     }
     let capture = proxy.interception_mode != InterceptionMode::None;
+    let inbound_chains = super::inbound::sidecar_inbound(ctx, proxy, scope, out);
     let mut captured_http_ports = BTreeSet::new();
     for eg in &scope.egress {
         let imports = |ns: &str, host: &str| eg.imports(ns, host);
@@ -181,7 +182,7 @@ pub(crate) fn sidecar_listeners(
                 } else {
                     matches!(eg.protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
                 };
-                let filter = if http {
+                let (mut filter_chains, default_filter) = if http {
                     let rds = port.to_string();
                     if !out.has_route(&rds) {
                         let rc = route::sidecar_route_config(
@@ -194,21 +195,36 @@ pub(crate) fn sidecar_listeners(
                         );
                         out.route(rc);
                     }
-                    network_filter(HCM, &hcm(&name, &rds, false))
+                    (Vec::new(), network_filter(HCM, &hcm(&name, &rds, false)))
                 } else {
-                    let cluster = services
-                        .first()
-                        .map(|s| naming::outbound_cluster(port, "", &s.hostname))
-                        .unwrap_or_else(|| passthrough_or_blackhole(scope).to_string());
-                    tcp_proxy_to(&cluster, &cluster)
+                    // TLS routes by SNI, then the first TCP route, else the port's service.
+                    let (tls_chains, tcp) = sidecar_tcp_routes(ctx, proxy, &services, port);
+                    let default = tcp.unwrap_or_else(|| {
+                        let cluster = services
+                            .first()
+                            .map(|s| naming::outbound_cluster(port, "", &s.hostname))
+                            .unwrap_or_else(|| passthrough_or_blackhole(scope).to_string());
+                        tcp_proxy_to(&cluster, &cluster)
+                    });
+                    (tls_chains, default)
                 };
+                let listener_filters = if filter_chains.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![listener_filter(
+                        "envoy.filters.listener.tls_inspector",
+                        &TlsInspector::default(),
+                    )]
+                };
+                filter_chains.push(FilterChain {
+                    filters: vec![default_filter],
+                    ..Default::default()
+                });
                 out.listener(Listener {
                     name,
                     address: Some(address_for(&bind, port)),
-                    filter_chains: vec![FilterChain {
-                        filters: vec![filter],
-                        ..Default::default()
-                    }],
+                    filter_chains,
+                    listener_filters,
                     traffic_direction: TrafficDirection::Outbound as i32,
                     ..Default::default()
                 });
@@ -236,7 +252,7 @@ pub(crate) fn sidecar_listeners(
         }
     }
     if capture {
-        virtual_listeners(ctx, proxy, scope, out);
+        virtual_listeners(ctx, scope, inbound_chains, out);
     }
 }
 
@@ -283,8 +299,8 @@ fn captured_listener(
 /// `virtualOutbound` (15001) and `virtualInbound` (15006) for iptables capture.
 fn virtual_listeners(
     ctx: &PushContext,
-    _proxy: &Proxy,
     scope: &SidecarScope<'_>,
+    mut inbound_chains: Vec<FilterChain>,
     out: &mut dyn Sink,
 ) {
     let catch_all = passthrough_or_blackhole(scope);
@@ -324,14 +340,18 @@ fn virtual_listeners(
             "envoy.filters.listener.original_dst",
             &OriginalDst::default(),
         )],
-        filter_chains: vec![FilterChain {
-            name: "virtualInbound-catchall-tcp".into(),
-            filters: vec![tcp_proxy_to(
-                naming::INBOUND_PASSTHROUGH_CLUSTER,
-                naming::INBOUND_PASSTHROUGH_CLUSTER,
-            )],
-            ..Default::default()
-        }],
+        filter_chains: {
+            // Ports of the Sidecar's ingress listeners first, then everything else.
+            inbound_chains.push(FilterChain {
+                name: "virtualInbound-catchall-tcp".into(),
+                filters: vec![tcp_proxy_to(
+                    naming::INBOUND_PASSTHROUGH_CLUSTER,
+                    naming::INBOUND_PASSTHROUGH_CLUSTER,
+                )],
+                ..Default::default()
+            });
+            inbound_chains
+        },
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     };
@@ -501,7 +521,7 @@ fn sni_names(s: &Server) -> Vec<String> {
     }
 }
 
-fn downstream_tls(
+pub(crate) fn downstream_tls(
     tls: &mesh_model::networking::gateway::ServerTlsSettings,
 ) -> Option<DownstreamTlsContext> {
     let mut certs = Vec::new();
@@ -708,33 +728,44 @@ fn weighted_tcp(
 fn tls_passthrough_chains(ctx: &PushContext, s: &GatewayServer<'_>, port: u32) -> Vec<FilterChain> {
     let mut chains = Vec::new();
     for (vs, ns, _) in bound_virtual_services(ctx, s) {
-        for tls in &vs.spec.tls {
+        chains.extend(sni_chains(ctx, vs, &ns, port, |_| true));
+    }
+    chains
+}
+
+/// One filter chain per TLS route of `vs` (matched on its SNI hosts), for the matches on `port`
+/// that `applies` accepts.
+fn sni_chains(
+    ctx: &PushContext,
+    vs: &mesh_model::VirtualService,
+    ns: &str,
+    port: u32,
+    applies: impl Fn(&mesh_model::networking::virtual_service::TlsMatchAttributes) -> bool,
+) -> Vec<FilterChain> {
+    let stat = format!("{}.{}", vs.metadata.name, ns);
+    vs.spec
+        .tls
+        .iter()
+        .filter_map(|tls| {
             let snis: Vec<String> = tls
                 .matches
                 .iter()
-                .filter(|m| m.port.is_none_or(|p| p == port))
+                .filter(|m| m.port.is_none_or(|p| p == port) && applies(m))
                 .flat_map(|m| m.sni_hosts.iter().cloned())
                 .collect();
             if snis.is_empty() || tls.route.is_empty() {
-                continue;
+                return None;
             }
-            chains.push(FilterChain {
+            Some(FilterChain {
                 filter_chain_match: Some(FilterChainMatch {
                     server_names: snis,
                     ..Default::default()
                 }),
-                filters: vec![weighted_tcp(
-                    ctx,
-                    &format!("{}.{}", vs.metadata.name, ns),
-                    &tls.route,
-                    &ns,
-                    port,
-                )],
+                filters: vec![weighted_tcp(ctx, &stat, &tls.route, ns, port)],
                 ..Default::default()
-            });
-        }
-    }
-    chains
+            })
+        })
+        .collect()
 }
 
 /// TCP servers: the first bound TCP route.
@@ -758,4 +789,51 @@ fn tcp_chains(ctx: &PushContext, s: &GatewayServer<'_>, port: u32) -> Vec<Filter
         }
     }
     Vec::new()
+}
+
+/// TLS and TCP routes of the mesh VirtualServices for the services on a sidecar's TCP port:
+/// one filter chain per TLS route (matched on SNI), and the filter of the first TCP route that
+/// applies. Matches on port and source labels are honoured; the first VirtualService per host
+/// wins, as for HTTP.
+fn sidecar_tcp_routes(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    services: &[&&crate::registry::Service],
+    port: u32,
+) -> (Vec<FilterChain>, Option<Filter>) {
+    let applies = |p: Option<u32>, labels: &BTreeMap<String, String>| {
+        p.is_none_or(|p| p == port) && labels.iter().all(|(k, v)| proxy.labels.get(k) == Some(v))
+    };
+    let mut seen = BTreeSet::new();
+    let mut chains = Vec::new();
+    let mut tcp = None;
+    for svc in services {
+        let Some((vs, ns)) =
+            crate::translate::scope::mesh_virtual_service(ctx, proxy, &svc.hostname)
+        else {
+            continue;
+        };
+        if !seen.insert((ns.clone(), vs.metadata.name.clone())) {
+            continue;
+        }
+        chains.extend(sni_chains(ctx, vs, &ns, port, |m| {
+            applies(m.port, &m.source_labels)
+        }));
+        if tcp.is_none() {
+            tcp = vs
+                .spec
+                .tcp
+                .iter()
+                .find(|t| {
+                    !t.route.is_empty()
+                        && (t.matches.is_empty()
+                            || t.matches.iter().any(|m| applies(m.port, &m.source_labels)))
+                })
+                .map(|t| {
+                    let stat = format!("{}.{}", vs.metadata.name, ns);
+                    weighted_tcp(ctx, &stat, &t.route, &ns, port)
+                });
+        }
+    }
+    (chains, tcp)
 }

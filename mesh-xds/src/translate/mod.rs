@@ -7,6 +7,7 @@
 
 mod cluster;
 mod endpoint;
+mod inbound;
 mod listener;
 mod route;
 mod scope;
