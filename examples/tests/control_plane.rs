@@ -208,18 +208,41 @@ async fn control_plane_binary_serves_watches_and_reports() {
     .unwrap();
     assert_eq!(dump.status, 200, "{}", dump.body);
     let dump: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
-    let cds: Vec<&str> = dump["resources"]["cds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert!(
-        cds.contains(
-            &format!("outbound|{listener_port}|b|reviews.shop.svc.cluster.local").as_str()
-        ),
-        "{cds:?}"
+    // Envoy's admin ConfigDump shape, proto3 JSON.
+    let clusters = &dump["configs"][0];
+    assert_eq!(
+        clusters["@type"],
+        "type.googleapis.com/envoy.admin.v3.ClustersConfigDump"
     );
+    let ours: std::collections::BTreeMap<String, serde_json::Value> =
+        clusters["dynamic_active_clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["cluster"]["name"].as_str().unwrap().to_string(),
+                    c["cluster"].clone(),
+                )
+            })
+            .collect();
+    let subset = format!("outbound|{listener_port}|b|reviews.shop.svc.cluster.local");
+    assert!(ours.contains_key(&subset), "{:?}", ours.keys());
+    // Every cluster reads exactly as Envoy itself prints the one it received.
+    let envoys: serde_json::Value = serde_json::from_str(
+        &envoy
+            .admin_get("/config_dump?resource=dynamic_active_clusters")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let mut compared = 0;
+    for c in envoys["configs"].as_array().unwrap() {
+        let name = c["cluster"]["name"].as_str().unwrap();
+        assert_eq!(Some(&c["cluster"]), ours.get(name), "cluster {name}");
+        compared += 1;
+    }
+    assert_eq!(compared, ours.len());
     assert_eq!(
         upstream::get(debug, "cp", "/debug/config_dump?proxyID=nobody", &[])
             .await

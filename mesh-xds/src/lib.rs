@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "config-dump")]
 pub mod dump;
 pub mod error;
 pub mod naming;

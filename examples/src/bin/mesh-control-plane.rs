@@ -518,7 +518,7 @@ fn debug_response(
                 );
             };
             let snapshot = cache.snapshot_for(&mesh_xds::Proxy::from_node(&node));
-            match mesh_xds::dump::snapshot_json(&snapshot) {
+            match mesh_xds::dump::config_dump(&snapshot) {
                 Ok(v) => reply(
                     StatusCode::OK,
                     "application/json",
