@@ -892,6 +892,27 @@ spec:
 /// An `openssl s_server` upstream (TLS, `-www`), killed when dropped.
 struct TlsUpstream(std::process::Child);
 
+impl TlsUpstream {
+    /// Serves TLS on `port` with `cert`/`key`; `extra` adds s_server options (client
+    /// verification).
+    fn start(port: u16, cert: &std::path::Path, key: &std::path::Path, extra: &[&str]) -> Self {
+        TlsUpstream(
+            std::process::Command::new("openssl")
+                .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+                .arg("-cert")
+                .arg(cert)
+                .arg("-key")
+                .arg(key)
+                .args(extra)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for TlsUpstream {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -904,25 +925,7 @@ async fn gateway_passes_tls_through_by_sni() {
     let (dir, cert, key) = self_signed("mesh-gw-passthrough", "db.example.com");
     // The upstream terminates TLS itself: the gateway only routes the encrypted bytes by SNI.
     let backend_port = free_port();
-    let _backend = TlsUpstream(
-        std::process::Command::new("openssl")
-            .args([
-                "s_server",
-                "-quiet",
-                "-www",
-                "-accept",
-                &backend_port.to_string(),
-            ])
-            .arg("-cert")
-            .arg(&cert)
-            .arg("-key")
-            .arg(&key)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _backend = TlsUpstream::start(backend_port, &cert, &key, &[]);
     let gw_port = free_port();
     let config = format!(
         r#"apiVersion: networking.istio.io/v1
@@ -1144,5 +1147,225 @@ spec:
         "{listeners}"
     );
     assert!(listeners.contains("envoy.filters.listener.tls_inspector"));
+    assert_eq!(h.envoy.rejections().await, 0);
+}
+
+/// Locality load balancing through a real Envoy in `us-east/a`: `distribute` splits traffic
+/// 80/20 between two zones and drops the locality it does not list; `failoverPriority` puts
+/// the endpoint matching the proxy's region and zone first (priority 0), the one matching only
+/// the region next, and the other region last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locality_distribute_and_failover_priority() {
+    let (a, b, c) = (
+        upstream::start("a").await,
+        upstream::start("b").await,
+        upstream::start("c").await,
+    );
+    let port = free_port();
+    let lb = |policy: &str| {
+        format!(
+            r#"{sidecar}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews, namespace: shop}}
+spec:
+  hosts: [reviews.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {pa}}}, locality: us-east/a}}
+  - {{address: 127.0.0.1, ports: {{http: {pb}}}, locality: us-east/b}}
+  - {{address: 127.0.0.1, ports: {{http: {pc}}}, locality: us-west/c}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: shop}}
+spec:
+  host: reviews
+  trafficPolicy:
+{policy}"#,
+            sidecar = sidecar(port),
+            pa = a.port(),
+            pb = b.port(),
+            pc = c.port(),
+        )
+    };
+    let distribute = lb(r#"    loadBalancer:
+      simple: ROUND_ROBIN
+      localityLbSetting:
+        distribute:
+        - from: us-east/a/*
+          to: {"us-east/a/*": 80, "us-east/b/*": 20}
+"#);
+    let cp = ControlPlane::new(&distribute);
+    let (xds, _conns) = serve(cp.clone()).await;
+    let node = r#"{id: "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local", cluster: client, locality: {region: us-east, zone: a}, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE, LABELS: {app: client}}}"#;
+    let envoy = Envoy::start(xds, Api::Sotw, node).await;
+    envoy.wait_live().await;
+    let h = Harness {
+        _cp: cp.clone(),
+        envoy,
+        listener: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    wait_routable(&h, "reviews").await;
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    let n = 400u32;
+    for _ in 0..n {
+        let r = upstream::get(h.listener, "reviews", "/", &[])
+            .await
+            .unwrap();
+        *counts.entry(r.body).or_default() += 1;
+    }
+    // 80/20 within 4 standard deviations (σ = 8 for 400 requests); nothing to us-west.
+    let got_a = counts.get("a").copied().unwrap_or(0);
+    assert!((288..=352).contains(&got_a), "{counts:?}");
+    assert_eq!(counts.get("c"), None, "{counts:?}");
+    assert_eq!(
+        got_a + counts.get("b").copied().unwrap_or(0),
+        n,
+        "{counts:?}"
+    );
+
+    cp.replace(&lb(
+        r#"    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}
+    loadBalancer:
+      simple: ROUND_ROBIN
+      localityLbSetting:
+        failoverPriority: [topology.kubernetes.io/region, topology.kubernetes.io/zone]
+"#,
+    ));
+    // Envoy's /clusters lists each host with its priority.
+    let priority_of = |clusters: &str, port: u16| -> Option<String> {
+        let prefix = format!(
+            "outbound|{}||reviews.shop.svc.cluster.local::127.0.0.1:{port}::priority::",
+            h.listener.port()
+        );
+        clusters
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+    };
+    let expected = [
+        (a.port(), "0".to_string()),
+        (b.port(), "1".to_string()),
+        (c.port(), "2".to_string()),
+    ];
+    eventually("failover priorities", Duration::from_secs(20), async || {
+        let clusters = h.envoy.admin_get("/clusters").await?;
+        expected
+            .iter()
+            .all(|(p, want)| priority_of(&clusters, *p).as_ref() == Some(want))
+            .then_some(())
+    })
+    .await;
+    for _ in 0..20 {
+        let r = upstream::get(h.listener, "reviews", "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.body, "a");
+    }
+    assert_eq!(h.envoy.rejections().await, 0);
+}
+
+/// DestinationRule client TLS with files, through a real Envoy to `openssl s_server`: SIMPLE
+/// (server verified against the CA and SAN), MUTUAL (Envoy presents the client certificate the
+/// server requires), and the failures: a wrong SAN, and SIMPLE against a server that requires a
+/// client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_rule_originates_tls_with_files() {
+    let (_dir, cert, key) = self_signed("mesh-dr-tls-server", "secure.example.com");
+    let (_cdir, client_cert, client_key) = self_signed("mesh-dr-tls-client", "client.example.com");
+    let (simple_port, mutual_port) = (free_port(), free_port());
+    let _simple = TlsUpstream::start(simple_port, &cert, &key, &[]);
+    let client_ca = client_cert.display().to_string();
+    let _mutual = TlsUpstream::start(
+        mutual_port,
+        &cert,
+        &key,
+        &[
+            "-Verify",
+            "1",
+            "-verify_return_error",
+            "-CAfile",
+            &client_ca,
+        ],
+    );
+    let port = free_port();
+    let config = |simple_tls: &str, mutual_tls: &str| {
+        let se = |name: &str, backend: u16| {
+            format!(
+                r#"
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  hosts: [{name}.shop.svc.cluster.local]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {backend}}}}}]
+"#
+            )
+        };
+        let dr = |name: &str, tls: &str| {
+            format!(
+                r#"
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  host: {name}
+  trafficPolicy:
+    tls: {tls}
+"#
+            )
+        };
+        format!(
+            "{}{}{}{}{}",
+            sidecar(port),
+            se("simple", simple_port),
+            se("mutual", mutual_port),
+            dr("simple", simple_tls),
+            dr("mutual", mutual_tls),
+        )
+    };
+    let ca = cert.display().to_string();
+    let (cc, ck) = (client_cert.display(), client_key.display());
+    let good = config(
+        &format!(
+            "{{mode: SIMPLE, caCertificates: {ca}, subjectAltNames: [secure.example.com], sni: secure.example.com}}"
+        ),
+        &format!(
+            "{{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {cc}, privateKey: {ck}, sni: secure.example.com}}"
+        ),
+    );
+    let h = start(&good, port, Api::Sotw).await;
+    for host in ["simple", "mutual"] {
+        let r = eventually("TLS origination", Duration::from_secs(20), async || {
+            let r = upstream::get(h.listener, host, "/", &[]).await.ok()?;
+            (r.status == 200).then_some(r)
+        })
+        .await;
+        // s_server -www answers with its status page, which names the negotiated cipher.
+        assert!(r.body.contains("Cipher"), "{host}: {}", r.body);
+    }
+    assert_eq!(h.envoy.rejections().await, 0);
+
+    // A SAN the server does not have, and no client certificate for the server that needs one:
+    // both refused by the TLS handshake, so Envoy answers 503.
+    h._cp.replace(&config(
+        &format!("{{mode: SIMPLE, caCertificates: {ca}, subjectAltNames: [other.example.com]}}"),
+        &format!("{{mode: SIMPLE, caCertificates: {ca}, sni: secure.example.com}}"),
+    ));
+    for host in ["simple", "mutual"] {
+        eventually("handshake refused", Duration::from_secs(20), async || {
+            let r = upstream::get(h.listener, host, "/", &[]).await.ok()?;
+            (r.status == 503).then_some(())
+        })
+        .await;
+    }
     assert_eq!(h.envoy.rejections().await, 0);
 }

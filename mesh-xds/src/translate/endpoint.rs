@@ -65,9 +65,21 @@ pub(crate) fn assignment(
     subset_labels: Option<&BTreeMap<String, String>>,
     policy: &TrafficPolicy,
 ) -> ClusterLoadAssignment {
-    // (locality, endpoints, weight), sorted by locality; meshes have few localities, so a
+    let setting = policy
+        .load_balancer
+        .as_ref()
+        .and_then(|l| l.locality_lb_setting.as_ref())
+        .or(ctx.mesh.locality_lb_setting.as_ref())
+        .filter(|s| s.enabled != Some(false));
+    let failover = failover_enabled(ctx, policy) && !proxy.locality.region.is_empty();
+    // failoverPriority: endpoints matching the proxy on more of the listed labels (in order)
+    // come first; it replaces region failover when set.
+    let label_priorities = setting
+        .filter(|s| failover && !s.failover_priority.is_empty())
+        .map(|s| s.failover_priority.as_slice());
+    // (locality, label priority, endpoints, weight), sorted; meshes have few localities, so a
     // short vector beats a map.
-    let mut by_locality: Vec<(&str, Vec<LbEndpoint>, u32)> = Vec::new();
+    let mut groups_by: Vec<(&str, u32, Vec<LbEndpoint>, u32)> = Vec::new();
     for ep in &svc.endpoints {
         if let Some(labels) = subset_labels
             && !labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v))
@@ -78,25 +90,21 @@ pub(crate) fn assignment(
             continue;
         }
         let loc = ep.locality.as_str();
-        let i = match by_locality.binary_search_by(|(l, _, _)| (*l).cmp(loc)) {
+        let level = label_priorities.map_or(0, |keys| label_priority(proxy, ep, keys));
+        let i = match groups_by.binary_search_by(|(l, p, _, _)| (*l, *p).cmp(&(loc, level))) {
             Ok(i) => i,
             Err(i) => {
-                by_locality.insert(i, (loc, Vec::new(), 0));
+                groups_by.insert(i, (loc, level, Vec::new(), 0));
                 i
             }
         };
-        let group = &mut by_locality[i];
+        let group = &mut groups_by[i];
         group
-            .1
+            .2
             .push(lb_endpoint(&ep.address, ep.port_for(port), ep.weight));
-        group.2 += ep.weight.max(1);
+        group.3 += ep.weight.max(1);
     }
-    let failover = failover_enabled(ctx, policy) && !proxy.locality.region.is_empty();
-    let failover_regions: Vec<(String, String)> = policy
-        .load_balancer
-        .as_ref()
-        .and_then(|l| l.locality_lb_setting.as_ref())
-        .or(ctx.mesh.locality_lb_setting.as_ref())
+    let failover_regions: Vec<(String, String)> = setting
         .map(|l| {
             l.failover
                 .iter()
@@ -104,14 +112,14 @@ pub(crate) fn assignment(
                 .collect()
         })
         .unwrap_or_default();
-    let mut groups: Vec<LocalityLbEndpoints> = by_locality
+    let mut groups: Vec<LocalityLbEndpoints> = groups_by
         .into_iter()
-        .map(|(loc, eps, weight)| {
+        .map(|(loc, level, eps, weight)| {
             let l = proxy::Locality::parse(loc);
-            let priority = if failover {
-                priority(&proxy.locality, &l, &failover_regions)
-            } else {
-                0
+            let priority = match (failover, label_priorities) {
+                (true, Some(_)) => level,
+                (true, None) => priority(&proxy.locality, &l, &failover_regions),
+                (false, _) => 0,
             };
             LocalityLbEndpoints {
                 locality: Some(Locality {
@@ -135,12 +143,105 @@ pub(crate) fn assignment(
             g.priority =
                 u32::try_from(used.iter().position(|p| *p == g.priority).unwrap_or(0)).unwrap_or(0);
         }
+    } else if let Some(rule) = setting.and_then(|s| {
+        s.distribute
+            .iter()
+            .find(|d| locality_matches(&proxy.locality.label(), &d.from))
+    }) {
+        distribute(&mut groups, &rule.to);
     }
     ClusterLoadAssignment {
         cluster_name: cluster.to_string(),
         endpoints: groups,
         ..Default::default()
     }
+}
+
+/// Whether a locality (`region/zone/subzone`) matches a pattern whose segments may be `*` (and
+/// that may stop early: `us-east/*` and `us-east` match every zone of us-east).
+fn locality_matches(locality: &str, pattern: &str) -> bool {
+    let mut have = locality.split('/');
+    for want in pattern.split('/') {
+        let got = have.next().unwrap_or("");
+        if want != "*" && want != got {
+            return false;
+        }
+    }
+    true
+}
+
+/// Istio's `distribute`: each destination pattern's weight is shared by the locality groups it
+/// matches (in proportion to their own weights, rounded up); a group no pattern matches gets no
+/// traffic and is dropped. Patterns are taken most specific first, each group counts once.
+fn distribute(groups: &mut Vec<LocalityLbEndpoints>, to: &BTreeMap<String, u32>) {
+    let mut patterns: Vec<(&String, &u32)> = to.iter().collect();
+    patterns.sort_by_key(|(p, _)| {
+        std::cmp::Reverse(p.matches('/').count() * 2 + usize::from(!p.contains('*')))
+    });
+    let mut assigned: Vec<Option<u32>> = vec![None; groups.len()];
+    for (pattern, weight) in patterns {
+        let matching: Vec<usize> = (0..groups.len())
+            .filter(|i| assigned[*i].is_none())
+            .filter(|i| {
+                let label = groups[*i]
+                    .locality
+                    .as_ref()
+                    .map(|l| proxy::Locality {
+                        region: l.region.clone(),
+                        zone: l.zone.clone(),
+                        sub_zone: l.sub_zone.clone(),
+                    })
+                    .unwrap_or_default()
+                    .label();
+                locality_matches(&label, pattern)
+            })
+            .collect();
+        let own = |i: usize| {
+            groups[i]
+                .load_balancing_weight
+                .map_or(1, |w| w.value.max(1))
+        };
+        let total: u64 = matching.iter().map(|i| u64::from(own(*i))).sum();
+        for i in matching {
+            let share = (u64::from(own(i)) * u64::from(*weight)).div_ceil(total.max(1));
+            assigned[i] = Some(u32::try_from(share).unwrap_or(u32::MAX));
+        }
+    }
+    let mut i = 0;
+    groups.retain(|_| {
+        let keep = assigned[i].is_some_and(|w| w > 0);
+        i += 1;
+        keep
+    });
+    for (g, w) in groups
+        .iter_mut()
+        .zip(assigned.into_iter().flatten().filter(|w| *w > 0))
+    {
+        g.load_balancing_weight = Some(u32v(w));
+    }
+}
+
+/// The failover priority of an endpoint by labels: 0 when it matches the proxy on every listed
+/// label, 1 when on all but the last, ..., N when not even on the first. The topology labels
+/// compare localities and networks.
+fn label_priority(proxy: &Proxy, ep: &crate::registry::Endpoint, keys: &[String]) -> u32 {
+    let ep_locality = proxy::Locality::parse(&ep.locality);
+    let value =
+        |k: &str, labels: &BTreeMap<String, String>, loc: &proxy::Locality, net: &str| match k {
+            "topology.istio.io/network" => Some(net.to_string()),
+            "topology.kubernetes.io/region" => Some(loc.region.clone()),
+            "topology.kubernetes.io/zone" => Some(loc.zone.clone()),
+            "topology.istio.io/subzone" => Some(loc.sub_zone.clone()),
+            _ => labels.get(k).cloned(),
+        };
+    let matched = keys
+        .iter()
+        .take_while(|k| {
+            let mine = value(k, &proxy.labels, &proxy.locality, &proxy.network);
+            mine.is_some() && mine == value(k, &ep.labels, &ep_locality, &ep.network)
+        })
+        .count();
+    u32::try_from(keys.len() - matched).unwrap_or(u32::MAX)
 }
 
 fn failover_enabled(ctx: &PushContext, policy: &TrafficPolicy) -> bool {
