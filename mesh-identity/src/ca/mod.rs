@@ -1,0 +1,360 @@
+//! A certificate authority that signs CSRs into short-lived X.509-SVIDs.
+//!
+//! The signer is either a self-signed root generated on first start and kept in a directory
+//! (`root-cert.pem`, `ca-key.pem` with mode 0600; a restart reuses it, so issued certificates
+//! stay valid), or an intermediate plugged in with Istio's `cacerts` layout (`ca-cert.pem`,
+//! `ca-key.pem`, `cert-chain.pem`, `root-cert.pem`).
+//!
+//! Leaf certificates follow Istio: the only SAN is the URI of the authenticated identity (SANs
+//! asked for in the CSR are ignored), an empty subject with a critical SAN extension, digital
+//! signature and key encipherment key usages, server and client auth, a one-minute backdate for
+//! clock skew, 24 h by default and never more than the configured maximum.
+
+mod store;
+
+use std::path::Path;
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls_pki_types::CertificateSigningRequestDer;
+use rustls_pki_types::pem::PemObject;
+use x509_parser::prelude::FromDer;
+
+use crate::spiffe::{SpiffeId, TrustDomain};
+
+/// Settings of a CA.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CaConfig {
+    /// The trust domain certificates are issued in.
+    pub trust_domain: TrustDomain,
+    /// TTL when a request asks for none: 24 h, as Istio.
+    pub default_ttl: Duration,
+    /// Longest TTL granted; longer requests are refused (Istio: 90 days).
+    pub max_ttl: Duration,
+    /// How far `notBefore` is set in the past, for clock skew.
+    pub backdate: Duration,
+    /// Validity of a generated self-signed root (10 years).
+    pub root_ttl: Duration,
+}
+
+impl CaConfig {
+    /// Istio's defaults for a trust domain.
+    pub fn new(trust_domain: TrustDomain) -> CaConfig {
+        CaConfig {
+            trust_domain,
+            default_ttl: Duration::from_secs(24 * 3600),
+            max_ttl: Duration::from_secs(90 * 24 * 3600),
+            backdate: Duration::from_secs(60),
+            root_ttl: Duration::from_secs(10 * 365 * 24 * 3600),
+        }
+    }
+
+    /// Overrides the maximum TTL.
+    #[must_use]
+    pub fn with_max_ttl(mut self, ttl: Duration) -> CaConfig {
+        self.max_ttl = ttl;
+        self
+    }
+
+    /// Overrides the default TTL.
+    #[must_use]
+    pub fn with_default_ttl(mut self, ttl: Duration) -> CaConfig {
+        self.default_ttl = ttl;
+        self
+    }
+}
+
+/// Why the CA could not start or sign.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaError {
+    /// Reading or writing the CA directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CA file holds no usable certificate or key.
+    #[error("{path}: {reason}")]
+    BadFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Key or certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// The CSR is not a well-formed, correctly signed PKCS#10 request.
+    #[error("invalid CSR: {0}")]
+    InvalidCsr(String),
+    /// The CSR's key is neither ECDSA P-256 nor RSA 2048/3072/4096.
+    #[error("unsupported key type in CSR: {0}")]
+    WrongKeyType(String),
+    /// The CSR asks for a CA certificate.
+    #[error("CSR asks for a CA certificate")]
+    CaRequested,
+    /// The requested TTL is above the maximum.
+    #[error("requested TTL {requested:?} is greater than the max allowed TTL {max:?}")]
+    TtlTooLong {
+        /// Requested.
+        requested: Duration,
+        /// Allowed.
+        max: Duration,
+    },
+    /// The system's random number generator failed.
+    #[error("no randomness for a serial number")]
+    Random,
+    /// The identity is in another trust domain than the CA's.
+    #[error("identity {id} is not in trust domain {trust_domain}")]
+    ForeignIdentity {
+        /// The identity.
+        id: String,
+        /// The CA's trust domain.
+        trust_domain: String,
+    },
+}
+
+/// The signing certificate and key, and the chain above it.
+struct Signer {
+    issuer: Issuer<'static, KeyPair>,
+    /// The signing certificate, then its issuers up to (excluding) the root; PEM.
+    chain: Vec<String>,
+}
+
+/// A certificate authority for one trust domain.
+pub struct CertificateAuthority {
+    config: CaConfig,
+    signer: Signer,
+    /// Trusted roots, PEM: the signer's root first, then roots kept during a rotation.
+    roots: RwLock<Vec<String>>,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("CertificateAuthority")
+            .field("trust_domain", &self.config.trust_domain)
+            .field("chain_len", &self.signer.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed certificate chain: the leaf first, the root last (Istio's `cert_chain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedChain {
+    /// PEM certificates, leaf first, root last.
+    pub chain: Vec<String>,
+    /// When the leaf expires.
+    pub not_after: SystemTime,
+}
+
+impl CertificateAuthority {
+    /// A CA whose self-signed root lives in `dir`: generated (ECDSA P-256) on first start and
+    /// written as `root-cert.pem` and `ca-key.pem` (mode 0600), reused afterwards.
+    pub fn self_signed(dir: &Path, config: CaConfig) -> Result<CertificateAuthority, CaError> {
+        let (cert_pem, key) = store::load_or_create_root(dir, &config)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| CaError::BadFile {
+            path: dir.join(store::ROOT_CERT).display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(CertificateAuthority {
+            signer: Signer {
+                issuer,
+                chain: vec![cert_pem.clone()],
+            },
+            roots: RwLock::new(vec![cert_pem]),
+            config,
+        })
+    }
+
+    /// A CA signing with an intermediate from Istio's `cacerts` layout in `dir`: `ca-cert.pem`
+    /// and `ca-key.pem` (the signer), `cert-chain.pem` (the signer's chain up to the root) and
+    /// `root-cert.pem` (the root).
+    pub fn from_cacerts(dir: &Path, config: CaConfig) -> Result<CertificateAuthority, CaError> {
+        let plugged = store::load_cacerts(dir)?;
+        let issuer = Issuer::from_ca_cert_pem(&plugged.ca_cert, plugged.key).map_err(|e| {
+            CaError::BadFile {
+                path: dir.join("ca-cert.pem").display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(CertificateAuthority {
+            signer: Signer {
+                issuer,
+                chain: plugged.chain,
+            },
+            roots: RwLock::new(vec![plugged.root]),
+            config,
+        })
+    }
+
+    /// The CA's settings.
+    pub fn config(&self) -> &CaConfig {
+        &self.config
+    }
+
+    /// The trust bundle: every root certificate currently trusted, PEM.
+    pub fn roots(&self) -> Vec<String> {
+        self.roots
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds a root to the trust bundle (root rotation: the new root is trusted before anything
+    /// is signed by it, and the old one stays until [`retire_root`](Self::retire_root)).
+    pub fn add_root(&self, pem: &str) {
+        let mut roots = self
+            .roots
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !roots.iter().any(|r| r.trim() == pem.trim()) {
+            roots.push(pem.to_string());
+        }
+    }
+
+    /// Removes a root from the trust bundle; the signer's own root is never removed.
+    pub fn retire_root(&self, pem: &str) {
+        let own = self.signer.chain.last().map(|s| s.trim().to_string());
+        self.roots
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|r| r.trim() != pem.trim() || Some(r.trim().to_string()) == own);
+    }
+
+    /// Signs a PEM CSR for `identity` (already authenticated and authorized by the caller).
+    /// The CSR proves possession of its key (its signature is checked); its key must be
+    /// ECDSA P-256 or RSA 2048/3072/4096; its subject and SANs are ignored; a request for a CA
+    /// certificate is refused. `ttl` of `None` means the default.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        identity: &SpiffeId,
+        ttl: Option<Duration>,
+    ) -> Result<IssuedChain, CaError> {
+        if identity.trust_domain() != &self.config.trust_domain {
+            return Err(CaError::ForeignIdentity {
+                id: identity.to_string(),
+                trust_domain: self.config.trust_domain.to_string(),
+            });
+        }
+        let ttl = ttl.unwrap_or(self.config.default_ttl);
+        if ttl > self.config.max_ttl {
+            return Err(CaError::TtlTooLong {
+                requested: ttl,
+                max: self.config.max_ttl,
+            });
+        }
+        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+            .map_err(|e| CaError::InvalidCsr(format!("not a PEM certificate request: {e}")))?;
+        check_key_type(&der)?;
+        let mut csr = CertificateSigningRequestParams::from_der(&der).map_err(|e| match e {
+            rcgen::Error::InvalidCertificationRequestSignature => {
+                CaError::InvalidCsr("signature does not verify (no proof of possession)".into())
+            }
+            other => CaError::InvalidCsr(other.to_string()),
+        })?;
+        if matches!(csr.params.is_ca, IsCa::Ca(_)) {
+            return Err(CaError::CaRequested);
+        }
+        let now = SystemTime::now();
+        let not_before = now.checked_sub(self.config.backdate).unwrap_or(now);
+        let not_after = now + ttl;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names =
+            vec![SanType::URI(identity.to_string().try_into().map_err(
+                |e: rcgen::Error| CaError::InvalidCsr(e.to_string()),
+            )?)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        params.serial_number = Some(random_serial()?);
+        params.use_authority_key_identifier_extension = true;
+        csr.params = params;
+        let leaf = csr.signed_by(&self.signer.issuer)?;
+        let mut chain = vec![leaf.pem()];
+        chain.extend(self.signer.chain.iter().cloned());
+        let root = self.roots().into_iter().next();
+        if let Some(root) = root
+            && chain.last().map(|c| c.trim()) != Some(root.trim())
+        {
+            chain.push(root);
+        }
+        Ok(IssuedChain { chain, not_after })
+    }
+}
+
+/// A positive 128-bit random serial (RFC 5280: unique per CA, at most 20 octets).
+fn random_serial() -> Result<SerialNumber, CaError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CaError::Random)?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// ECDSA P-256, or RSA of 2048, 3072 or 4096 bits.
+fn check_key_type(der: &CertificateSigningRequestDer<'_>) -> Result<(), CaError> {
+    use x509_parser::oid_registry::{
+        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION,
+    };
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+        .map_err(|e| CaError::InvalidCsr(e.to_string()))?;
+    let spki = &csr.certification_request_info.subject_pki;
+    let alg = &spki.algorithm.algorithm;
+    if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok());
+        if curve.as_ref() == Some(&OID_EC_P256) {
+            return Ok(());
+        }
+        return Err(CaError::WrongKeyType(format!(
+            "EC curve {} (only P-256 is accepted)",
+            curve.map_or_else(|| "unknown".to_string(), |c| c.to_id_string())
+        )));
+    }
+    if *alg == OID_PKCS1_RSAENCRYPTION {
+        let bits = spki.parsed().map(|k| k.key_size()).unwrap_or(0);
+        if matches!(bits, 2048 | 3072 | 4096) {
+            return Ok(());
+        }
+        return Err(CaError::WrongKeyType(format!(
+            "RSA {bits} bits (2048, 3072 or 4096 are accepted)"
+        )));
+    }
+    Err(CaError::WrongKeyType(format!(
+        "key algorithm {}",
+        alg.to_id_string()
+    )))
+}
+
+/// The distinguished name of generated roots: `O=<trust domain>`, as Istio's self-signed CA.
+pub(crate) fn root_name(config: &CaConfig) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, config.trust_domain.as_str());
+    dn
+}
