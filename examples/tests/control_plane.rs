@@ -29,7 +29,12 @@ impl Drop for ControlPlane {
     }
 }
 
-fn start_control_plane(dir: &Path, xds: SocketAddr, debug: SocketAddr) -> ControlPlane {
+fn start_control_plane(
+    dir: &Path,
+    xds: SocketAddr,
+    debug: SocketAddr,
+    extra: &[&str],
+) -> ControlPlane {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-control-plane"))
         .args([
             "--config",
@@ -39,6 +44,7 @@ fn start_control_plane(dir: &Path, xds: SocketAddr, debug: SocketAddr) -> Contro
             "--debug-addr",
             &debug.to_string(),
         ])
+        .args(extra)
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -120,7 +126,9 @@ async fn control_plane_binary_serves_watches_and_reports() {
     );
     let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let debug: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cp = start_control_plane(&dir, xds, debug);
+    let ca_dir = dir.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca_dir);
+    let cp = start_control_plane(&dir, xds, debug, &["--ca-dir", ca_dir.to_str().unwrap()]);
     eventually("debug endpoint", Duration::from_secs(20), async || {
         (upstream::get(debug, "cp", "/debug/list", &[])
             .await
@@ -282,5 +290,37 @@ async fn control_plane_binary_serves_watches_and_reports() {
     );
     assert!(table.starts_with("NAME"));
     assert_eq!(envoy.rejections().await, 0);
+
+    // The CA API is served on the same gRPC address; without a JWKS only SVID renewals are
+    // accepted, so a caller with no credentials is UNAUTHENTICATED.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(ca_dir.join("ca-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<
+        mesh_identity::ca::api::IstioCertificateRequest,
+        mesh_identity::ca::api::IstioCertificateResponse,
+    >::default();
+    let err = grpc
+        .unary(
+            tonic::Request::new(mesh_identity::ca::api::IstioCertificateRequest::default()),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                mesh_identity::ca::api::CREATE_CERTIFICATE,
+            ),
+            codec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&ca_dir);
 }

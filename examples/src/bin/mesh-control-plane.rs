@@ -51,6 +51,60 @@ struct Args {
     /// How often the config directory is checked for changes.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     poll_interval: Duration,
+    /// Serve Istio's CA API (`IstioCertificateService`) on the gRPC address, signing with the
+    /// root kept in this directory (generated on first start), or with Istio's `cacerts` layout
+    /// when `ca-cert.pem` is there. The trust domain is the mesh config's.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// JWKS of the service-account token issuer; callers authenticate with those tokens
+    /// (audience `istio-ca`). Without it only renewals with a valid SVID are accepted.
+    #[arg(long, requires = "ca_dir")]
+    ca_jwks: Option<PathBuf>,
+    /// The issuer (`iss`) service-account tokens must carry.
+    #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
+    ca_issuer: String,
+}
+
+/// The CA service from the `--ca-*` flags, if asked for.
+fn ca_service(
+    args: &Args,
+    trust_domain: &str,
+) -> anyhow::Result<Option<mesh_identity::ca::api::CaService>> {
+    use mesh_identity::ca::auth::{AnyOf, Authenticator, JwtAuthenticator, SvidAuthenticator};
+    use mesh_identity::ca::{CaConfig, CertificateAuthority};
+    use rustls_pki_types::pem::PemObject;
+    let Some(dir) = &args.ca_dir else {
+        return Ok(None);
+    };
+    let td = mesh_identity::spiffe::TrustDomain::new(trust_domain)
+        .with_context(|| format!("trust domain {trust_domain:?}"))?;
+    let config = CaConfig::new(td.clone());
+    let ca = if dir.join("ca-cert.pem").exists() {
+        CertificateAuthority::from_cacerts(dir, config)
+    } else {
+        CertificateAuthority::self_signed(dir, config)
+    }
+    .with_context(|| format!("CA in {}", dir.display()))?;
+    let roots = ca
+        .roots()
+        .iter()
+        .filter_map(|p| rustls_pki_types::CertificateDer::from_pem_slice(p.as_bytes()).ok())
+        .collect();
+    let mut auth: Vec<Box<dyn Authenticator>> = Vec::new();
+    if let Some(jwks) = &args.ca_jwks {
+        let text =
+            std::fs::read_to_string(jwks).with_context(|| format!("reading {}", jwks.display()))?;
+        auth.push(Box::new(
+            JwtAuthenticator::from_jwks(&text, args.ca_issuer.clone(), td.clone())
+                .with_context(|| format!("{}", jwks.display()))?,
+        ));
+    }
+    auth.push(Box::new(SvidAuthenticator::new(roots, td)));
+    tracing::info!("CA for {trust_domain} from {}", dir.display());
+    Ok(Some(mesh_identity::ca::api::CaService::new(
+        std::sync::Arc::new(ca),
+        AnyOf(auth),
+    )))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -221,6 +275,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => MeshConfig::default(),
     };
+    let ca = ca_service(&args, &mesh.trust_domain)?;
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(ConfigStore::new());
     load(&args.config, &store, &metrics);
@@ -402,6 +457,7 @@ async fn main() -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(server.into_service())
+        .add_optional_service(ca)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds), async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");

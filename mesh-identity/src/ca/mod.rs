@@ -10,6 +10,10 @@
 //! signature and key encipherment key usages, server and client auth, a one-minute backdate for
 //! clock skew, 24 h by default and never more than the configured maximum.
 
+#[cfg(feature = "server")]
+pub mod api;
+#[cfg(feature = "server")]
+pub mod auth;
 mod store;
 
 use std::path::Path;

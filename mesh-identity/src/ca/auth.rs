@@ -1,0 +1,220 @@
+//! Who is asking the CA: pluggable authenticators that turn a caller's credentials into the
+//! SPIFFE ID its certificate will carry.
+//!
+//! - [`JwtAuthenticator`]: Kubernetes service-account tokens (`Authorization: Bearer ...`),
+//!   verified against a JWKS with issuer and audience checks; `sub:
+//!   system:serviceaccount:NS:SA` becomes `spiffe://TD/ns/NS/sa/SA`.
+//! - [`SvidAuthenticator`]: renewal over mTLS with a still-valid SVID from this CA.
+
+use std::collections::BTreeMap;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+use crate::spiffe::{SpiffeId, TrustDomain};
+
+/// What a caller presented.
+#[derive(Debug, Default)]
+pub struct Credentials<'a> {
+    /// The bearer token of the `authorization` header, without `Bearer `.
+    pub bearer: Option<&'a str>,
+    /// The client certificate chain of the TLS connection, leaf first.
+    pub peer_certificates: Option<&'a [CertificateDer<'static>]>,
+}
+
+/// Why a caller is not authenticated. The token itself never appears here.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The caller presented nothing this authenticator understands.
+    #[error("no credentials")]
+    NoCredentials,
+    /// The credentials are invalid (bad signature, expired, wrong issuer or audience, ...).
+    #[error("invalid credentials: {0}")]
+    Invalid(String),
+}
+
+/// Turns credentials into an identity.
+pub trait Authenticator: Send + Sync + 'static {
+    /// The authenticated identity, or why not.
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<SpiffeId, AuthError>;
+}
+
+/// Tries authenticators in order; the first that finds credentials it understands decides.
+#[derive(Default)]
+pub struct AnyOf(pub Vec<Box<dyn Authenticator>>);
+
+impl Authenticator for AnyOf {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<SpiffeId, AuthError> {
+        for a in &self.0 {
+            match a.authenticate(credentials) {
+                Err(AuthError::NoCredentials) => continue,
+                decided => return decided,
+            }
+        }
+        Err(AuthError::NoCredentials)
+    }
+}
+
+/// Kubernetes service-account tokens checked against a JWKS.
+pub struct JwtAuthenticator {
+    keys: Vec<(Option<String>, DecodingKey, Algorithm)>,
+    issuer: String,
+    audience: String,
+    trust_domain: TrustDomain,
+}
+
+impl std::fmt::Debug for JwtAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuthenticator")
+            .field("keys", &self.keys.len())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+/// Istio's audience for tokens sent to the CA.
+pub const ISTIO_CA_AUDIENCE: &str = "istio-ca";
+
+impl JwtAuthenticator {
+    /// From a JWKS document (`{"keys": [...]}`), the issuer (`iss`) tokens must carry, and the
+    /// trust domain of the identities. The audience is `istio-ca`.
+    pub fn from_jwks(
+        jwks_json: &str,
+        issuer: impl Into<String>,
+        trust_domain: TrustDomain,
+    ) -> Result<JwtAuthenticator, AuthError> {
+        let set: JwkSet = serde_json::from_str(jwks_json)
+            .map_err(|e| AuthError::Invalid(format!("JWKS does not parse: {e}")))?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| AuthError::Invalid(format!("unusable JWK: {e}")))?;
+            let alg = match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                _ => continue,
+            };
+            keys.push((jwk.common.key_id.clone(), key, alg));
+        }
+        if keys.is_empty() {
+            return Err(AuthError::Invalid("JWKS has no RSA or EC key".into()));
+        }
+        Ok(JwtAuthenticator {
+            keys,
+            issuer: issuer.into(),
+            audience: ISTIO_CA_AUDIENCE.into(),
+            trust_domain,
+        })
+    }
+
+    /// Overrides the required audience.
+    #[must_use]
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = audience.into();
+        self
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(rename = "kubernetes.io", default)]
+    kubernetes: Option<KubernetesClaims>,
+}
+
+#[derive(serde::Deserialize)]
+struct KubernetesClaims {
+    namespace: Option<String>,
+    serviceaccount: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+impl Authenticator for JwtAuthenticator {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<SpiffeId, AuthError> {
+        let Some(token) = credentials.bearer else {
+            return Err(AuthError::NoCredentials);
+        };
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("token: {e}")))?;
+        let mut last = AuthError::Invalid("no key matches the token".into());
+        for (kid, key, alg) in &self.keys {
+            if header.kid.is_some() && kid.is_some() && &header.kid != kid {
+                continue;
+            }
+            if header.alg != *alg {
+                continue;
+            }
+            let mut v = Validation::new(*alg);
+            v.set_issuer(&[&self.issuer]);
+            v.set_audience(&[&self.audience]);
+            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            match jsonwebtoken::decode::<Claims>(token, key, &v) {
+                Ok(data) => return self.identity(&data.claims),
+                Err(e) => last = AuthError::Invalid(format!("token: {e}")),
+            }
+        }
+        Err(last)
+    }
+}
+
+impl JwtAuthenticator {
+    fn identity(&self, claims: &Claims) -> Result<SpiffeId, AuthError> {
+        let rest = claims
+            .sub
+            .strip_prefix("system:serviceaccount:")
+            .ok_or_else(|| AuthError::Invalid("subject is not a service account".into()))?;
+        let (ns, sa) = rest
+            .split_once(':')
+            .ok_or_else(|| AuthError::Invalid("subject is not NAMESPACE:NAME".into()))?;
+        if let Some(k) = &claims.kubernetes {
+            let sa_claim = k
+                .serviceaccount
+                .as_ref()
+                .and_then(|m| m.get("name"))
+                .and_then(|v| v.as_str());
+            if k.namespace.as_deref().is_some_and(|n| n != ns) || sa_claim.is_some_and(|n| n != sa)
+            {
+                return Err(AuthError::Invalid(
+                    "kubernetes.io claims disagree with the subject".into(),
+                ));
+            }
+        }
+        SpiffeId::istio(self.trust_domain.clone(), ns, sa)
+            .map_err(|e| AuthError::Invalid(format!("subject: {e}")))
+    }
+}
+
+/// Renewal over mTLS: a client certificate that is a valid SVID from trusted roots.
+#[derive(Debug)]
+pub struct SvidAuthenticator {
+    roots: Vec<CertificateDer<'static>>,
+    trust_domain: TrustDomain,
+}
+
+impl SvidAuthenticator {
+    /// Trusting `roots` (DER) for identities in `trust_domain`.
+    pub fn new(roots: Vec<CertificateDer<'static>>, trust_domain: TrustDomain) -> Self {
+        SvidAuthenticator {
+            roots,
+            trust_domain,
+        }
+    }
+}
+
+impl Authenticator for SvidAuthenticator {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<SpiffeId, AuthError> {
+        let Some(chain) = credentials.peer_certificates.filter(|c| !c.is_empty()) else {
+            return Err(AuthError::NoCredentials);
+        };
+        crate::svid::verify(
+            chain,
+            &self.roots,
+            UnixTime::now(),
+            true,
+            Some(&self.trust_domain),
+        )
+        .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+}

@@ -1,0 +1,322 @@
+//! Istio's CA API over real gRPC (tonic client and server on loopback): service-account JWTs
+//! checked against a JWKS, the certificate carrying exactly the authenticated identity, and the
+//! refusals with their status codes; renewal with an SVID.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use mesh_identity::ca::api::{
+    CREATE_CERTIFICATE, CaService, IstioCertificateRequest, IstioCertificateResponse,
+};
+use mesh_identity::ca::auth::{Authenticator, Credentials, JwtAuthenticator, SvidAuthenticator};
+use mesh_identity::ca::{CaConfig, CertificateAuthority};
+use mesh_identity::spiffe::{SpiffeId, TrustDomain};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+fn td() -> TrustDomain {
+    TrustDomain::new("cluster.local").unwrap()
+}
+
+/// A signing key and its JWKS.
+struct Keys {
+    pem: String,
+    jwks: String,
+}
+
+fn keys(kid: &str) -> Keys {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let raw = key.public_key_raw();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+    }]})
+    .to_string();
+    Keys {
+        pem: key.serialize_pem(),
+        jwks,
+    }
+}
+
+fn token(keys: &Keys, kid: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = serde_json::json!({
+        "iss": ISSUER,
+        "aud": ["istio-ca"],
+        "sub": "system:serviceaccount:shop:web",
+        "exp": now + 600,
+        "iat": now,
+        "kubernetes.io": {"namespace": "shop", "serviceaccount": {"name": "web", "uid": "1"}},
+    });
+    edit(&mut claims);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(keys.pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn csr() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
+struct Server {
+    addr: std::net::SocketAddr,
+    ca: Arc<CertificateAuthority>,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn serve(jwks: &str, tag: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("mesh-ca-api-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = CaConfig::new(td()).with_max_ttl(Duration::from_secs(48 * 3600));
+    let ca = Arc::new(CertificateAuthority::self_signed(&dir, config).unwrap());
+    let auth = JwtAuthenticator::from_jwks(jwks, ISSUER, td()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = CaService::new(ca.clone(), auth);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    Server {
+        addr,
+        ca,
+        _dir: TempDir(dir),
+    }
+}
+
+async fn call(
+    addr: std::net::SocketAddr,
+    bearer: Option<&str>,
+    req: IstioCertificateRequest,
+) -> Result<IstioCertificateResponse, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(req);
+    if let Some(t) = bearer {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let codec =
+        tonic_prost::ProstCodec::<IstioCertificateRequest, IstioCertificateResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(CREATE_CERTIFICATE);
+    grpc.unary(request, path, codec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn request(csr: &str, ttl: i64) -> IstioCertificateRequest {
+    IstioCertificateRequest {
+        csr: csr.to_string(),
+        validity_duration: ttl,
+        metadata: None,
+    }
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn a_service_account_token_gets_a_certificate_for_exactly_its_identity() {
+    let k = keys("k1");
+    let s = serve(&k.jwks, "ok").await;
+    let resp = call(
+        s.addr,
+        Some(&token(&k, "k1", |_| {})),
+        request(&csr(), 3600),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.cert_chain.len(), 2, "leaf and root");
+    assert_eq!(resp.cert_chain[1].trim(), s.ca.roots()[0].trim());
+    let roots: Vec<_> = s.ca.roots().iter().map(|p| der(p)).collect();
+    let id = mesh_identity::svid::verify(
+        &[der(&resp.cert_chain[0])],
+        &roots,
+        rustls_pki_types::UnixTime::now(),
+        true,
+        Some(&td()),
+    )
+    .unwrap();
+    assert_eq!(id, SpiffeId::istio(td(), "shop", "web").unwrap());
+}
+
+#[tokio::test]
+async fn refusals_carry_the_right_status_and_never_the_token() {
+    let k = keys("k1");
+    let stranger = keys("k1");
+    let s = serve(&k.jwks, "refusals").await;
+    let good = token(&k, "k1", |_| {});
+    let cases: Vec<(&str, Option<String>, IstioCertificateRequest, tonic::Code)> = vec![
+        (
+            "no token",
+            None,
+            request(&csr(), 0),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "signed by another key",
+            Some(token(&stranger, "k1", |_| {})),
+            request(&csr(), 0),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "another audience",
+            Some(token(&k, "k1", |c| {
+                c["aud"] = serde_json::json!(["kubernetes"])
+            })),
+            request(&csr(), 0),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "another issuer",
+            Some(token(&k, "k1", |c| {
+                c["iss"] = "https://evil.example".into()
+            })),
+            request(&csr(), 0),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "expired",
+            Some(token(&k, "k1", |c| c["exp"] = 1_000_000.into())),
+            request(&csr(), 0),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "not a service account",
+            Some(token(&k, "k1", |c| c["sub"] = "alice".into())),
+            request(&csr(), 0),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "claims disagree with the subject",
+            Some(token(&k, "k1", |c| {
+                c["kubernetes.io"]["namespace"] = "other".into()
+            })),
+            request(&csr(), 0),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "TTL above the maximum",
+            Some(good.clone()),
+            request(&csr(), 49 * 3600),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "malformed CSR",
+            Some(good.clone()),
+            request(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                0,
+            ),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "impersonation",
+            Some(good.clone()),
+            IstioCertificateRequest {
+                metadata: Some(prost_types_struct(
+                    "spiffe://cluster.local/ns/kube-system/sa/admin",
+                )),
+                ..request(&csr(), 0)
+            },
+            tonic::Code::PermissionDenied,
+        ),
+    ];
+    for (what, bearer, req, code) in cases {
+        let err = call(s.addr, bearer.as_deref(), req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{what}: {err:?}");
+        assert!(!err.message().is_empty(), "{what}: a reason");
+        if let Some(t) = &bearer {
+            assert!(!err.message().contains(t.as_str()), "{what}: token leaked");
+        }
+    }
+    // The good token still works.
+    assert!(call(s.addr, Some(&good), request(&csr(), 0)).await.is_ok());
+}
+
+fn prost_types_struct(identity: &str) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: [(
+            "ImpersonatedIdentity".to_string(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::StringValue(identity.into())),
+            },
+        )]
+        .into(),
+    }
+}
+
+#[tokio::test]
+async fn renewal_with_a_valid_svid_from_this_ca() {
+    let k = keys("k1");
+    let s = serve(&k.jwks, "renew").await;
+    let issued =
+        s.ca.sign_csr(&csr(), &SpiffeId::istio(td(), "shop", "web").unwrap(), None)
+            .unwrap();
+    let roots: Vec<_> = s.ca.roots().iter().map(|p| der(p)).collect();
+    let auth = SvidAuthenticator::new(roots, td());
+    let chain = vec![der(&issued.chain[0])];
+    let id = auth
+        .authenticate(&Credentials {
+            bearer: None,
+            peer_certificates: Some(&chain),
+        })
+        .unwrap();
+    assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/web");
+    // A certificate from another CA is refused; no certificate is not this authenticator's.
+    let other_dir = std::env::temp_dir().join(format!("mesh-ca-api-other-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&other_dir);
+    let other = CertificateAuthority::self_signed(&other_dir, CaConfig::new(td())).unwrap();
+    let foreign = vec![der(&other
+        .sign_csr(&csr(), &SpiffeId::istio(td(), "shop", "web").unwrap(), None)
+        .unwrap()
+        .chain[0])];
+    assert!(matches!(
+        auth.authenticate(&Credentials {
+            bearer: None,
+            peer_certificates: Some(&foreign)
+        }),
+        Err(mesh_identity::ca::auth::AuthError::Invalid(_))
+    ));
+    assert!(matches!(
+        auth.authenticate(&Credentials::default()),
+        Err(mesh_identity::ca::auth::AuthError::NoCredentials)
+    ));
+    std::fs::remove_dir_all(&other_dir).unwrap();
+}
