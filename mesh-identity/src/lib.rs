@@ -30,6 +30,10 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "server")]
+pub mod agent;
 pub mod ca;
+#[cfg(feature = "server")]
+pub mod sds;
 pub mod spiffe;
 pub mod svid;

@@ -5,9 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine;
 use mesh_identity::ca::api::{
     CREATE_CERTIFICATE, CaService, IstioCertificateRequest, IstioCertificateResponse,
 };
@@ -16,65 +15,12 @@ use mesh_identity::ca::{CaConfig, CertificateAuthority};
 use mesh_identity::spiffe::{SpiffeId, TrustDomain};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use support::{ISSUER, Issuer, TempDir, csr};
 
-const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+mod support;
 
 fn td() -> TrustDomain {
     TrustDomain::new("cluster.local").unwrap()
-}
-
-/// A signing key and its JWKS.
-struct Keys {
-    pem: String,
-    jwks: String,
-}
-
-fn keys(kid: &str) -> Keys {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let raw = key.public_key_raw();
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let jwks = serde_json::json!({"keys": [{
-        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
-        "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
-    }]})
-    .to_string();
-    Keys {
-        pem: key.serialize_pem(),
-        jwks,
-    }
-}
-
-fn token(keys: &Keys, kid: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut claims = serde_json::json!({
-        "iss": ISSUER,
-        "aud": ["istio-ca"],
-        "sub": "system:serviceaccount:shop:web",
-        "exp": now + 600,
-        "iat": now,
-        "kubernetes.io": {"namespace": "shop", "serviceaccount": {"name": "web", "uid": "1"}},
-    });
-    edit(&mut claims);
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(kid.to_string());
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ec_pem(keys.pem.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
-
-fn csr() -> String {
-    let key = rcgen::KeyPair::generate().unwrap();
-    rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap()
 }
 
 struct Server {
@@ -83,18 +29,10 @@ struct Server {
     _dir: TempDir,
 }
 
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn serve(jwks: &str, tag: &str) -> Server {
-    let dir = std::env::temp_dir().join(format!("mesh-ca-api-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = TempDir::new(&format!("ca-api-{tag}"));
     let config = CaConfig::new(td()).with_max_ttl(Duration::from_secs(48 * 3600));
-    let ca = Arc::new(CertificateAuthority::self_signed(&dir, config).unwrap());
+    let ca = Arc::new(CertificateAuthority::self_signed(&dir.0, config).unwrap());
     let auth = JwtAuthenticator::from_jwks(jwks, ISSUER, td()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -109,7 +47,7 @@ async fn serve(jwks: &str, tag: &str) -> Server {
     Server {
         addr,
         ca,
-        _dir: TempDir(dir),
+        _dir: dir,
     }
 }
 
@@ -153,11 +91,11 @@ fn der(pem: &str) -> CertificateDer<'static> {
 
 #[tokio::test]
 async fn a_service_account_token_gets_a_certificate_for_exactly_its_identity() {
-    let k = keys("k1");
+    let k = Issuer::new("k1");
     let s = serve(&k.jwks, "ok").await;
     let resp = call(
         s.addr,
-        Some(&token(&k, "k1", |_| {})),
+        Some(&k.token("shop", "web", |_| {})),
         request(&csr(), 3600),
     )
     .await
@@ -178,10 +116,10 @@ async fn a_service_account_token_gets_a_certificate_for_exactly_its_identity() {
 
 #[tokio::test]
 async fn refusals_carry_the_right_status_and_never_the_token() {
-    let k = keys("k1");
-    let stranger = keys("k1");
+    let k = Issuer::new("k1");
+    let stranger = Issuer::new("k1");
     let s = serve(&k.jwks, "refusals").await;
-    let good = token(&k, "k1", |_| {});
+    let good = k.token("shop", "web", |_| {});
     let cases: Vec<(&str, Option<String>, IstioCertificateRequest, tonic::Code)> = vec![
         (
             "no token",
@@ -191,13 +129,13 @@ async fn refusals_carry_the_right_status_and_never_the_token() {
         ),
         (
             "signed by another key",
-            Some(token(&stranger, "k1", |_| {})),
+            Some(stranger.token("shop", "web", |_| {})),
             request(&csr(), 0),
             tonic::Code::Unauthenticated,
         ),
         (
             "another audience",
-            Some(token(&k, "k1", |c| {
+            Some(k.token("shop", "web", |c| {
                 c["aud"] = serde_json::json!(["kubernetes"])
             })),
             request(&csr(), 0),
@@ -205,27 +143,25 @@ async fn refusals_carry_the_right_status_and_never_the_token() {
         ),
         (
             "another issuer",
-            Some(token(&k, "k1", |c| {
-                c["iss"] = "https://evil.example".into()
-            })),
+            Some(k.token("shop", "web", |c| c["iss"] = "https://evil.example".into())),
             request(&csr(), 0),
             tonic::Code::Unauthenticated,
         ),
         (
             "expired",
-            Some(token(&k, "k1", |c| c["exp"] = 1_000_000.into())),
+            Some(k.token("shop", "web", |c| c["exp"] = 1_000_000.into())),
             request(&csr(), 0),
             tonic::Code::Unauthenticated,
         ),
         (
             "not a service account",
-            Some(token(&k, "k1", |c| c["sub"] = "alice".into())),
+            Some(k.token("shop", "web", |c| c["sub"] = "alice".into())),
             request(&csr(), 0),
             tonic::Code::Unauthenticated,
         ),
         (
             "claims disagree with the subject",
-            Some(token(&k, "k1", |c| {
+            Some(k.token("shop", "web", |c| {
                 c["kubernetes.io"]["namespace"] = "other".into()
             })),
             request(&csr(), 0),
@@ -284,7 +220,7 @@ fn prost_types_struct(identity: &str) -> prost_types::Struct {
 
 #[tokio::test]
 async fn renewal_with_a_valid_svid_from_this_ca() {
-    let k = keys("k1");
+    let k = Issuer::new("k1");
     let s = serve(&k.jwks, "renew").await;
     let issued =
         s.ca.sign_csr(&csr(), &SpiffeId::istio(td(), "shop", "web").unwrap(), None)

@@ -47,9 +47,6 @@ impl Envoy {
     /// Starts Envoy with an ADS bootstrap pointing at `xds`, with `node` (YAML flow map of the
     /// node fields) and waits until its admin endpoint answers.
     pub(crate) async fn start(xds: SocketAddr, api: Api, node_yaml: &str) -> Envoy {
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("mesh-envoy-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let api_type = match api {
             Api::Sotw => "GRPC",
             Api::Delta => "DELTA_GRPC",
@@ -82,6 +79,15 @@ admin:
             ip = xds.ip(),
             port = xds.port()
         );
+        Envoy::start_with_bootstrap(&bootstrap).await
+    }
+
+    /// Starts Envoy with a bootstrap of the caller's (its admin block must leave the address
+    /// to Envoy: `127.0.0.1`, port 0), and waits until its admin endpoint answers.
+    pub(crate) async fn start_with_bootstrap(bootstrap: &str) -> Envoy {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("mesh-envoy-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("bootstrap.yaml");
         std::fs::write(&cfg, bootstrap).unwrap();
         let admin_file = dir.join("admin.txt");

@@ -5,10 +5,13 @@
 
 pub(crate) mod envoy;
 pub(crate) mod upstream;
+mod wait;
+
+#[allow(unused_imports)]
+pub(crate) use wait::{eventually, free_port};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use mesh_model::{ConfigStore, MeshConfig, parse_str};
@@ -178,32 +181,4 @@ pub(crate) async fn serve_at(cp: Arc<ControlPlane>, addr: SocketAddr) -> Served 
         stop: Some(stop),
         thread: Some(thread),
     }
-}
-
-/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
-pub(crate) async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released; the tests bind it right after).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

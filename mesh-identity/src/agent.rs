@@ -1,0 +1,247 @@
+//! The node agent's certificate side: for one workload identity, generate the key locally, send
+//! a CSR to the CA with the workload's token, keep the result, and renew before expiry (at half
+//! of the lifetime by default), retrying with backoff while the CA is unreachable and keeping the
+//! current certificate meanwhile. Certificates are published on a `watch` channel, which the SDS
+//! server and rustls configs read.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::ca::api::{CREATE_CERTIFICATE, IstioCertificateRequest, IstioCertificateResponse};
+
+/// A workload's certificate and key, and the roots it trusts.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WorkloadCert {
+    /// PEM certificates, leaf first (the CA's chain without its root).
+    pub chain: Vec<String>,
+    /// PEM PKCS#8 private key.
+    pub key: String,
+    /// PEM trusted roots.
+    pub roots: Vec<String>,
+    /// When the leaf stops being valid.
+    pub not_after: SystemTime,
+    /// When it was issued (for the renewal point).
+    pub issued_at: SystemTime,
+}
+
+impl std::fmt::Debug for WorkloadCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("WorkloadCert")
+            .field("chain", &self.chain.len())
+            .field("roots", &self.roots.len())
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a certificate could not be fetched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The token file could not be read.
+    #[error("reading token {path}: {source}")]
+    Token {
+        /// The file.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Key or CSR generation failed.
+    #[error("key generation: {0}")]
+    Key(#[from] rcgen::Error),
+    /// The CA could not be reached.
+    #[error("CA at {addr} unreachable: {reason}")]
+    Unreachable {
+        /// Its address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The CA refused the request.
+    #[error("CA refused: {0}")]
+    Refused(tonic::Status),
+    /// The CA's answer is not a usable chain.
+    #[error("bad CA response: {0}")]
+    BadResponse(String),
+}
+
+/// Settings of an agent.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AgentConfig {
+    /// The CA's gRPC address (`http://host:port`).
+    pub ca_addr: String,
+    /// A file holding the workload's service-account token, read at every request (Kubernetes
+    /// rotates it in place).
+    pub token: Option<PathBuf>,
+    /// Requested lifetime; `None` takes the CA's default.
+    pub ttl: Option<Duration>,
+    /// Fraction of the lifetime after which the certificate is renewed.
+    pub renew_at: f64,
+    /// First retry delay while the CA fails; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+}
+
+impl AgentConfig {
+    /// An agent for the CA at `ca_addr`, authenticating with the token in `token`.
+    pub fn new(ca_addr: impl Into<String>, token: Option<PathBuf>) -> AgentConfig {
+        AgentConfig {
+            ca_addr: ca_addr.into(),
+            token,
+            ttl: None,
+            renew_at: 0.5,
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+
+    /// Asks for this lifetime.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> AgentConfig {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// Fetches one certificate: a fresh ECDSA P-256 key, a CSR, one call to the CA.
+pub async fn fetch(config: &AgentConfig) -> Result<WorkloadCert, AgentError> {
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)?
+        .pem()?;
+    let token = match &config.token {
+        Some(path) => Some(
+            tokio::fs::read_to_string(path)
+                .await
+                .map_err(|source| AgentError::Token {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let unreachable = |e: &dyn std::fmt::Display| AgentError::Unreachable {
+        addr: config.ca_addr.clone(),
+        reason: e.to_string(),
+    };
+    let channel = tonic::transport::Endpoint::from_shared(config.ca_addr.clone())
+        .map_err(|e| unreachable(&e))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| unreachable(&e))?;
+    let mut request = tonic::Request::new(IstioCertificateRequest {
+        csr,
+        validity_duration: config
+            .ttl
+            .map_or(0, |t| i64::try_from(t.as_secs()).unwrap_or(i64::MAX)),
+        metadata: None,
+    });
+    if let Some(t) = token {
+        let value = format!("Bearer {t}")
+            .parse()
+            .map_err(|_| AgentError::BadResponse("token is not a valid header value".into()))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let codec =
+        tonic_prost::ProstCodec::<IstioCertificateRequest, IstioCertificateResponse>::default();
+    let issued_at = SystemTime::now();
+    let resp = grpc
+        .unary(
+            request,
+            tonic::codegen::http::uri::PathAndQuery::from_static(CREATE_CERTIFICATE),
+            codec,
+        )
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+                unreachable(&s)
+            }
+            _ => AgentError::Refused(s),
+        })?
+        .into_inner();
+    let mut chain = resp.cert_chain;
+    if chain.len() < 2 {
+        return Err(AgentError::BadResponse(format!(
+            "expected a leaf and a root, got {} certificates",
+            chain.len()
+        )));
+    }
+    let root = chain.pop().unwrap_or_default();
+    let not_after = leaf_not_after(&chain[0])?;
+    Ok(WorkloadCert {
+        chain,
+        key: key.serialize_pem(),
+        roots: vec![root],
+        not_after,
+        issued_at,
+    })
+}
+
+fn leaf_not_after(pem: &str) -> Result<SystemTime, AgentError> {
+    use rustls_pki_types::pem::PemObject;
+    use x509_parser::prelude::FromDer;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| AgentError::BadResponse(e.to_string()))?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
+        .map_err(|e| AgentError::BadResponse(e.to_string()))?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// When to renew a certificate.
+fn renew_point(cert: &WorkloadCert, fraction: f64) -> SystemTime {
+    let life = cert
+        .not_after
+        .duration_since(cert.issued_at)
+        .unwrap_or_default();
+    cert.issued_at + life.mul_f64(fraction.clamp(0.05, 0.95))
+}
+
+/// Keeps a workload's certificate fresh: fetches one, then renews at the configured fraction of
+/// its lifetime, retrying with backoff on failure and keeping the current certificate. Stops
+/// when every receiver is gone.
+pub fn spawn(config: AgentConfig) -> watch::Receiver<Option<Arc<WorkloadCert>>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut backoff = config.min_backoff;
+        loop {
+            match fetch(&config).await {
+                Ok(cert) => {
+                    backoff = config.min_backoff;
+                    let at = renew_point(&cert, config.renew_at);
+                    tracing::info!(not_after = ?cert.not_after, "certificate issued");
+                    if tx.send(Some(Arc::new(cert))).is_err() {
+                        return;
+                    }
+                    let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = tx.closed() => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("certificate request failed, retrying in {backoff:?}: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tx.closed() => return,
+                    }
+                    backoff = (backoff * 2).min(config.max_backoff);
+                }
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,193 @@
+//! An Envoy SDS server (`SecretDiscoveryService`, state of the world) serving Istio's two
+//! secrets from the agent's certificate: `default` (the workload's certificate chain and key)
+//! and `ROOTCA` (the trust bundle). Every rotation is pushed to every stream at once.
+
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, Secret, TlsCertificate, secret,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::agent::WorkloadCert;
+
+/// Istio's name of the workload certificate secret.
+pub const DEFAULT: &str = "default";
+/// Istio's name of the trust bundle secret.
+pub const ROOTCA: &str = "ROOTCA";
+const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+type Certs = watch::Receiver<Option<Arc<WorkloadCert>>>;
+
+/// The SDS service over the agent's certificate channel.
+#[derive(Clone, Debug)]
+pub struct SdsServer {
+    certs: Certs,
+}
+
+impl SdsServer {
+    /// Serves what `certs` holds (see [`crate::agent::spawn`]).
+    pub fn new(certs: Certs) -> Self {
+        SdsServer { certs }
+    }
+
+    /// The tonic service.
+    pub fn into_service(self) -> SecretDiscoveryServiceServer<SdsServer> {
+        SecretDiscoveryServiceServer::new(self)
+    }
+
+    /// Serves SDS on a Unix socket at `path` (replacing a stale socket file) until the future
+    /// is dropped.
+    pub async fn serve_unix(self, path: &Path) -> std::io::Result<()> {
+        if path.exists() {
+            std::fs::remove_file(path)?;
+        }
+        let listener = tokio::net::UnixListener::bind(path)?;
+        tonic::transport::Server::builder()
+            .add_service(self.into_service())
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+            .await
+            .map_err(std::io::Error::other)
+    }
+}
+
+fn inline(bytes: String) -> Option<DataSource> {
+    Some(DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(bytes.into_bytes())),
+        ..Default::default()
+    })
+}
+
+/// The secret `name` from a certificate, if it is one of Istio's two.
+pub fn secret(name: &str, cert: &WorkloadCert) -> Option<Secret> {
+    let r#type = match name {
+        DEFAULT => secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: inline(cert.chain.concat()),
+            private_key: inline(cert.key.clone()),
+            ..Default::default()
+        }),
+        ROOTCA => secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: inline(cert.roots.concat()),
+            ..Default::default()
+        }),
+        _ => return None,
+    };
+    Some(Secret {
+        name: name.to_string(),
+        r#type: Some(r#type),
+    })
+}
+
+fn response(names: &BTreeSet<String>, cert: &WorkloadCert, nonce: u64) -> DiscoveryResponse {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&cert.chain, &cert.roots).hash(&mut h);
+    DiscoveryResponse {
+        version_info: format!("{:016x}", h.finish()),
+        resources: names
+            .iter()
+            .filter_map(|n| secret(n, cert))
+            .map(|s| Any {
+                type_url: SECRET_TYPE.into(),
+                value: s.encode_to_vec(),
+            })
+            .collect(),
+        type_url: SECRET_TYPE.into(),
+        nonce: nonce.to_string(),
+        ..Default::default()
+    }
+}
+
+async fn run_stream(
+    mut requests: Streaming<DiscoveryRequest>,
+    mut certs: Certs,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) {
+    let mut names = BTreeSet::new();
+    let mut nonce = 0u64;
+    loop {
+        let push = tokio::select! {
+            req = requests.message() => match req {
+                Ok(Some(r)) => {
+                    if let Some(err) = &r.error_detail {
+                        // A NACK: Envoy keeps its current secret; nothing to resend.
+                        tracing::warn!("SDS NACK: {}", err.message);
+                        false
+                    } else {
+                        let asked: BTreeSet<String> = r.resource_names.into_iter().collect();
+                        let initial = r.response_nonce.is_empty();
+                        let changed = asked != names;
+                        names = asked;
+                        initial || changed
+                    }
+                }
+                Ok(None) | Err(_) => return,
+            },
+            changed = certs.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                true
+            }
+        };
+        if !push {
+            continue;
+        }
+        let current = certs.borrow().clone();
+        let Some(cert) = current else {
+            // Nothing yet: Envoy waits for the first certificate.
+            continue;
+        };
+        nonce += 1;
+        if tx.send(Ok(response(&names, &cert, nonce))).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl SecretDiscoveryService for SdsServer {
+    type DeltaSecretsStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+    type StreamSecretsStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+
+    async fn delta_secrets(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        Err(Status::unimplemented(
+            "delta SDS is not served; use StreamSecrets",
+        ))
+    }
+
+    async fn stream_secrets(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(run_stream(request.into_inner(), self.certs.clone(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        let current = self.certs.borrow().clone();
+        let cert = current.ok_or_else(|| Status::unavailable("no certificate yet"))?;
+        let names = request.into_inner().resource_names.into_iter().collect();
+        Ok(Response::new(response(&names, &cert, 0)))
+    }
+}
