@@ -14,6 +14,9 @@ use mesh_identity::spiffe::{SpiffeId, TrustDomain};
 use mesh_identity::svid::{self, SvidError};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
+use support::csr;
+
+mod support;
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mesh-identity-{tag}-{}", std::process::id()));
@@ -55,15 +58,6 @@ fn openssl_csr(dir: &Path, name: &str, newkey: &[&str], addext: &[&str]) -> Stri
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::read_to_string(dir.join(csr)).unwrap()
-}
-
-fn rcgen_csr() -> String {
-    let key = rcgen::KeyPair::generate().unwrap();
-    rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap()
 }
 
 fn der(pem: &str) -> CertificateDer<'static> {
@@ -203,7 +197,7 @@ fn the_root_is_kept_private_and_reused_after_a_restart() {
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir("restart");
     let ca = CertificateAuthority::self_signed(&dir, CaConfig::new(td())).unwrap();
-    let issued = ca.sign_csr(&rcgen_csr(), &web(), None).unwrap();
+    let issued = ca.sign_csr(&csr(), &web(), None).unwrap();
     let mode = std::fs::metadata(dir.join("ca-key.pem"))
         .unwrap()
         .permissions()
@@ -316,7 +310,7 @@ fn istio_cacerts_sign_through_the_intermediate() {
     std::fs::write(dir.join("cert-chain.pem"), chain).unwrap();
 
     let ca = CertificateAuthority::from_cacerts(&dir, CaConfig::new(td())).unwrap();
-    let issued = ca.sign_csr(&rcgen_csr(), &web(), None).unwrap();
+    let issued = ca.sign_csr(&csr(), &web(), None).unwrap();
     assert_eq!(issued.chain.len(), 3, "leaf, intermediate, root");
     std::fs::write(dir.join("leaf.pem"), &issued.chain[0]).unwrap();
     std::fs::write(dir.join("inter.pem"), &issued.chain[1]).unwrap();
@@ -349,7 +343,7 @@ fn bad_csrs_and_ttls_are_refused_with_the_reason() {
     let dir = temp_dir("badcsr");
     let config = CaConfig::new(td()).with_max_ttl(Duration::from_secs(48 * 3600));
     let ca = CertificateAuthority::self_signed(&dir.join("ca"), config).unwrap();
-    let ok = rcgen_csr();
+    let ok = csr();
     let err = |csr: &str| ca.sign_csr(csr, &web(), None).unwrap_err();
     assert!(
         matches!(err("garbage"), CaError::InvalidCsr(_)),
@@ -507,7 +501,7 @@ fn svid_verification_rejects_what_spiffe_forbids() {
     assert!(matches!(check(expired), Err(SvidError::Chain(_))));
     // Signed by a root nobody trusts.
     let other = CertificateAuthority::self_signed(&dir.join("other"), CaConfig::new(td())).unwrap();
-    let stranger = other.sign_csr(&rcgen_csr(), &web(), None).unwrap();
+    let stranger = other.sign_csr(&csr(), &web(), None).unwrap();
     assert!(matches!(
         check(der(&stranger.chain[0])),
         Err(SvidError::Chain(_))
@@ -524,13 +518,13 @@ fn trust_bundles_carry_both_roots_during_a_rotation() {
     let (a, b) = (temp_dir("rot-a"), temp_dir("rot-b"));
     let old = CertificateAuthority::self_signed(&a, CaConfig::new(td())).unwrap();
     let new = CertificateAuthority::self_signed(&b, CaConfig::new(td())).unwrap();
-    let issued_old = old.sign_csr(&rcgen_csr(), &web(), None).unwrap();
+    let issued_old = old.sign_csr(&csr(), &web(), None).unwrap();
     // The new CA trusts the old root while certificates it signed are still in use.
     new.add_root(&old.roots()[0]);
     new.add_root(&old.roots()[0]);
     assert_eq!(new.roots().len(), 2);
     let bundle: Vec<_> = new.roots().iter().map(|p| der(p)).collect();
-    let issued_new = new.sign_csr(&rcgen_csr(), &web(), None).unwrap();
+    let issued_new = new.sign_csr(&csr(), &web(), None).unwrap();
     for leaf in [&issued_old.chain[0], &issued_new.chain[0]] {
         assert!(svid::verify(&[der(leaf)], &bundle, UnixTime::now(), true, Some(&td())).is_ok());
     }

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_identity::ca::api::{
-    CREATE_CERTIFICATE, CaService, IstioCertificateRequest, IstioCertificateResponse,
+    CREATE_CERTIFICATE, IstioCertificateRequest, IstioCertificateResponse,
 };
-use mesh_identity::ca::auth::{Authenticator, Credentials, JwtAuthenticator, SvidAuthenticator};
+use mesh_identity::ca::auth::{Authenticator, Credentials, SvidAuthenticator};
 use mesh_identity::ca::{CaConfig, CertificateAuthority};
 use mesh_identity::spiffe::{SpiffeId, TrustDomain};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use support::{ISSUER, Issuer, TempDir, csr};
+use support::{Issuer, TempDir, csr, serve_ca};
 
 mod support;
 
@@ -29,23 +29,12 @@ struct Server {
     _dir: TempDir,
 }
 
-async fn serve(jwks: &str, tag: &str) -> Server {
+async fn serve(issuer: &Issuer, tag: &str) -> Server {
     let dir = TempDir::new(&format!("ca-api-{tag}"));
     let config = CaConfig::new(td()).with_max_ttl(Duration::from_secs(48 * 3600));
     let ca = Arc::new(CertificateAuthority::self_signed(&dir.0, config).unwrap());
-    let auth = JwtAuthenticator::from_jwks(jwks, ISSUER, td()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = CaService::new(ca.clone(), auth);
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
     Server {
-        addr,
+        addr: serve_ca(ca.clone(), issuer).await,
         ca,
         _dir: dir,
     }
@@ -92,7 +81,7 @@ fn der(pem: &str) -> CertificateDer<'static> {
 #[tokio::test]
 async fn a_service_account_token_gets_a_certificate_for_exactly_its_identity() {
     let k = Issuer::new("k1");
-    let s = serve(&k.jwks, "ok").await;
+    let s = serve(&k, "ok").await;
     let resp = call(
         s.addr,
         Some(&k.token("shop", "web", |_| {})),
@@ -118,7 +107,7 @@ async fn a_service_account_token_gets_a_certificate_for_exactly_its_identity() {
 async fn refusals_carry_the_right_status_and_never_the_token() {
     let k = Issuer::new("k1");
     let stranger = Issuer::new("k1");
-    let s = serve(&k.jwks, "refusals").await;
+    let s = serve(&k, "refusals").await;
     let good = k.token("shop", "web", |_| {});
     let cases: Vec<(&str, Option<String>, IstioCertificateRequest, tonic::Code)> = vec![
         (
@@ -221,7 +210,7 @@ fn prost_types_struct(identity: &str) -> prost_types::Struct {
 #[tokio::test]
 async fn renewal_with_a_valid_svid_from_this_ca() {
     let k = Issuer::new("k1");
-    let s = serve(&k.jwks, "renew").await;
+    let s = serve(&k, "renew").await;
     let issued =
         s.ca.sign_csr(&csr(), &SpiffeId::istio(td(), "shop", "web").unwrap(), None)
             .unwrap();

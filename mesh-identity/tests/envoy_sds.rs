@@ -14,13 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_identity::agent::{self, AgentConfig};
-use mesh_identity::ca::api::CaService;
-use mesh_identity::ca::auth::JwtAuthenticator;
 use mesh_identity::ca::{CaConfig, CertificateAuthority};
 use mesh_identity::sds::SdsServer;
 use mesh_identity::spiffe::{SpiffeId, TrustDomain};
 use support::envoy::Envoy;
-use support::{ISSUER, Issuer, TempDir, eventually, free_port, upstream};
+use support::{Issuer, TempDir, eventually, free_port, serve_ca, upstream};
 
 fn td() -> TrustDomain {
     TrustDomain::new("cluster.local").unwrap()
@@ -130,29 +128,6 @@ static_resources:
     )
 }
 
-/// A CA on loopback that accepts tokens from `issuer`.
-async fn serve_ca(
-    dir: &Path,
-    issuer: &Issuer,
-    ttl: Duration,
-) -> (SocketAddr, Arc<CertificateAuthority>) {
-    let ca = Arc::new(
-        CertificateAuthority::self_signed(dir, CaConfig::new(td()).with_default_ttl(ttl)).unwrap(),
-    );
-    let auth = JwtAuthenticator::from_jwks(&issuer.jwks, ISSUER, td()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = CaService::new(ca.clone(), auth);
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    (addr, ca)
-}
-
 /// An agent for `ns/sa` with its token file, serving SDS on `socket`.
 fn start_agent(dir: &Path, ca: SocketAddr, issuer: &Issuer, sa: &str, socket: &Path) {
     let token = dir.join(format!("{sa}.token"));
@@ -191,7 +166,9 @@ async fn envoys_get_certificates_over_sds_and_talk_mtls_through_rotation() {
     let dir = TempDir::new("envoy-sds");
     let issuer = Issuer::new("k1");
     // Six-second certificates, renewed at half-life: several rotations within the test.
-    let (ca_addr, ca) = serve_ca(&dir.0.join("ca"), &issuer, Duration::from_secs(6)).await;
+    let config = CaConfig::new(td()).with_default_ttl(Duration::from_secs(6));
+    let ca = Arc::new(CertificateAuthority::self_signed(&dir.0.join("ca"), config).unwrap());
+    let ca_addr = serve_ca(ca.clone(), &issuer).await;
     let (client_sock, server_sock) = (dir.0.join("client.sock"), dir.0.join("server.sock"));
     start_agent(&dir.0, ca_addr, &issuer, "client", &client_sock);
     start_agent(&dir.0, ca_addr, &issuer, "server", &server_sock);

@@ -102,3 +102,24 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The CA API on loopback for `ca`, accepting tokens from `issuer` (trust domain of the CA).
+pub(crate) async fn serve_ca(
+    ca: std::sync::Arc<mesh_identity::ca::CertificateAuthority>,
+    issuer: &Issuer,
+) -> std::net::SocketAddr {
+    let td = ca.config().trust_domain.clone();
+    let auth =
+        mesh_identity::ca::auth::JwtAuthenticator::from_jwks(&issuer.jwks, ISSUER, td).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = mesh_identity::ca::api::CaService::new(ca, auth);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    addr
+}
