@@ -21,11 +21,22 @@ pub(crate) async fn eventually<T>(
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the tests bind it right after).
+/// A free TCP port on 127.0.0.1 for a listener the test configures (Envoy's, say), bound and
+/// released here. It comes from below the kernel's ephemeral range (32768 and up on Linux), so
+/// that no socket bound to port 0 in the meantime (upstream servers, client connections) can
+/// take it before the test binds it; each test process walks its own slice of ports.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SLICE: u16 = 200;
+    const SLICES: u32 = 60; // 20000..32000
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = FIRST + u16::try_from(std::process::id() % SLICES).unwrap_or(0) * SLICE;
+    for _ in 0..SLICE {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % SLICE;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {base}..{}", base + SLICE);
 }
