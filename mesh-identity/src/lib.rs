@@ -37,3 +37,5 @@ pub mod ca;
 pub mod sds;
 pub mod spiffe;
 pub mod svid;
+#[cfg(feature = "server")]
+pub mod tls;
