@@ -50,10 +50,18 @@ impl SdsServer {
         SecretDiscoveryServiceServer::new(self)
     }
 
-    /// Serves SDS on a Unix socket at `path` (replacing a stale socket file) until the future
-    /// is dropped.
+    /// Serves SDS on a Unix socket at `path` (replacing a stale socket, refusing to replace
+    /// anything else) until the future is dropped.
     pub async fn serve_unix(self, path: &Path) -> std::io::Result<()> {
-        if path.exists() {
+        // Replace a stale socket from an earlier run, but never a file that is not a socket.
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ));
+            }
             std::fs::remove_file(path)?;
         }
         let listener = tokio::net::UnixListener::bind(path)?;
