@@ -38,7 +38,18 @@ fn spawn(bin: &str, args: &[&str]) -> Killed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_serves_the_control_planes_certificates_over_sds() {
-    let dir = TempDir::new("agent-bin");
+    agent_through_control_plane(false).await;
+}
+
+/// The same with the control plane's gRPC port on TLS (a certificate from its own CA for
+/// `localhost`), the agent verifying it with the root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_talks_to_the_ca_over_tls() {
+    agent_through_control_plane(true).await;
+}
+
+async fn agent_through_control_plane(tls: bool) {
+    let dir = TempDir::new(if tls { "agent-bin-tls" } else { "agent-bin" });
     let issuer = Issuer::new("k1");
     let config = dir.0.join("config");
     std::fs::create_dir_all(&config).unwrap();
@@ -46,33 +57,81 @@ async fn the_agent_serves_the_control_planes_certificates_over_sds() {
     std::fs::write(dir.0.join("token"), issuer.token("shop", "web", |_| {})).unwrap();
     let (xds, debug) = (free_port(), free_port());
     let path = |p: &str| dir.0.join(p).display().to_string();
-    let _cp = spawn(
-        env!("CARGO_BIN_EXE_mesh-control-plane"),
-        &[
-            "--config",
-            &path("config"),
-            "--xds-addr",
-            &format!("127.0.0.1:{xds}"),
-            "--debug-addr",
-            &format!("127.0.0.1:{debug}"),
-            "--ca-dir",
-            &path("ca"),
-            "--ca-jwks",
-            &path("jwks.json"),
-        ],
-    );
+    let (xds_addr, debug_addr) = (format!("127.0.0.1:{xds}"), format!("127.0.0.1:{debug}"));
+    let (ca_dir, jwks, config_dir) = (path("ca"), path("jwks.json"), path("config"));
+    let mut cp_args = vec![
+        "--config",
+        &config_dir,
+        "--xds-addr",
+        &xds_addr,
+        "--debug-addr",
+        &debug_addr,
+        "--ca-dir",
+        &ca_dir,
+        "--ca-jwks",
+        &jwks,
+    ];
+    if tls {
+        cp_args.extend(["--tls-dns-names", "localhost"]);
+    }
+    let _cp = spawn(env!("CARGO_BIN_EXE_mesh-control-plane"), &cp_args);
     let socket = dir.0.join("sds.sock");
-    let _agent = spawn(
-        env!("CARGO_BIN_EXE_mesh-agent"),
-        &[
-            "--ca-addr",
-            &format!("http://127.0.0.1:{xds}"),
-            "--token",
-            &path("token"),
-            "--sds-socket",
-            &socket.display().to_string(),
-        ],
-    );
+    let (token, sock) = (path("token"), socket.display().to_string());
+    let ca_addr = if tls {
+        format!("https://localhost:{xds}")
+    } else {
+        format!("http://127.0.0.1:{xds}")
+    };
+    let root = path("ca/root-cert.pem");
+    let mut agent_args = vec![
+        "--ca-addr",
+        &ca_addr,
+        "--token",
+        &token,
+        "--sds-socket",
+        &sock,
+    ];
+    if tls {
+        // The root exists once the control plane has started.
+        eventually("the CA root", Duration::from_secs(20), async || {
+            std::path::Path::new(&root).exists().then_some(())
+        })
+        .await;
+        agent_args.extend(["--ca-root", &root]);
+        // Plaintext is refused on the TLS port: the call fails in the transport, before any
+        // gRPC status the CA could give (a plaintext port answers UNAUTHENTICATED here).
+        let code = match tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            Err(_) => None,
+            Ok(channel) => {
+                let mut grpc = tonic::client::Grpc::new(channel);
+                let codec = tonic_prost::ProstCodec::<
+                    mesh_identity::ca::api::IstioCertificateRequest,
+                    mesh_identity::ca::api::IstioCertificateResponse,
+                >::default();
+                match grpc.ready().await {
+                    Err(_) => None,
+                    Ok(()) => grpc
+                        .unary(
+                            tonic::Request::new(Default::default()),
+                            tonic::codegen::http::uri::PathAndQuery::from_static(
+                                mesh_identity::ca::api::CREATE_CERTIFICATE,
+                            ),
+                            codec,
+                        )
+                        .await
+                        .err()
+                        .map(|e| e.code()),
+                }
+            }
+        };
+        assert_ne!(code, Some(tonic::Code::Unauthenticated));
+        assert_ne!(code, Some(tonic::Code::Ok));
+    }
+    let _agent = spawn(env!("CARGO_BIN_EXE_mesh-agent"), &agent_args);
     let secrets = eventually("secrets over SDS", Duration::from_secs(30), async || {
         let s = socket.clone();
         let channel = tonic::transport::Endpoint::from_static("http://localhost")

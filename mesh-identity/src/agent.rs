@@ -81,6 +81,9 @@ pub struct AgentConfig {
     pub token: Option<PathBuf>,
     /// Requested lifetime; `None` takes the CA's default.
     pub ttl: Option<Duration>,
+    /// PEM root to verify the CA's TLS certificate with (`https://` addresses); the CA's name in
+    /// the address must be one of the certificate's DNS names.
+    pub ca_root: Option<String>,
     /// Fraction of the lifetime after which the certificate is renewed.
     pub renew_at: f64,
     /// First retry delay while the CA fails; doubles up to `max_backoff`.
@@ -96,6 +99,7 @@ impl AgentConfig {
             ca_addr: ca_addr.into(),
             token,
             ttl: None,
+            ca_root: None,
             renew_at: 0.5,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
@@ -133,8 +137,17 @@ pub async fn fetch(config: &AgentConfig) -> Result<WorkloadCert, AgentError> {
         addr: config.ca_addr.clone(),
         reason: e.to_string(),
     };
-    let channel = tonic::transport::Endpoint::from_shared(config.ca_addr.clone())
-        .map_err(|e| unreachable(&e))?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(config.ca_addr.clone())
+        .map_err(|e| unreachable(&e))?;
+    if let Some(root) = &config.ca_root {
+        endpoint = endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(root)),
+            )
+            .map_err(|e| unreachable(&e))?;
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
         .connect()

@@ -35,6 +35,9 @@ struct Args {
     /// Requested certificate lifetime (the CA's default, 24 h, otherwise), e.g. `1h`.
     #[arg(long, value_parser = parse_duration)]
     ttl: Option<Duration>,
+    /// The CA's root (PEM) to verify an `https://` CA address with.
+    #[arg(long)]
+    ca_root: Option<PathBuf>,
     /// Fraction of the lifetime after which the certificate is renewed.
     #[arg(long, default_value_t = 0.5)]
     renew_at: f64,
@@ -57,6 +60,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut config = AgentConfig::new(args.ca_addr.clone(), Some(args.token.clone()));
     config.renew_at = args.renew_at;
+    if let Some(root) = &args.ca_root {
+        config.ca_root = Some(
+            std::fs::read_to_string(root).with_context(|| format!("reading {}", root.display()))?,
+        );
+    }
     if let Some(ttl) = args.ttl {
         config = config.with_ttl(ttl);
     }

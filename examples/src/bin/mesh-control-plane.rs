@@ -63,18 +63,26 @@ struct Args {
     /// The issuer (`iss`) service-account tokens must carry.
     #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
     ca_issuer: String,
+    /// Serve the gRPC port (xDS and CA) over TLS with a certificate from the CA for these DNS
+    /// names (comma-separated); clients verify it with the CA's root. Plaintext otherwise.
+    #[arg(long, value_delimiter = ',', requires = "ca_dir")]
+    tls_dns_names: Vec<String>,
 }
 
-/// The CA service from the `--ca-*` flags, if asked for.
+/// The CA service from the `--ca-*` flags, if asked for, and the TLS config of the gRPC port
+/// if `--tls-dns-names` is given.
 fn ca_service(
     args: &Args,
     trust_domain: &str,
-) -> anyhow::Result<Option<mesh_identity::ca::api::CaService>> {
+) -> anyhow::Result<(
+    Option<mesh_identity::ca::api::CaService>,
+    Option<tonic::transport::ServerTlsConfig>,
+)> {
     use mesh_identity::ca::auth::{AnyOf, Authenticator, JwtAuthenticator, SvidAuthenticator};
     use mesh_identity::ca::{CaConfig, CertificateAuthority};
     use rustls_pki_types::pem::PemObject;
     let Some(dir) = &args.ca_dir else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let td = mesh_identity::spiffe::TrustDomain::new(trust_domain)
         .with_context(|| format!("trust domain {trust_domain:?}"))?;
@@ -99,12 +107,38 @@ fn ca_service(
                 .with_context(|| format!("{}", jwks.display()))?,
         ));
     }
-    auth.push(Box::new(SvidAuthenticator::new(roots, td)));
+    auth.push(Box::new(SvidAuthenticator::new(roots, td.clone())));
+    let tls = if args.tls_dns_names.is_empty() {
+        None
+    } else {
+        // The control plane's own identity, as istiod's.
+        let id = mesh_identity::spiffe::SpiffeId::istio(td, "istio-system", "istiod")
+            .context("control plane identity")?;
+        let (issued, key) = ca
+            .issue_serving(&args.tls_dns_names, &id, ca.config().max_ttl)
+            .context("serving certificate")?;
+        let root = ca.roots().concat();
+        tracing::info!("gRPC over TLS for {}", args.tls_dns_names.join(", "));
+        Some(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(
+                    issued.chain.concat(),
+                    key,
+                ))
+                // Client certificates are optional: SVID renewals present one, token holders
+                // and proxies need not.
+                .client_ca_root(tonic::transport::Certificate::from_pem(root))
+                .client_auth_optional(true),
+        )
+    };
     tracing::info!("CA for {trust_domain} from {}", dir.display());
-    Ok(Some(mesh_identity::ca::api::CaService::new(
-        std::sync::Arc::new(ca),
-        AnyOf(auth),
-    )))
+    Ok((
+        Some(mesh_identity::ca::api::CaService::new(
+            std::sync::Arc::new(ca),
+            AnyOf(auth),
+        )),
+        tls,
+    ))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -275,7 +309,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => MeshConfig::default(),
     };
-    let ca = ca_service(&args, &mesh.trust_domain)?;
+    let (ca, tls) = ca_service(&args, &mesh.trust_domain)?;
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(ConfigStore::new());
     load(&args.config, &store, &metrics);
@@ -454,7 +488,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.xds_addr))?;
     tracing::info!("ADS on {}", xds.local_addr()?);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("TLS on the gRPC port")?;
+    }
+    builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(server.into_service())
         .add_optional_service(ca)

@@ -142,10 +142,14 @@ impl tonic::server::UnaryService<IstioCertificateRequest> for Unary {
                         .or_else(|| v.strip_prefix("bearer "))
                 })
                 .map(str::to_string);
-            let peers = request
-                .extensions()
-                .get::<PeerCertificates>()
-                .map(|p| p.0.clone());
+            // The client certificates of a TLS connection: tonic's own TLS, or a server that
+            // terminates TLS itself and passes them in the extensions.
+            let peers = request.peer_certs().or_else(|| {
+                request
+                    .extensions()
+                    .get::<PeerCertificates>()
+                    .map(|p| p.0.clone())
+            });
             let credentials = Credentials {
                 bearer: bearer.as_deref(),
                 peer_certificates: peers.as_deref().map(Vec::as_slice),

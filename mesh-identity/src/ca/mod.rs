@@ -245,6 +245,31 @@ impl CertificateAuthority {
         identity: &SpiffeId,
         ttl: Option<Duration>,
     ) -> Result<IssuedChain, CaError> {
+        let ttl = ttl.unwrap_or(self.config.default_ttl);
+        self.check_request(identity, Some(ttl))?;
+        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+            .map_err(|e| CaError::InvalidCsr(format!("not a PEM certificate request: {e}")))?;
+        check_key_type(&der)?;
+        let mut csr = CertificateSigningRequestParams::from_der(&der).map_err(|e| match e {
+            rcgen::Error::InvalidCertificationRequestSignature => {
+                CaError::InvalidCsr("signature does not verify (no proof of possession)".into())
+            }
+            other => CaError::InvalidCsr(other.to_string()),
+        })?;
+        if matches!(csr.params.is_ca, IsCa::Ca(_)) {
+            return Err(CaError::CaRequested);
+        }
+        let (params, not_after) = self.leaf_params(vec![uri_san(identity)?], ttl)?;
+        csr.params = params;
+        let leaf = csr.signed_by(&self.signer.issuer)?;
+        Ok(IssuedChain {
+            chain: self.chain_for(leaf.pem()),
+            not_after,
+        })
+    }
+
+    /// The identity must be in the CA's trust domain and the TTL within the maximum.
+    fn check_request(&self, identity: &SpiffeId, ttl: Option<Duration>) -> Result<(), CaError> {
         if identity.trust_domain() != &self.config.trust_domain {
             return Err(CaError::ForeignIdentity {
                 id: identity.to_string(),
@@ -258,27 +283,22 @@ impl CertificateAuthority {
                 max: self.config.max_ttl,
             });
         }
-        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
-            .map_err(|e| CaError::InvalidCsr(format!("not a PEM certificate request: {e}")))?;
-        check_key_type(&der)?;
-        let mut csr = CertificateSigningRequestParams::from_der(&der).map_err(|e| match e {
-            rcgen::Error::InvalidCertificationRequestSignature => {
-                CaError::InvalidCsr("signature does not verify (no proof of possession)".into())
-            }
-            other => CaError::InvalidCsr(other.to_string()),
-        })?;
-        if matches!(csr.params.is_ca, IsCa::Ca(_)) {
-            return Err(CaError::CaRequested);
-        }
+        Ok(())
+    }
+
+    /// Istio's leaf: empty subject, these SANs, not a CA, digital signature and key
+    /// encipherment, server and client auth, backdated, a random serial.
+    fn leaf_params(
+        &self,
+        sans: Vec<SanType>,
+        ttl: Duration,
+    ) -> Result<(CertificateParams, SystemTime), CaError> {
         let now = SystemTime::now();
         let not_before = now.checked_sub(self.config.backdate).unwrap_or(now);
         let not_after = now + ttl;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names =
-            vec![SanType::URI(identity.to_string().try_into().map_err(
-                |e: rcgen::Error| CaError::InvalidCsr(e.to_string()),
-            )?)];
+        params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -292,9 +312,12 @@ impl CertificateAuthority {
         params.not_after = not_after.into();
         params.serial_number = Some(random_serial()?);
         params.use_authority_key_identifier_extension = true;
-        csr.params = params;
-        let leaf = csr.signed_by(&self.signer.issuer)?;
-        let mut chain = vec![leaf.pem()];
+        Ok((params, not_after))
+    }
+
+    /// The leaf, the signer's chain, and the root last.
+    fn chain_for(&self, leaf_pem: String) -> Vec<String> {
+        let mut chain = vec![leaf_pem];
         chain.extend(self.signer.chain.iter().cloned());
         let root = self.roots().into_iter().next();
         if let Some(root) = root
@@ -302,7 +325,43 @@ impl CertificateAuthority {
         {
             chain.push(root);
         }
-        Ok(IssuedChain { chain, not_after })
+        chain
+    }
+}
+
+fn uri_san(id: &SpiffeId) -> Result<SanType, CaError> {
+    Ok(SanType::URI(id.to_string().try_into().map_err(
+        |e: rcgen::Error| CaError::InvalidCsr(e.to_string()),
+    )?))
+}
+
+impl CertificateAuthority {
+    /// Issues a serving certificate with a fresh ECDSA P-256 key for the CA's own servers (the
+    /// control plane's gRPC port): DNS SANs `dns_names` and the URI SAN `id`, server and client
+    /// auth. Returns the chain (leaf first, root last) and the PEM PKCS#8 key.
+    pub fn issue_serving(
+        &self,
+        dns_names: &[String],
+        id: &SpiffeId,
+        ttl: Duration,
+    ) -> Result<(IssuedChain, String), CaError> {
+        self.check_request(id, Some(ttl))?;
+        let key = KeyPair::generate()?;
+        let mut sans = vec![uri_san(id)?];
+        for name in dns_names {
+            sans.push(SanType::DnsName(
+                name.clone()
+                    .try_into()
+                    .map_err(|e: rcgen::Error| CaError::InvalidCsr(e.to_string()))?,
+            ));
+        }
+        let (params, not_after) = self.leaf_params(sans, ttl)?;
+        let leaf = params.signed_by(&key, &self.signer.issuer)?;
+        let issued = IssuedChain {
+            chain: self.chain_for(leaf.pem()),
+            not_after,
+        };
+        Ok((issued, key.serialize_pem()))
     }
 }
 
