@@ -324,3 +324,67 @@ async fn control_plane_binary_serves_watches_and_reports() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&ca_dir);
 }
+
+/// Envoy's ADS stream over the control plane's TLS port: Envoy verifies the control plane's
+/// certificate (issued by its own CA for `localhost`) against the root, gets its config and
+/// routes traffic; an Envoy that expects another name never syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_gets_xds_over_tls() {
+    let a = upstream::start("a").await;
+    let dir = std::env::temp_dir().join(format!("mesh-cp-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let listener_port = free_port();
+    files(&dir, listener_port, &[("a", a.port())], "a");
+    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let debug: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let ca_dir = dir.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca_dir);
+    let _cp = start_control_plane(
+        &dir,
+        xds,
+        debug,
+        &[
+            "--ca-dir",
+            ca_dir.to_str().unwrap(),
+            "--tls-dns-names",
+            "localhost",
+        ],
+    );
+    let root = ca_dir.join("root-cert.pem");
+    eventually("the CA root", Duration::from_secs(20), async || {
+        root.exists().then_some(())
+    })
+    .await;
+    let node = r#"{id: "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local", cluster: client, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
+    let envoy = Envoy::start_with_xds_tls(xds, Api::Sotw, node, Some((&root, "localhost"))).await;
+    envoy.wait_live().await;
+    let addr: SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
+    let r = eventually(
+        "traffic through config from the TLS port",
+        Duration::from_secs(20),
+        async || {
+            let r = upstream::get(addr, "reviews", "/", &[]).await.ok()?;
+            (r.status == 200).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(r.body, "a");
+    assert_eq!(envoy.rejections().await, 0);
+    // An Envoy that expects the control plane under another name refuses its certificate.
+    // (It never becomes LIVE: it waits for its first config, so only its admin API is asked.)
+    let wrong =
+        Envoy::start_with_xds_tls(xds, Api::Sotw, node, Some((&root, "istiod.example"))).await;
+    eventually(
+        "a refused TLS handshake",
+        Duration::from_secs(20),
+        async || (wrong.stat("cluster.xds.ssl.fail_verify_san").await? >= 1).then_some(()),
+    )
+    .await;
+    assert!(
+        wrong.clusters().await.is_empty(),
+        "no config without a verified server"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&ca_dir);
+}

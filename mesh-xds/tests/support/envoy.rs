@@ -47,6 +47,34 @@ impl Envoy {
     /// Starts Envoy with an ADS bootstrap pointing at `xds`, with `node` (YAML flow map of the
     /// node fields) and waits until its admin endpoint answers.
     pub(crate) async fn start(xds: SocketAddr, api: Api, node_yaml: &str) -> Envoy {
+        Envoy::start_with_xds_tls(xds, api, node_yaml, None).await
+    }
+
+    /// [`Envoy::start`] with the ADS connection over TLS: `(root PEM file, server name)` verify
+    /// the control plane's certificate (its DNS SAN).
+    pub(crate) async fn start_with_xds_tls(
+        xds: SocketAddr,
+        api: Api,
+        node_yaml: &str,
+        tls: Option<(&Path, &str)>,
+    ) -> Envoy {
+        let transport = match tls {
+            None => String::new(),
+            Some((root, name)) => format!(
+                r#"
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {name}
+        common_tls_context:
+          alpn_protocols: [h2]
+          validation_context:
+            trusted_ca: {{filename: "{}"}}
+            match_typed_subject_alt_names: [{{san_type: DNS, matcher: {{exact: {name}}}}}]"#,
+                root.display()
+            ),
+        };
         let api_type = match api {
             Api::Sotw => "GRPC",
             Api::Delta => "DELTA_GRPC",
@@ -72,7 +100,7 @@ static_resources:
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
+        explicit_http_config: {{http2_protocol_options: {{}}}}{transport}
 admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
 "#,
