@@ -193,6 +193,17 @@ async fn mtls_with_spiffe_ids_policies_and_rotation() {
     )
     .await;
     assert!(!followed.is_empty());
+    // A broken certificate is refused and the previous one stays in use (follow() logs the
+    // error and keeps going).
+    let mut broken = workload(&ca, &id("web"));
+    broken.key = "not a key".into();
+    assert!(server_src.update(&broken).is_err());
+    let (conn, _, _) = connect(server, &only_web).await.unwrap();
+    assert_eq!(
+        serial(&conn),
+        followed,
+        "the broken certificate replaced nothing"
+    );
     drop(tx);
     task.await.unwrap();
 }

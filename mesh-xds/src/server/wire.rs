@@ -120,7 +120,18 @@ impl Response {
         while let Some(r) = self.resources.get(self.next) {
             let any = r.encoded_any();
             let copy = any.len() < ZERO_COPY;
-            if copy && !buf.is_empty() && buf.len() + any.len() + 64 > CHUNK {
+            let prefix = match self.kind {
+                Kind::Sotw => field_len(2, any.len()) - any.len(),
+                Kind::Delta => {
+                    field_len(2, delta_resource_len(r)) - delta_resource_len(r)
+                        + str_len(1, &r.version)
+                        + str_len(3, &r.name)
+                        + field_len(2, any.len())
+                        - any.len()
+                }
+            };
+            let needed = prefix + if copy { any.len() } else { 0 };
+            if !buf.is_empty() && buf.len() + needed > CHUNK {
                 break;
             }
             self.next += 1;
@@ -232,14 +243,35 @@ mod tests {
             .collect()
     }
 
-    /// All chunks of a response, checked against the gRPC header; returns the message.
+    /// All chunks of a response, checked against the gRPC header; returns the message. Copied
+    /// chunks stay within `CHUNK`; larger frames must be a large resource's own shared bytes.
     fn unframe(mut r: Response) -> Vec<u8> {
-        let mut b = Vec::new();
+        let large: Vec<Bytes> = r
+            .resources
+            .iter()
+            .map(|x| x.encoded_any().clone())
+            .filter(|a| a.len() >= ZERO_COPY)
+            .collect();
+        let (mut b, mut zero_copy) = (Vec::new(), 0);
         while let Some(chunk) = r.next_chunk() {
             assert!(!chunk.is_empty());
-            assert!(chunk.len() <= CHUNK || chunk.len() >= ZERO_COPY);
+            if let Some(shared) = large.iter().find(|a| a.as_ptr() == chunk.as_ptr()) {
+                assert_eq!(shared.len(), chunk.len());
+                zero_copy += 1;
+            } else {
+                assert!(
+                    chunk.len() <= CHUNK,
+                    "copied chunk of {} bytes",
+                    chunk.len()
+                );
+            }
             b.extend_from_slice(&chunk);
         }
+        assert_eq!(
+            zero_copy,
+            large.len(),
+            "every large resource sent without a copy"
+        );
         assert_eq!(b[0], 0);
         let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
         assert_eq!(len, b.len() - GRPC_HEADER);
