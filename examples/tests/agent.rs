@@ -189,3 +189,261 @@ async fn agent_through_control_plane(tls: bool) {
         other => panic!("{other:?}"),
     }
 }
+
+/// Istio's sidecar layout: Envoy only talks to local sockets. Its ADS stream goes to the
+/// agent's `--xds-socket`, which forwards it to the control plane over TLS (verified with the
+/// root). The control plane's serving certificate (4 s lifetime) is re-issued under the open
+/// stream, and a configuration change made afterwards still reaches Envoy through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_gets_xds_through_the_agents_proxy() {
+    use support::{envoy::Envoy, upstream};
+    let dir = TempDir::new("agent-xds-proxy");
+    let issuer = Issuer::new("k1");
+    let (a, b) = (upstream::start("a").await, upstream::start("b").await);
+    let config = dir.0.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let listener_port = free_port();
+    let mesh = |upstream_port: u16| {
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: shop}}
+spec:
+  egress:
+  - port: {{number: {listener_port}, name: http, protocol: HTTP}}
+    captureMode: NONE
+    hosts: ["./*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews, namespace: shop}}
+spec:
+  hosts: [reviews.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {listener_port}, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {upstream_port}}}}}]
+"#
+        )
+    };
+    std::fs::write(config.join("mesh.yaml"), mesh(a.port())).unwrap();
+    std::fs::write(dir.0.join("jwks.json"), &issuer.jwks).unwrap();
+    std::fs::write(dir.0.join("token"), issuer.token("shop", "web", |_| {})).unwrap();
+    let (xds, debug) = (free_port(), free_port());
+    let path = |p: &str| dir.0.join(p).display().to_string();
+    let (xds_addr, debug_addr) = (format!("127.0.0.1:{xds}"), format!("127.0.0.1:{debug}"));
+    let _cp = spawn(
+        env!("CARGO_BIN_EXE_mesh-control-plane"),
+        &[
+            "--config",
+            &path("config"),
+            "--xds-addr",
+            &xds_addr,
+            "--debug-addr",
+            &debug_addr,
+            "--ca-dir",
+            &path("ca"),
+            "--ca-jwks",
+            &path("jwks.json"),
+            "--tls-dns-names",
+            "localhost",
+            "--tls-cert-ttl",
+            "4s",
+        ],
+    );
+    let root = dir.0.join("ca/root-cert.pem");
+    eventually("the CA root", Duration::from_secs(20), async || {
+        root.exists().then_some(())
+    })
+    .await;
+    let root_pem = std::fs::read_to_string(&root).unwrap();
+    let first_leaf = eventually(
+        "the control plane's TLS port",
+        Duration::from_secs(20),
+        async || served_leaf(xds, &root_pem).await,
+    )
+    .await;
+    let xds_socket = path("xds.sock");
+    let _agent = spawn(
+        env!("CARGO_BIN_EXE_mesh-agent"),
+        &[
+            "--ca-addr",
+            &format!("https://localhost:{xds}"),
+            "--ca-root",
+            &root.display().to_string(),
+            "--token",
+            &path("token"),
+            "--sds-socket",
+            &path("sds.sock"),
+            "--xds-socket",
+            &xds_socket,
+        ],
+    );
+    eventually(
+        "the agent's xDS socket",
+        Duration::from_secs(20),
+        async || std::path::Path::new(&xds_socket).exists().then_some(()),
+    )
+    .await;
+    let bootstrap = format!(
+        r#"node: {{id: "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local", cluster: web, metadata: {{NAMESPACE: shop, INTERCEPTION_MODE: NONE}}}}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
+  cds_config: {{ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 0s}}
+  lds_config: {{ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 0s}}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{xds_socket}"}}}}}}}}]}}]
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+"#
+    );
+    let envoy = Envoy::start_with_bootstrap(&bootstrap).await;
+    envoy.wait_live().await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
+    let served_by = async |want: &str| {
+        eventually(
+            &format!("traffic to {want} through config from the proxy"),
+            Duration::from_secs(20),
+            async || {
+                let r = upstream::get(addr, "reviews", "/", &[]).await.ok()?;
+                (r.status == 200 && r.body == want).then_some(())
+            },
+        )
+        .await
+    };
+    served_by("a").await;
+    // The control plane's certificate is re-issued (4 s lifetime) while the stream is open.
+    eventually(
+        "a re-issued serving certificate",
+        Duration::from_secs(20),
+        async || {
+            let leaf = served_leaf(xds, &root_pem).await?;
+            (leaf != first_leaf).then_some(())
+        },
+    )
+    .await;
+    std::fs::write(config.join("mesh.yaml"), mesh(b.port())).unwrap();
+    served_by("b").await;
+    assert_eq!(envoy.rejections().await, 0);
+    // One ADS stream the whole time: the proxy forwards, it does not reconnect.
+    assert_eq!(
+        envoy.stat("cluster.xds-grpc.upstream_cx_total").await,
+        Some(1)
+    );
+}
+
+/// The control plane's current TLS certificate for `localhost`, verified against `root`.
+async fn served_leaf(port: u16, root: &str) -> Option<rustls_pki_types::CertificateDer<'static>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(root.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .ok()?;
+    Some(tls.get_ref().1.peer_certificates()?[0].clone())
+}
+
+/// Development mode: `mesh-agent --identity` with no token gets a certificate for the claimed
+/// identity from a control plane started with `--ca-insecure-identity-claims`, served over SDS
+/// on the agent's TCP address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_identity_over_sds_on_tcp() {
+    let dir = TempDir::new("agent-dev");
+    std::fs::create_dir_all(dir.0.join("config")).unwrap();
+    let (xds, debug, sds) = (free_port(), free_port(), free_port());
+    let path = |p: &str| dir.0.join(p).display().to_string();
+    let _cp = spawn(
+        env!("CARGO_BIN_EXE_mesh-control-plane"),
+        &[
+            "--config",
+            &path("config"),
+            "--xds-addr",
+            &format!("127.0.0.1:{xds}"),
+            "--debug-addr",
+            &format!("127.0.0.1:{debug}"),
+            "--ca-dir",
+            &path("ca"),
+            "--ca-insecure-identity-claims",
+        ],
+    );
+    let _agent = spawn(
+        env!("CARGO_BIN_EXE_mesh-agent"),
+        &[
+            "--ca-addr",
+            &format!("http://127.0.0.1:{xds}"),
+            "--identity",
+            "spiffe://cluster.local/ns/dev/sa/laptop",
+            "--sds-socket",
+            &path("sds.sock"),
+            "--sds-addr",
+            &format!("127.0.0.1:{sds}"),
+        ],
+    );
+    let secret = eventually("SDS on TCP", Duration::from_secs(30), async || {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{sds}"))
+            .unwrap()
+            .connect()
+            .await
+            .ok()?;
+        let resp = SecretDiscoveryServiceClient::new(channel)
+            .fetch_secrets(DiscoveryRequest {
+                resource_names: vec!["default".into()],
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner();
+        Some(Secret::decode(resp.resources.first()?.value.as_slice()).unwrap())
+    })
+    .await;
+    let Some(secret::Type::TlsCertificate(t)) = secret.r#type else {
+        panic!("a certificate");
+    };
+    let Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineBytes(pem)) =
+        t.certificate_chain.unwrap().specifier
+    else {
+        panic!("inline chain");
+    };
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
+    assert_eq!(
+        mesh_identity::svid::spiffe_id_of(&der).unwrap().to_string(),
+        "spiffe://cluster.local/ns/dev/sa/laptop"
+    );
+    // The agent refuses to start with neither a token nor a claimed identity.
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-agent"))
+        .args(["--sds-socket", &path("other.sock")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+}

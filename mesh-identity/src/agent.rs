@@ -1,7 +1,8 @@
 //! The node agent's certificate side: for one workload identity, generate the key locally, send
 //! a CSR to the CA with the workload's token, keep the result, and renew before expiry (at half
-//! of the lifetime by default), retrying with backoff while the CA is unreachable and keeping the
-//! current certificate meanwhile. Certificates are published on a `watch` channel, which the SDS
+//! of the lifetime by default; over mTLS with the current certificate when the CA is on TLS),
+//! retrying with backoff while the CA is unreachable and keeping the current certificate
+//! meanwhile. Certificates are published on a `watch` channel, which the SDS
 //! server and rustls configs read.
 
 use std::path::PathBuf;
@@ -90,6 +91,13 @@ pub struct AgentConfig {
     pub min_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// Renew over mTLS with the current certificate while it is valid, instead of the token
+    /// (needs a TLS CA address; the CA must accept SVID renewals). On by default: a workload
+    /// keeps its identity even after its token file goes away.
+    pub renew_with_svid: bool,
+    /// Insecure development mode: claim this identity instead of proving it with a token. Only
+    /// a CA that was explicitly told to trust such claims accepts them.
+    pub insecure_identity: Option<String>,
 }
 
 impl AgentConfig {
@@ -103,7 +111,37 @@ impl AgentConfig {
             renew_at: 0.5,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            renew_with_svid: true,
+            insecure_identity: None,
         }
+    }
+
+    /// The gRPC endpoint of `addr` under this config's TLS settings (the CA's root), presenting
+    /// `client` (a certificate chain and key, PEM) if given.
+    pub fn endpoint(
+        &self,
+        addr: &str,
+        client: Option<&WorkloadCert>,
+    ) -> Result<tonic::transport::Endpoint, AgentError> {
+        let unreachable = |e: &dyn std::fmt::Display| AgentError::Unreachable {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(addr.to_string())
+            .map_err(|e| unreachable(&e))?
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(root) = &self.ca_root {
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(root));
+            if let Some(cert) = client {
+                tls = tls.identity(tonic::transport::Identity::from_pem(
+                    cert.chain.concat(),
+                    &cert.key,
+                ));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| unreachable(&e))?;
+        }
+        Ok(endpoint)
     }
 
     /// Asks for this lifetime.
@@ -116,12 +154,26 @@ impl AgentConfig {
 
 /// Fetches one certificate: a fresh ECDSA P-256 key, a CSR, one call to the CA.
 pub async fn fetch(config: &AgentConfig) -> Result<WorkloadCert, AgentError> {
+    fetch_with(config, None).await
+}
+
+/// Fetches a certificate, renewing with `current` (over mTLS, without the token) when the
+/// config allows it and `current` is still valid.
+pub async fn fetch_with(
+    config: &AgentConfig,
+    current: Option<&WorkloadCert>,
+) -> Result<WorkloadCert, AgentError> {
     let key = rcgen::KeyPair::generate()?;
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)?
         .pem()?;
-    let token = match &config.token {
-        Some(path) => Some(
+    let svid = current.filter(|c| {
+        config.renew_with_svid
+            && config.ca_root.is_some()
+            && c.not_after > SystemTime::now() + Duration::from_secs(1)
+    });
+    let token = match (&config.token, svid) {
+        (Some(path), None) => Some(
             tokio::fs::read_to_string(path)
                 .await
                 .map_err(|source| AgentError::Token {
@@ -131,24 +183,14 @@ pub async fn fetch(config: &AgentConfig) -> Result<WorkloadCert, AgentError> {
                 .trim()
                 .to_string(),
         ),
-        None => None,
+        _ => None,
     };
     let unreachable = |e: &dyn std::fmt::Display| AgentError::Unreachable {
         addr: config.ca_addr.clone(),
         reason: e.to_string(),
     };
-    let mut endpoint = tonic::transport::Endpoint::from_shared(config.ca_addr.clone())
-        .map_err(|e| unreachable(&e))?;
-    if let Some(root) = &config.ca_root {
-        endpoint = endpoint
-            .tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(root)),
-            )
-            .map_err(|e| unreachable(&e))?;
-    }
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(5))
+    let channel = config
+        .endpoint(&config.ca_addr, svid)?
         .timeout(Duration::from_secs(10))
         .connect()
         .await
@@ -167,6 +209,16 @@ pub async fn fetch(config: &AgentConfig) -> Result<WorkloadCert, AgentError> {
             .parse()
             .map_err(|_| AgentError::BadResponse("token is not a valid header value".into()))?;
         request.metadata_mut().insert("authorization", value);
+    }
+    if svid.is_none()
+        && let Some(id) = &config.insecure_identity
+    {
+        let value = id
+            .parse()
+            .map_err(|_| AgentError::BadResponse("identity is not a valid header value".into()))?;
+        request
+            .metadata_mut()
+            .insert(crate::ca::auth::INSECURE_IDENTITY_HEADER, value);
     }
     let codec =
         tonic_prost::ProstCodec::<IstioCertificateRequest, IstioCertificateResponse>::default();
@@ -230,13 +282,16 @@ pub fn spawn(config: AgentConfig) -> watch::Receiver<Option<Arc<WorkloadCert>>> 
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         let mut backoff = config.min_backoff;
+        let mut current: Option<Arc<WorkloadCert>> = None;
         loop {
-            match fetch(&config).await {
+            match fetch_with(&config, current.as_deref()).await {
                 Ok(cert) => {
                     backoff = config.min_backoff;
                     let at = renew_point(&cert, config.renew_at);
                     tracing::info!(not_after = ?cert.not_after, "certificate issued");
-                    if tx.send(Some(Arc::new(cert))).is_err() {
+                    let cert = Arc::new(cert);
+                    current = Some(cert.clone());
+                    if tx.send(Some(cert)).is_err() {
                         return;
                     }
                     let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
@@ -247,6 +302,10 @@ pub fn spawn(config: AgentConfig) -> watch::Receiver<Option<Arc<WorkloadCert>>> 
                 }
                 Err(e) => {
                     tracing::warn!("certificate request failed, retrying in {backoff:?}: {e}");
+                    if matches!(e, AgentError::Refused(_)) {
+                        // A CA that refuses the SVID renewal may still take the token.
+                        current = None;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = tx.closed() => return,

@@ -35,7 +35,11 @@ pub mod agent;
 pub mod ca;
 #[cfg(feature = "server")]
 pub mod sds;
+#[cfg(feature = "server")]
+pub mod serving;
 pub mod spiffe;
 pub mod svid;
 #[cfg(feature = "server")]
 pub mod tls;
+#[cfg(feature = "server")]
+pub mod xds_proxy;

@@ -53,24 +53,29 @@ impl SdsServer {
     /// Serves SDS on a Unix socket at `path` (replacing a stale socket, refusing to replace
     /// anything else) until the future is dropped.
     pub async fn serve_unix(self, path: &Path) -> std::io::Result<()> {
-        // Replace a stale socket from an earlier run, but never a file that is not a socket.
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            use std::os::unix::fs::FileTypeExt;
-            if !meta.file_type().is_socket() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a socket", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        let listener = tokio::net::UnixListener::bind(path)?;
+        let listener = bind_unix(path)?;
         tonic::transport::Server::builder()
             .add_service(self.into_service())
             .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
             .await
             .map_err(std::io::Error::other)
     }
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket from an earlier run but never a
+/// file that is not a socket.
+pub(crate) fn bind_unix(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    tokio::net::UnixListener::bind(path)
 }
 
 fn inline(bytes: String) -> Option<DataSource> {

@@ -219,8 +219,8 @@ async fn renewal_with_a_valid_svid_from_this_ca() {
     let chain = vec![der(&issued.chain[0])];
     let id = auth
         .authenticate(&Credentials {
-            bearer: None,
             peer_certificates: Some(&chain),
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/web");
@@ -234,8 +234,8 @@ async fn renewal_with_a_valid_svid_from_this_ca() {
         .chain[0])];
     assert!(matches!(
         auth.authenticate(&Credentials {
-            bearer: None,
-            peer_certificates: Some(&foreign)
+            peer_certificates: Some(&foreign),
+            ..Default::default()
         }),
         Err(mesh_identity::ca::auth::AuthError::Invalid(_))
     ));

@@ -67,6 +67,14 @@ struct Args {
     /// names (comma-separated); clients verify it with the CA's root. Plaintext otherwise.
     #[arg(long, value_delimiter = ',', requires = "ca_dir")]
     tls_dns_names: Vec<String>,
+    /// Lifetime of the gRPC port's certificate; it is re-issued at half of it, without a
+    /// restart or dropped connections.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    tls_cert_ttl: Duration,
+    /// INSECURE, development only: issue certificates for whatever identity a caller claims
+    /// (`mesh-agent --identity`). Off by default; tokens and SVIDs are still checked first.
+    #[arg(long, requires = "ca_dir")]
+    ca_insecure_identity_claims: bool,
 }
 
 /// The CA service from the `--ca-*` flags, if asked for, and the TLS config of the gRPC port
@@ -76,10 +84,11 @@ fn ca_service(
     trust_domain: &str,
 ) -> anyhow::Result<(
     Option<mesh_identity::ca::api::CaService>,
-    Option<tonic::transport::ServerTlsConfig>,
+    Option<std::sync::Arc<rustls::ServerConfig>>,
 )> {
     use mesh_identity::ca::auth::{AnyOf, Authenticator, JwtAuthenticator, SvidAuthenticator};
     use mesh_identity::ca::{CaConfig, CertificateAuthority};
+    use mesh_identity::serving::ServingCert;
     use rustls_pki_types::pem::PemObject;
     let Some(dir) = &args.ca_dir else {
         return Ok((None, None));
@@ -108,35 +117,39 @@ fn ca_service(
         ));
     }
     auth.push(Box::new(SvidAuthenticator::new(roots, td.clone())));
+    if args.ca_insecure_identity_claims {
+        tracing::warn!(
+            "INSECURE: the CA issues certificates for claimed identities without proof \
+             (--ca-insecure-identity-claims); never use this in production"
+        );
+        auth.push(Box::new(
+            mesh_identity::ca::auth::InsecureClaimAuthenticator::new(td.clone()),
+        ));
+    }
+    let ca = std::sync::Arc::new(ca);
     let tls = if args.tls_dns_names.is_empty() {
         None
     } else {
-        // The control plane's own identity, as istiod's.
+        // The control plane's own identity, as istiod's, with the DNS names clients dial.
         let id = mesh_identity::spiffe::SpiffeId::istio(td, "istio-system", "istiod")
             .context("control plane identity")?;
-        let (issued, key) = ca
-            .issue_serving(&args.tls_dns_names, &id, ca.config().max_ttl)
+        let cert = ServingCert::issue(&ca, &args.tls_dns_names, &id, args.tls_cert_ttl)
             .context("serving certificate")?;
-        let root = ca.roots().concat();
-        tracing::info!("gRPC over TLS for {}", args.tls_dns_names.join(", "));
-        Some(
-            tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(
-                    issued.chain.concat(),
-                    key,
-                ))
-                // Client certificates are optional: SVID renewals present one, token holders
-                // and proxies need not.
-                .client_ca_root(tonic::transport::Certificate::from_pem(root))
-                .client_auth_optional(true),
-        )
+        // Re-issued at half of its lifetime; each new handshake gets the current one.
+        cert.keep_renewed(ca.clone(), 0.5);
+        tracing::info!(
+            "gRPC over TLS for {} (certificate renewed every {:?})",
+            args.tls_dns_names.join(", "),
+            args.tls_cert_ttl / 2
+        );
+        Some(std::sync::Arc::new(
+            mesh_identity::serving::server_config(cert, &ca.roots())
+                .context("TLS on the gRPC port")?,
+        ))
     };
     tracing::info!("CA for {trust_domain} from {}", dir.display());
     Ok((
-        Some(mesh_identity::ca::api::CaService::new(
-            std::sync::Arc::new(ca),
-            AnyOf(auth),
-        )),
+        Some(mesh_identity::ca::api::CaService::new(ca, AnyOf(auth))),
         tls,
     ))
 }
@@ -488,19 +501,29 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.xds_addr))?;
     tracing::info!("ADS on {}", xds.local_addr()?);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).context("TLS on the gRPC port")?;
-    }
-    builder
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(server.into_service())
-        .add_optional_service(ca)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds), async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        })
-        .await?;
+        .add_optional_service(ca);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(mesh_identity::serving::incoming(xds, tls), shutdown)
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(xds),
+                    shutdown,
+                )
+                .await?
+        }
+    }
     Ok(())
 }
 

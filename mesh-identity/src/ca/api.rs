@@ -150,9 +150,14 @@ impl tonic::server::UnaryService<IstioCertificateRequest> for Unary {
                     .get::<PeerCertificates>()
                     .map(|p| p.0.clone())
             });
+            let claimed = request
+                .metadata()
+                .get(crate::ca::auth::INSECURE_IDENTITY_HEADER)
+                .and_then(|v| v.to_str().ok());
             let credentials = Credentials {
                 bearer: bearer.as_deref(),
                 peer_certificates: peers.as_deref().map(Vec::as_slice),
+                claimed_identity: claimed,
             };
             svc.create_certificate(&credentials, request.get_ref())
                 .map(Response::new)

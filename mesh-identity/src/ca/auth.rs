@@ -5,6 +5,8 @@
 //!   verified against a JWKS with issuer and audience checks; `sub:
 //!   system:serviceaccount:NS:SA` becomes `spiffe://TD/ns/NS/sa/SA`.
 //! - [`SvidAuthenticator`]: renewal over mTLS with a still-valid SVID from this CA.
+//! - [`InsecureClaimAuthenticator`]: development only; believes whatever identity the caller
+//!   claims. Never enabled by default.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +23,13 @@ pub struct Credentials<'a> {
     pub bearer: Option<&'a str>,
     /// The client certificate chain of the TLS connection, leaf first.
     pub peer_certificates: Option<&'a [CertificateDer<'static>]>,
+    /// An identity claimed without proof ([`INSECURE_IDENTITY_HEADER`]); only
+    /// [`InsecureClaimAuthenticator`] accepts it.
+    pub claimed_identity: Option<&'a str>,
 }
+
+/// The request header in which an agent in insecure development mode claims its identity.
+pub const INSECURE_IDENTITY_HEADER: &str = "x-mesh-insecure-identity";
 
 /// Why a caller is not authenticated. The token itself never appears here.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -216,5 +224,79 @@ impl Authenticator for SvidAuthenticator {
             Some(&self.trust_domain),
         )
         .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+}
+
+/// **Insecure; for development only.** Believes the identity a caller claims in the
+/// [`INSECURE_IDENTITY_HEADER`] header, as long as it is a SPIFFE ID of the trust domain: anyone
+/// who can reach the CA gets a certificate for any workload. Every issuance is logged as a
+/// warning. Put it last in an [`AnyOf`] so that real credentials decide first.
+#[derive(Debug)]
+pub struct InsecureClaimAuthenticator {
+    trust_domain: TrustDomain,
+}
+
+impl InsecureClaimAuthenticator {
+    /// Believing claims of identities in `trust_domain`.
+    pub fn new(trust_domain: TrustDomain) -> Self {
+        InsecureClaimAuthenticator { trust_domain }
+    }
+}
+
+impl Authenticator for InsecureClaimAuthenticator {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<SpiffeId, AuthError> {
+        let Some(claim) = credentials.claimed_identity else {
+            return Err(AuthError::NoCredentials);
+        };
+        let id: SpiffeId = claim
+            .parse()
+            .map_err(|e| AuthError::Invalid(format!("claimed identity: {e}")))?;
+        if id.trust_domain() != &self.trust_domain {
+            return Err(AuthError::Invalid(format!(
+                "claimed identity {id} is not in trust domain {}",
+                self.trust_domain
+            )));
+        }
+        tracing::warn!("INSECURE: issuing for the unproven claim {id}");
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_claims_need_the_trust_domain_and_a_valid_id() {
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let auth = InsecureClaimAuthenticator::new(td);
+        let claim = |c: &'static str| Credentials {
+            claimed_identity: Some(c),
+            ..Default::default()
+        };
+        assert_eq!(
+            auth.authenticate(&claim("spiffe://cluster.local/ns/a/sa/b"))
+                .unwrap()
+                .to_string(),
+            "spiffe://cluster.local/ns/a/sa/b"
+        );
+        assert!(matches!(
+            auth.authenticate(&claim("spiffe://other.td/ns/a/sa/b")),
+            Err(AuthError::Invalid(m)) if m.contains("not in trust domain")
+        ));
+        assert!(matches!(
+            auth.authenticate(&claim("https://cluster.local/x")),
+            Err(AuthError::Invalid(_))
+        ));
+        assert_eq!(
+            auth.authenticate(&Credentials::default()),
+            Err(AuthError::NoCredentials)
+        );
+        // A token alone is not a claim.
+        let token = Credentials {
+            bearer: Some("x"),
+            ..Default::default()
+        };
+        assert_eq!(auth.authenticate(&token), Err(AuthError::NoCredentials));
     }
 }
