@@ -235,9 +235,14 @@ pub async fn fetch_with(
                 unreachable(&s)
             }
             _ => AgentError::Refused(s),
-        })?
-        .into_inner();
-    let mut chain = resp.cert_chain;
+        })?;
+    let bundle = resp
+        .metadata()
+        .get_bin(crate::ca::api::TRUST_BUNDLE_METADATA)
+        .and_then(|v| v.to_bytes().ok())
+        .map(|b| split_pem(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default();
+    let mut chain = resp.into_inner().cert_chain;
     if chain.len() < 2 {
         return Err(AgentError::BadResponse(format!(
             "expected a leaf and a root, got {} certificates",
@@ -246,13 +251,35 @@ pub async fn fetch_with(
     }
     let root = chain.pop().unwrap_or_default();
     let not_after = leaf_not_after(&chain[0])?;
+    // The whole trust bundle when the CA sends it (root rotation), and always the chain's root.
+    let mut roots = bundle;
+    if !roots.iter().any(|r| r.trim() == root.trim()) {
+        roots.insert(0, root);
+    }
     Ok(WorkloadCert {
         chain,
         key: key.serialize_pem(),
-        roots: vec![root],
+        roots,
         not_after,
         issued_at,
     })
+}
+
+/// The certificates of a PEM bundle, each as its own PEM string; anything that is not a
+/// certificate is left out.
+fn split_pem(bundle: &str) -> Vec<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    bundle
+        .split_inclusive(END)
+        .filter_map(|part| {
+            let start = part.find("-----BEGIN CERTIFICATE-----")?;
+            let pem = format!("{}\n", &part[start..]);
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+                .ok()
+                .map(|_| pem)
+        })
+        .collect()
 }
 
 fn leaf_not_after(pem: &str) -> Result<SystemTime, AgentError> {

@@ -11,7 +11,7 @@
 //! let id = SpiffeId::istio(ca.config().trust_domain.clone(), "istio-system", "istiod")?;
 //! let cert = ServingCert::issue(&ca, &["istiod.istio-system.svc".into()], &id, std::time::Duration::from_secs(86400))?;
 //! let _renewals = cert.keep_renewed(ca.clone(), 0.5);
-//! let config = serving::server_config(cert.clone(), &ca.roots())?;
+//! let config = serving::server_config(cert.clone(), ca.clone())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:15012").await?;
 //! tonic::transport::Server::builder()
 //!     // .add_service(...)
@@ -25,10 +25,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -55,7 +59,7 @@ pub struct ServingCert {
     dns_names: Vec<String>,
     id: SpiffeId,
     ttl: Duration,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    provider: Arc<CryptoProvider>,
 }
 
 /// Why a serving certificate could not be made.
@@ -168,30 +172,138 @@ impl rustls::server::ResolvesServerCert for ServingCert {
     }
 }
 
-/// A gRPC server config (ALPN `h2`) presenting `cert`; client certificates are optional and,
-/// when presented, must chain to one of `client_roots` (PEM): SVID renewals present one, token
-/// holders and proxies need not.
+/// A gRPC server config (ALPN `h2`) presenting `cert`. Client certificates are optional and,
+/// when presented, must chain to the CA's trust bundle as it is at that handshake (a root added
+/// or retired by root rotation takes effect without a restart): SVID renewals present one,
+/// token holders and proxies need not.
 pub fn server_config(
     cert: Arc<ServingCert>,
-    client_roots: &[String],
+    ca: Arc<CertificateAuthority>,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for pem in client_roots {
-        let der = CertificateDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| TlsError::Pem(e.to_string()))?;
-        roots.add(der)?;
-    }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), cert.provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Pem(format!("client roots: {e}")))?;
+    let verifier = LiveRoots::new(ca, cert.provider.clone())?;
     let mut config = rustls::ServerConfig::builder_with_provider(cert.provider.clone())
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// webpki client verification against the CA's current roots; the verifier is rebuilt when the
+/// bundle changes.
+#[derive(Debug)]
+struct LiveRoots {
+    ca: Arc<CertificateAuthority>,
+    provider: Arc<CryptoProvider>,
+    cached: ArcSwap<Cached>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    roots: Vec<String>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+fn webpki_verifier(
+    roots: &[String],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut store = rustls::RootCertStore::empty();
+    for pem in roots {
+        let der = CertificateDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| TlsError::Pem(e.to_string()))?;
+        store.add(der)?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Pem(format!("client roots: {e}")))
+}
+
+impl LiveRoots {
+    fn new(ca: Arc<CertificateAuthority>, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
+        let roots = ca.roots();
+        let verifier = webpki_verifier(&roots, &provider)?;
+        Ok(LiveRoots {
+            ca,
+            provider,
+            cached: ArcSwap::from_pointee(Cached { roots, verifier }),
+        })
+    }
+
+    fn current(&self) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+        let roots = self.ca.roots();
+        let cached = self.cached.load();
+        if cached.roots == roots {
+            return Ok(cached.verifier.clone());
+        }
+        let verifier = webpki_verifier(&roots, &self.provider)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        self.cached.store(Arc::new(Cached {
+            roots,
+            verifier: verifier.clone(),
+        }));
+        Ok(verifier)
+    }
+}
+
+impl ClientCertVerifier for LiveRoots {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints: clients send their certificate anyway, and the bundle may change.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current()?
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Accepts TCP connections on `listener` and completes their TLS handshakes (each in its own

@@ -43,13 +43,13 @@ struct TlsCa {
 }
 
 /// The CA API over TLS on loopback (certificate for `localhost`), with `auth`.
-async fn tls_ca(tag: &str, auth: impl FnOnce(&CertificateAuthority) -> AnyOf) -> TlsCa {
+async fn tls_ca(tag: &str, auth: impl FnOnce(&Arc<CertificateAuthority>) -> AnyOf) -> TlsCa {
     let dir = TempDir::new(tag);
     let ca = Arc::new(CertificateAuthority::self_signed(&dir.0, CaConfig::new(td())).unwrap());
     let id = SpiffeId::istio(td(), "istio-system", "istiod").unwrap();
     let cert =
         ServingCert::issue(&ca, &["localhost".into()], &id, Duration::from_secs(3600)).unwrap();
-    let config = Arc::new(serving::server_config(cert.clone(), &ca.roots()).unwrap());
+    let config = Arc::new(serving::server_config(cert.clone(), ca.clone()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let svc = CaService::new(ca.clone(), auth(&ca));
@@ -69,14 +69,13 @@ async fn tls_ca(tag: &str, auth: impl FnOnce(&CertificateAuthority) -> AnyOf) ->
     }
 }
 
-fn jwt_then_svid(issuer: &Issuer) -> impl FnOnce(&CertificateAuthority) -> AnyOf {
+fn jwt_then_svid(issuer: &Issuer) -> impl FnOnce(&Arc<CertificateAuthority>) -> AnyOf {
     let jwks = issuer.jwks.clone();
     move |ca| {
-        let roots = ca.roots().iter().map(|p| der(p)).collect();
         AnyOf(vec![
             Box::new(JwtAuthenticator::from_jwks(&jwks, ISSUER, td()).unwrap())
                 as Box<dyn Authenticator>,
-            Box::new(SvidAuthenticator::new(roots, td())),
+            Box::new(SvidAuthenticator::from_ca(ca.clone())),
         ])
     }
 }
@@ -307,4 +306,60 @@ async fn the_serving_certificate_rotates_under_open_connections() {
     )
     .await;
     task.abort();
+}
+
+/// Root rotation without restarts: a second root is added to the running CA; the trust bundle
+/// agents receive carries both, an SVID from the new root is accepted for renewal (by the TLS
+/// port and the authenticator alike), and once the root is retired it is refused again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_added_at_run_time_is_trusted_until_retired() {
+    let issuer = Issuer::new("k1");
+    let ca = tls_ca("root-rotation", jwt_then_svid(&issuer)).await;
+    let other_dir = TempDir::new("root-rotation-new");
+    let new_ca = CertificateAuthority::self_signed(&other_dir.0, CaConfig::new(td())).unwrap();
+    let new_root = new_ca.roots()[0].clone();
+    // A workload certificate from the new root.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let id = SpiffeId::istio(td(), "shop", "web").unwrap();
+    let issued = new_ca.sign_csr(&csr, &id, None).unwrap();
+    let from_new = WorkloadCert {
+        chain: issued.chain[..1].to_vec(),
+        key: key.serialize_pem(),
+        roots: vec![new_root.clone()],
+        not_after: issued.not_after,
+        issued_at: std::time::SystemTime::now(),
+    };
+    let token = ca._dir.0.join("token");
+    std::fs::write(&token, issuer.token("shop", "web", |_| {})).unwrap();
+    let mut config = AgentConfig::new(format!("https://localhost:{}", ca.addr.port()), Some(token));
+    config.ca_root = Some(ca.root.clone());
+    let trimmed = |v: &[String]| v.iter().map(|r| r.trim().to_string()).collect::<Vec<_>>();
+
+    assert!(agent::fetch_with(&config, Some(&from_new)).await.is_err());
+    assert_eq!(
+        trimmed(&agent::fetch(&config).await.unwrap().roots),
+        trimmed(std::slice::from_ref(&ca.root))
+    );
+
+    ca.ca.add_root(&new_root);
+    let both = agent::fetch(&config).await.unwrap();
+    assert_eq!(
+        trimmed(&both.roots),
+        trimmed(&[ca.root.clone(), new_root.clone()]),
+        "the bundle carries the old and the new root"
+    );
+    let renewed = agent::fetch_with(&config, Some(&from_new)).await.unwrap();
+    assert_eq!(id_of(&renewed), id.to_string());
+
+    ca.ca.retire_root(&new_root);
+    assert!(agent::fetch_with(&config, Some(&from_new)).await.is_err());
+    assert_eq!(
+        trimmed(&agent::fetch(&config).await.unwrap().roots),
+        trimmed(std::slice::from_ref(&ca.root))
+    );
 }

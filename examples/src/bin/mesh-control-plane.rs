@@ -89,7 +89,6 @@ fn ca_service(
     use mesh_identity::ca::auth::{AnyOf, Authenticator, JwtAuthenticator, SvidAuthenticator};
     use mesh_identity::ca::{CaConfig, CertificateAuthority};
     use mesh_identity::serving::ServingCert;
-    use rustls_pki_types::pem::PemObject;
     let Some(dir) = &args.ca_dir else {
         return Ok((None, None));
     };
@@ -102,11 +101,7 @@ fn ca_service(
         CertificateAuthority::self_signed(dir, config)
     }
     .with_context(|| format!("CA in {}", dir.display()))?;
-    let roots = ca
-        .roots()
-        .iter()
-        .filter_map(|p| rustls_pki_types::CertificateDer::from_pem_slice(p.as_bytes()).ok())
-        .collect();
+    let ca = std::sync::Arc::new(ca);
     let mut auth: Vec<Box<dyn Authenticator>> = Vec::new();
     if let Some(jwks) = &args.ca_jwks {
         let text =
@@ -116,7 +111,7 @@ fn ca_service(
                 .with_context(|| format!("{}", jwks.display()))?,
         ));
     }
-    auth.push(Box::new(SvidAuthenticator::new(roots, td.clone())));
+    auth.push(Box::new(SvidAuthenticator::from_ca(ca.clone())));
     if args.ca_insecure_identity_claims {
         tracing::warn!(
             "INSECURE: the CA issues certificates for claimed identities without proof \
@@ -126,7 +121,6 @@ fn ca_service(
             mesh_identity::ca::auth::InsecureClaimAuthenticator::new(td.clone()),
         ));
     }
-    let ca = std::sync::Arc::new(ca);
     let tls = if args.tls_dns_names.is_empty() {
         None
     } else {
@@ -143,7 +137,7 @@ fn ca_service(
             args.tls_cert_ttl / 2
         );
         Some(std::sync::Arc::new(
-            mesh_identity::serving::server_config(cert, &ca.roots())
+            mesh_identity::serving::server_config(cert, ca.clone())
                 .context("TLS on the gRPC port")?,
         ))
     };

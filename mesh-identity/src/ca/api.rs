@@ -39,6 +39,11 @@ pub struct IstioCertificateResponse {
 }
 
 const SERVICE: &str = "istio.v1.auth.IstioCertificateService";
+
+/// Binary response metadata in which the CA sends its whole trust bundle (every root it trusts
+/// now, PEM, concatenated), so that agents carry the old and the new root during a root
+/// rotation. Istio's agents ignore it and take the chain's last certificate as the root.
+pub const TRUST_BUNDLE_METADATA: &str = "x-mesh-trust-bundle-bin";
 /// The method's HTTP/2 path.
 pub const CREATE_CERTIFICATE: &str = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
 
@@ -159,8 +164,15 @@ impl tonic::server::UnaryService<IstioCertificateRequest> for Unary {
                 peer_certificates: peers.as_deref().map(Vec::as_slice),
                 claimed_identity: claimed,
             };
-            svc.create_certificate(&credentials, request.get_ref())
-                .map(Response::new)
+            let mut response = svc
+                .create_certificate(&credentials, request.get_ref())
+                .map(Response::new)?;
+            let bundle = svc.inner.ca.roots().concat();
+            response.metadata_mut().insert_bin(
+                TRUST_BUNDLE_METADATA,
+                tonic::metadata::MetadataValue::from_bytes(bundle.as_bytes()),
+            );
+            Ok(response)
         })
     }
 }

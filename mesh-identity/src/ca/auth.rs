@@ -197,28 +197,58 @@ impl JwtAuthenticator {
 /// Renewal over mTLS: a client certificate that is a valid SVID from trusted roots.
 #[derive(Debug)]
 pub struct SvidAuthenticator {
-    roots: Vec<CertificateDer<'static>>,
+    roots: Roots,
     trust_domain: TrustDomain,
+}
+
+#[derive(Debug)]
+enum Roots {
+    Fixed(Vec<CertificateDer<'static>>),
+    /// The CA's trust bundle as it is at each request (root rotation without restarts).
+    Ca(std::sync::Arc<crate::ca::CertificateAuthority>),
 }
 
 impl SvidAuthenticator {
     /// Trusting `roots` (DER) for identities in `trust_domain`.
     pub fn new(roots: Vec<CertificateDer<'static>>, trust_domain: TrustDomain) -> Self {
         SvidAuthenticator {
-            roots,
+            roots: Roots::Fixed(roots),
             trust_domain,
+        }
+    }
+
+    /// Trusting the CA's current trust bundle, read at every request, so that a root added by
+    /// [`add_root`](crate::ca::CertificateAuthority::add_root) is accepted at once and a
+    /// retired one no longer is; identities in the CA's trust domain.
+    pub fn from_ca(ca: std::sync::Arc<crate::ca::CertificateAuthority>) -> Self {
+        SvidAuthenticator {
+            trust_domain: ca.config().trust_domain.clone(),
+            roots: Roots::Ca(ca),
         }
     }
 }
 
 impl Authenticator for SvidAuthenticator {
     fn authenticate(&self, credentials: &Credentials<'_>) -> Result<SpiffeId, AuthError> {
+        use rustls_pki_types::pem::PemObject;
         let Some(chain) = credentials.peer_certificates.filter(|c| !c.is_empty()) else {
             return Err(AuthError::NoCredentials);
         };
+        let live;
+        let roots = match &self.roots {
+            Roots::Fixed(r) => r.as_slice(),
+            Roots::Ca(ca) => {
+                live = ca
+                    .roots()
+                    .iter()
+                    .filter_map(|p| CertificateDer::from_pem_slice(p.as_bytes()).ok())
+                    .collect::<Vec<_>>();
+                live.as_slice()
+            }
+        };
         crate::svid::verify(
             chain,
-            &self.roots,
+            roots,
             UnixTime::now(),
             true,
             Some(&self.trust_domain),
