@@ -55,10 +55,12 @@ async fn agent_through_control_plane(tls: bool) {
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(dir.0.join("jwks.json"), &issuer.jwks).unwrap();
     std::fs::write(dir.0.join("token"), issuer.token("shop", "web", |_| {})).unwrap();
+    std::fs::write(dir.0.join("token-db"), issuer.token("shop", "db", |_| {})).unwrap();
     let (xds, debug) = (free_port(), free_port());
     let path = |p: &str| dir.0.join(p).display().to_string();
     let (xds_addr, debug_addr) = (format!("127.0.0.1:{xds}"), format!("127.0.0.1:{debug}"));
     let (ca_dir, jwks, config_dir) = (path("ca"), path("jwks.json"), path("config"));
+    let token_db = path("token-db");
     let mut cp_args = vec![
         "--config",
         &config_dir,
@@ -83,11 +85,14 @@ async fn agent_through_control_plane(tls: bool) {
         format!("http://127.0.0.1:{xds}")
     };
     let root = path("ca/root-cert.pem");
+    // Two workload identities: web (the first, `default`) and db.
     let mut agent_args = vec![
         "--ca-addr",
         &ca_addr,
         "--token",
         &token,
+        "--token",
+        &token_db,
         "--sds-socket",
         &sock,
     ];
@@ -147,7 +152,13 @@ async fn agent_through_control_plane(tls: bool) {
             .ok()?;
         let resp = SecretDiscoveryServiceClient::new(channel)
             .fetch_secrets(DiscoveryRequest {
-                resource_names: vec!["default".into(), "ROOTCA".into()],
+                resource_names: vec![
+                    "default".into(),
+                    "ROOTCA".into(),
+                    "spiffe://cluster.local/ns/shop/sa/db".into(),
+                    // Not one of the agent's identities: no such secret.
+                    "spiffe://cluster.local/ns/shop/sa/other".into(),
+                ],
                 ..Default::default()
             })
             .await
@@ -158,22 +169,34 @@ async fn agent_through_control_plane(tls: bool) {
             .iter()
             .map(|a| Secret::decode(a.value.as_slice()).unwrap())
             .collect();
-        (secrets.len() == 2).then_some(secrets)
+        (!secrets.is_empty()).then_some(secrets)
     })
     .await;
+    let names: Vec<_> = secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ROOTCA", "default", "spiffe://cluster.local/ns/shop/sa/db"]
+    );
     let by_name = |n: &str| secrets.iter().find(|s| s.name == n).unwrap();
-    let chain = match &by_name("default").r#type {
-        Some(secret::Type::TlsCertificate(t)) => t.certificate_chain.clone().unwrap(),
-        other => panic!("{other:?}"),
+    let id_of = |name: &str| {
+        let chain = match &by_name(name).r#type {
+            Some(secret::Type::TlsCertificate(t)) => t.certificate_chain.clone().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineBytes(
+            pem,
+        )) = chain.specifier
+        else {
+            panic!("inline chain");
+        };
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
+        mesh_identity::svid::spiffe_id_of(&der).unwrap().to_string()
     };
-    let Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineBytes(pem)) =
-        chain.specifier
-    else {
-        panic!("inline chain");
-    };
-    let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
-    let id = mesh_identity::svid::spiffe_id_of(&der).unwrap();
-    assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/web");
+    assert_eq!(id_of("default"), "spiffe://cluster.local/ns/shop/sa/web");
+    assert_eq!(
+        id_of("spiffe://cluster.local/ns/shop/sa/db"),
+        "spiffe://cluster.local/ns/shop/sa/db"
+    );
     // The CA's root is the one on disk.
     let root = std::fs::read_to_string(dir.0.join("ca/root-cert.pem")).unwrap();
     match &by_name("ROOTCA").r#type {

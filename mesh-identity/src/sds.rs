@@ -1,7 +1,12 @@
 //! An Envoy SDS server (`SecretDiscoveryService`, state of the world) serving Istio's two
 //! secrets from the agent's certificate: `default` (the workload's certificate chain and key)
 //! and `ROOTCA` (the trust bundle). Every rotation is pushed to every stream at once.
+//!
+//! A node agent with several identities ([`SdsServer::with_identities`]) serves the first as
+//! `default`, and each one, the first included, under its SPIFFE ID as the secret name
+//! (`spiffe://cluster.local/ns/shop/sa/db`), so each Envoy cluster or listener can pick its own.
 
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -33,16 +38,26 @@ const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_socket
 
 type Certs = watch::Receiver<Option<Arc<WorkloadCert>>>;
 
-/// The SDS service over the agent's certificate channel.
+/// The SDS service over the agent's certificate channels.
 #[derive(Clone, Debug)]
 pub struct SdsServer {
-    certs: Certs,
+    certs: Vec<Certs>,
 }
 
 impl SdsServer {
     /// Serves what `certs` holds (see [`crate::agent::spawn`]).
     pub fn new(certs: Certs) -> Self {
+        SdsServer { certs: vec![certs] }
+    }
+
+    /// Serves several identities: the first is `default`, and each is also served under its
+    /// SPIFFE ID. `ROOTCA` is the first identity's trust bundle.
+    pub fn with_identities(certs: Vec<Certs>) -> Self {
         SdsServer { certs }
+    }
+
+    fn current(&self) -> Vec<Arc<WorkloadCert>> {
+        current(&self.certs)
     }
 
     /// The tonic service.
@@ -87,16 +102,37 @@ fn inline(bytes: String) -> Option<DataSource> {
 
 /// The secret `name` from a certificate, if it is one of Istio's two.
 pub fn secret(name: &str, cert: &WorkloadCert) -> Option<Secret> {
+    secret_of(name, std::slice::from_ref(cert))
+}
+
+fn tls_certificate(cert: &WorkloadCert) -> secret::Type {
+    secret::Type::TlsCertificate(TlsCertificate {
+        certificate_chain: inline(cert.chain.concat()),
+        private_key: inline(cert.key.clone()),
+        ..Default::default()
+    })
+}
+
+/// The secret `name` among `certs` (the first is `default`).
+fn secret_of<C: Borrow<WorkloadCert>>(name: &str, certs: &[C]) -> Option<Secret> {
+    let first = certs.first()?.borrow();
     let r#type = match name {
-        DEFAULT => secret::Type::TlsCertificate(TlsCertificate {
-            certificate_chain: inline(cert.chain.concat()),
-            private_key: inline(cert.key.clone()),
-            ..Default::default()
-        }),
+        DEFAULT => tls_certificate(first),
         ROOTCA => secret::Type::ValidationContext(CertificateValidationContext {
-            trusted_ca: inline(cert.roots.concat()),
+            trusted_ca: inline(first.roots.concat()),
             ..Default::default()
         }),
+        _ if name.starts_with("spiffe://") => {
+            tls_certificate(certs.iter().map(Borrow::borrow).find(|c: &&WorkloadCert| {
+                c.chain.first().is_some_and(|leaf| {
+                    use rustls_pki_types::pem::PemObject;
+                    rustls_pki_types::CertificateDer::from_pem_slice(leaf.as_bytes())
+                        .ok()
+                        .and_then(|d| crate::svid::spiffe_id_of(&d).ok())
+                        .is_some_and(|id| id.to_string() == name)
+                })
+            })?)
+        }
         _ => return None,
     };
     Some(Secret {
@@ -105,14 +141,30 @@ pub fn secret(name: &str, cert: &WorkloadCert) -> Option<Secret> {
     })
 }
 
-fn response(names: &BTreeSet<String>, cert: &WorkloadCert, nonce: u64) -> DiscoveryResponse {
+/// The certificates every channel holds now, in order; empty until each has one.
+fn current(certs: &[Certs]) -> Vec<Arc<WorkloadCert>> {
+    let now: Vec<_> = certs.iter().filter_map(|c| c.borrow().clone()).collect();
+    if now.len() == certs.len() {
+        now
+    } else {
+        Vec::new()
+    }
+}
+
+fn response(
+    names: &BTreeSet<String>,
+    certs: &[Arc<WorkloadCert>],
+    nonce: u64,
+) -> DiscoveryResponse {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&cert.chain, &cert.roots).hash(&mut h);
+    for cert in certs {
+        (&cert.chain, &cert.roots).hash(&mut h);
+    }
     DiscoveryResponse {
         version_info: format!("{:016x}", h.finish()),
         resources: names
             .iter()
-            .filter_map(|n| secret(n, cert))
+            .filter_map(|n| secret_of(n, certs))
             .map(|s| Any {
                 type_url: SECRET_TYPE.into(),
                 value: s.encode_to_vec(),
@@ -126,9 +178,16 @@ fn response(names: &BTreeSet<String>, cert: &WorkloadCert, nonce: u64) -> Discov
 
 async fn run_stream(
     mut requests: Streaming<DiscoveryRequest>,
-    mut certs: Certs,
+    certs: Vec<Certs>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) {
+    let mut changes = tokio_stream::StreamMap::new();
+    for (i, c) in certs.iter().enumerate() {
+        changes.insert(
+            i,
+            tokio_stream::wrappers::WatchStream::from_changes(c.clone()),
+        );
+    }
     let mut names = BTreeSet::new();
     let mut nonce = 0u64;
     loop {
@@ -149,8 +208,8 @@ async fn run_stream(
                 }
                 Ok(None) | Err(_) => return,
             },
-            changed = certs.changed() => {
-                if changed.is_err() {
+            changed = tokio_stream::StreamExt::next(&mut changes) => {
+                if changed.is_none() {
                     return;
                 }
                 true
@@ -159,13 +218,13 @@ async fn run_stream(
         if !push {
             continue;
         }
-        let current = certs.borrow().clone();
-        let Some(cert) = current else {
-            // Nothing yet: Envoy waits for the first certificate.
+        let now = current(&certs);
+        if now.is_empty() {
+            // Nothing yet: Envoy waits for the first certificates.
             continue;
-        };
+        }
         nonce += 1;
-        if tx.send(Ok(response(&names, &cert, nonce))).await.is_err() {
+        if tx.send(Ok(response(&names, &now, nonce))).await.is_err() {
             return;
         }
     }
@@ -198,9 +257,11 @@ impl SecretDiscoveryService for SdsServer {
         &self,
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
-        let current = self.certs.borrow().clone();
-        let cert = current.ok_or_else(|| Status::unavailable("no certificate yet"))?;
+        let certs = self.current();
+        if certs.is_empty() {
+            return Err(Status::unavailable("no certificate yet"));
+        }
         let names = request.into_inner().resource_names.into_iter().collect();
-        Ok(Response::new(response(&names, &cert, 0)))
+        Ok(Response::new(response(&names, &certs, 0)))
     }
 }

@@ -32,12 +32,14 @@ struct Args {
     ca_addr: String,
     /// The workload's service-account token (audience `istio-ca`), re-read whenever it is
     /// needed (the first request, and renewals that cannot use the current certificate).
+    /// Repeat it for several workload identities: the first is SDS `default`, and each is also
+    /// served under its SPIFFE ID.
     #[arg(long, required_unless_present = "identity")]
-    token: Option<PathBuf>,
+    token: Vec<PathBuf>,
     /// INSECURE, development only: claim this SPIFFE ID instead of proving an identity with a
-    /// token. Only a CA started with `--ca-insecure-identity-claims` accepts it.
+    /// token (repeatable). Only a CA started with `--ca-insecure-identity-claims` accepts it.
     #[arg(long, conflicts_with = "token")]
-    identity: Option<String>,
+    identity: Vec<String>,
     /// Where to serve SDS for Envoy.
     #[arg(long)]
     sds_socket: PathBuf,
@@ -72,19 +74,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_target(false).init();
     let args = Args::parse();
-    if let Some(token) = &args.token {
+    for token in &args.token {
         anyhow::ensure!(token.is_file(), "--token {}: not a file", token.display());
     }
-    let mut config = AgentConfig::new(args.ca_addr.clone(), args.token.clone());
+    let mut config = AgentConfig::new(args.ca_addr.clone(), None);
     config.renew_at = args.renew_at;
-    if let Some(id) = &args.identity {
-        let id: mesh_identity::spiffe::SpiffeId =
-            id.parse().with_context(|| format!("--identity {id}"))?;
-        tracing::warn!(
-            "INSECURE development mode: claiming {id} without proof; never use this in production"
-        );
-        config.insecure_identity = Some(id.to_string());
-    }
     if let Some(root) = &args.ca_root {
         config.ca_root = Some(
             std::fs::read_to_string(root).with_context(|| format!("reading {}", root.display()))?,
@@ -110,8 +104,24 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let certs = agent::spawn(config);
-    let sds = SdsServer::new(certs);
+    // One agent per identity, each with its own key, renewals and backoff.
+    let mut certs = Vec::new();
+    for token in &args.token {
+        let mut c = config.clone();
+        c.token = Some(token.clone());
+        certs.push(agent::spawn(c));
+    }
+    for id in &args.identity {
+        let id: mesh_identity::spiffe::SpiffeId =
+            id.parse().with_context(|| format!("--identity {id}"))?;
+        tracing::warn!(
+            "INSECURE development mode: claiming {id} without proof; never use this in production"
+        );
+        let mut c = config.clone();
+        c.insecure_identity = Some(id.to_string());
+        certs.push(agent::spawn(c));
+    }
+    let sds = SdsServer::with_identities(certs);
     if let Some(addr) = args.sds_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
