@@ -1,6 +1,18 @@
 //! Workload identity for the mesh, as Istio's CA and node agent provide it: SPIFFE IDs, a CA
 //! that signs short-lived X.509-SVIDs from CSRs, and SVID verification per the SPIFFE rules.
 //!
+//! - [`spiffe`], [`svid`]: identities and X.509-SVID verification.
+//! - [`ca`]: the CA (self-signed root or Istio `cacerts`), with `ca::api` (Istio's
+//!   `CreateCertificate` gRPC service) and `ca::auth` (token, SVID and development
+//!   authenticators).
+//! - `agent`: keys, CSRs and renewals for a workload; `sds`: Envoy SDS from the agent;
+//!   `xds_proxy`: Envoy's ADS stream forwarded from a local socket to the control plane.
+//! - `serving`: the control plane's own rotating TLS certificate and accept loop; `tls`: rustls
+//!   configs for SPIFFE mTLS that follow rotation.
+//!
+//! Everything but `spiffe`, `svid` and the CA itself needs the default `server` feature
+//! (tokio, tonic, rustls).
+//!
 //! ```
 //! use mesh_identity::ca::{CaConfig, CertificateAuthority};
 //! use mesh_identity::spiffe::{SpiffeId, TrustDomain};
