@@ -86,8 +86,27 @@ impl EncodedResource {
         })
     }
 
+    /// A resource whose value `write` appends, exactly `value_len` bytes of it.
+    pub(crate) fn from_writer(
+        name: String,
+        type_url: &str,
+        value_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Arc<EncodedResource> {
+        Self::build_named(name, type_url, value_len, write)
+    }
+
     fn build(
         name: &str,
+        type_url: &str,
+        value_len: usize,
+        write_value: impl FnOnce(&mut Vec<u8>),
+    ) -> Arc<EncodedResource> {
+        Self::build_named(name.to_string(), type_url, value_len, write_value)
+    }
+
+    fn build_named(
+        name: String,
         type_url: &str,
         value_len: usize,
         write_value: impl FnOnce(&mut Vec<u8>),
@@ -107,11 +126,16 @@ impl EncodedResource {
         encode_varint(value_len as u64, &mut buf);
         let value_start = buf.len();
         write_value(&mut buf);
+        debug_assert_eq!(
+            buf.len() - value_start,
+            value_len,
+            "declared length of {name}"
+        );
         let mut h = std::collections::hash_map::DefaultHasher::new();
         buf[value_start..].hash(&mut h);
         let value_end = buf.len();
         Arc::new(EncodedResource {
-            name: name.to_string(),
+            name,
             version: hex16(h.finish()),
             any: Bytes::from(buf),
             type_url: type_start..type_end,
@@ -197,16 +221,23 @@ pub fn encode_canonical(rc: &RouteConfiguration) -> Vec<u8> {
 }
 
 /// [`encode_canonical`], consuming the route configuration (no copies of it are made).
-pub fn encode_canonical_owned(mut rc: RouteConfiguration) -> Vec<u8> {
-    let vhosts = std::mem::take(&mut rc.virtual_hosts);
-    let mut buf = rc.encode_to_vec();
-    let (mut vbuf, mut scratch) = (Vec::new(), Vec::new());
-    for v in vhosts {
-        vbuf.clear();
-        encode_vhost(v, &mut vbuf, &mut scratch);
-        put_field(2, &vbuf, &mut buf);
-    }
+pub fn encode_canonical_owned(rc: RouteConfiguration) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(rc.encoded_len());
+    encode_canonical_into(rc, &mut buf);
     buf
+}
+
+/// Appends the canonical encoding of `rc` to `buf`: exactly `rc.encoded_len()` bytes (only the
+/// order of map entries differs from prost's).
+pub(crate) fn encode_canonical_into(mut rc: RouteConfiguration, buf: &mut Vec<u8>) {
+    let vhosts = std::mem::take(&mut rc.virtual_hosts);
+    let _ = rc.encode(buf);
+    let mut scratch = Vec::new();
+    for v in vhosts {
+        encode_key(2, WireType::LengthDelimited, buf);
+        encode_varint(v.encoded_len() as u64, buf);
+        encode_vhost(v, buf, &mut scratch);
+    }
 }
 
 #[cfg(test)]

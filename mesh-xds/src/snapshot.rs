@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 use crate::proxy::Proxy;
-use crate::resource::{self, EncodedResource, encode_canonical_owned};
+use crate::resource::{self, EncodedResource};
 use crate::translate::{Inconsistency, PushContext, Resources, Sink};
 
 /// Resources by name, for one type.
@@ -83,12 +83,15 @@ pub fn translate_snapshot(
     enc.finish(version.into())
 }
 
-/// A translation sink that encodes each resource on arrival.
+/// A translation sink that encodes each resource on arrival. Clusters, endpoints and
+/// listeners are collected in lists and sorted once at the end (cheaper than inserting a hundred
+/// thousand names into maps one by one), then matched against the previous snapshot in one
+/// merge pass.
 struct Encoder<'a> {
     previous: Option<&'a Snapshot>,
-    clusters: TypedResources,
-    endpoints: TypedResources,
-    listeners: TypedResources,
+    clusters: Vec<Arc<EncodedResource>>,
+    endpoints: Vec<Arc<EncodedResource>>,
+    listeners: Vec<Arc<EncodedResource>>,
     routes: TypedResources,
 }
 
@@ -96,9 +99,9 @@ impl<'a> Encoder<'a> {
     fn new(previous: Option<&'a Snapshot>) -> Self {
         Encoder {
             previous,
-            clusters: TypedResources::new(),
-            endpoints: TypedResources::new(),
-            listeners: TypedResources::new(),
+            clusters: Vec::new(),
+            endpoints: Vec::new(),
+            listeners: Vec::new(),
             routes: TypedResources::new(),
         }
     }
@@ -116,12 +119,52 @@ impl<'a> Encoder<'a> {
         map.insert(e.name.clone(), e);
     }
 
+    /// Sorts `list` by name (the last of equal names wins, as with map inserts) and reuses the
+    /// previous snapshot's resource wherever the bytes are the same.
+    fn collect(
+        mut list: Vec<Arc<EncodedResource>>,
+        previous: Option<&TypedResources>,
+    ) -> TypedResources {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out: Vec<(String, Arc<EncodedResource>)> = Vec::with_capacity(list.len());
+        for e in list {
+            if out.last().is_some_and(|(n, _)| *n == e.name) {
+                out.pop();
+            }
+            out.push((e.name.clone(), e));
+        }
+        if let Some(previous) = previous {
+            let mut old = previous.iter().peekable();
+            for (name, e) in &mut out {
+                while old.next_if(|(n, _)| n.as_str() < name.as_str()).is_some() {}
+                if let Some((n, o)) = old.peek()
+                    && *n == name
+                    && o.version == e.version
+                    && o.value() == e.value()
+                {
+                    *e = (*o).clone();
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
     fn finish(self, version: String) -> Snapshot {
+        let previous = |t: &str| self.previous.and_then(|p| p.resources.get(t));
         let mut resources = BTreeMap::new();
         for (t, m) in [
-            (resource::CLUSTER, self.clusters),
-            (resource::ENDPOINT, self.endpoints),
-            (resource::LISTENER, self.listeners),
+            (
+                resource::CLUSTER,
+                Self::collect(self.clusters, previous(resource::CLUSTER)),
+            ),
+            (
+                resource::ENDPOINT,
+                Self::collect(self.endpoints, previous(resource::ENDPOINT)),
+            ),
+            (
+                resource::LISTENER,
+                Self::collect(self.listeners, previous(resource::LISTENER)),
+            ),
             (resource::ROUTE, self.routes),
         ] {
             if !m.is_empty() {
@@ -134,20 +177,42 @@ impl<'a> Encoder<'a> {
 
 impl Sink for Encoder<'_> {
     fn cluster(&mut self, c: Cluster) {
-        let e = EncodedResource::with_type_url(&c.name, resource::CLUSTER, &c);
-        Self::put(self.previous, &mut self.clusters, resource::CLUSTER, e);
+        self.clusters.push(EncodedResource::with_type_url(
+            &c.name,
+            resource::CLUSTER,
+            &c,
+        ));
+    }
+    fn templated_cluster(
+        &mut self,
+        name: String,
+        template: &crate::translate::cluster::ClusterTemplate,
+    ) {
+        let len = template.encoded_len_named(&name);
+        let e = EncodedResource::from_writer(name.clone(), resource::CLUSTER, len, |buf| {
+            template.encode_named(&name, buf)
+        });
+        self.clusters.push(e);
     }
     fn endpoint(&mut self, c: ClusterLoadAssignment) {
-        let e = EncodedResource::with_type_url(&c.cluster_name, resource::ENDPOINT, &c);
-        Self::put(self.previous, &mut self.endpoints, resource::ENDPOINT, e);
+        self.endpoints.push(EncodedResource::with_type_url(
+            &c.cluster_name,
+            resource::ENDPOINT,
+            &c,
+        ));
     }
     fn listener(&mut self, l: Listener) {
-        let e = EncodedResource::with_type_url(&l.name, resource::LISTENER, &l);
-        Self::put(self.previous, &mut self.listeners, resource::LISTENER, e);
+        self.listeners.push(EncodedResource::with_type_url(
+            &l.name,
+            resource::LISTENER,
+            &l,
+        ));
     }
     fn route(&mut self, r: RouteConfiguration) {
-        let name = r.name.clone();
-        let e = EncodedResource::from_bytes(&name, resource::ROUTE, &encode_canonical_owned(r));
+        let len = prost::Message::encoded_len(&r);
+        let e = EncodedResource::from_writer(r.name.clone(), resource::ROUTE, len, |buf| {
+            crate::resource::encode_canonical_into(r, buf)
+        });
         Self::put(self.previous, &mut self.routes, resource::ROUTE, e);
     }
     fn has_route(&self, name: &str) -> bool {

@@ -46,12 +46,24 @@ pub(crate) fn sidecar_clusters(
     scope: &SidecarScope<'_>,
     out: &mut dyn Sink,
 ) {
+    let mut templates = Templates::default();
     for svc in &scope.services {
         let dr = destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
+        templates.local.clear();
         for port in &svc.ports {
             let name = naming::outbound_cluster(port.number, "", &svc.hostname);
             let policy = effective_policy(dr.as_deref(), None, port.number);
-            add_cluster(ctx, proxy, svc, port, name, None, &policy, out);
+            add_cluster(
+                ctx,
+                proxy,
+                svc,
+                port,
+                name,
+                None,
+                &policy,
+                &mut templates,
+                out,
+            );
             if let Some(dr) = &dr {
                 for subset in &dr.subsets {
                     let name = naming::outbound_cluster(port.number, &subset.name, &svc.hostname);
@@ -64,6 +76,7 @@ pub(crate) fn sidecar_clusters(
                         name,
                         Some(&subset.labels),
                         &policy,
+                        &mut templates,
                         out,
                     );
                 }
@@ -92,6 +105,178 @@ pub(crate) fn sidecar_clusters(
     out.cluster(passthrough);
 }
 
+/// How an outbound cluster finds its endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Eds,
+    OriginalDst,
+    StrictDns,
+    LogicalDns,
+}
+
+impl Kind {
+    fn discovery_type(self) -> cluster::DiscoveryType {
+        match self {
+            Kind::Eds => cluster::DiscoveryType::Eds,
+            Kind::OriginalDst => cluster::DiscoveryType::OriginalDst,
+            Kind::StrictDns => cluster::DiscoveryType::StrictDns,
+            Kind::LogicalDns => cluster::DiscoveryType::LogicalDns,
+        }
+    }
+}
+
+/// Everything of an outbound cluster but its name, discovery type and endpoints. A cluster's
+/// body depends only on its kind, its port and its effective policy (and on the proxy and mesh
+/// config, fixed within a translation), so the default and subset clusters of a service, and
+/// services with the same policy, share one template; the encoder encodes its body once.
+#[derive(Debug)]
+pub(crate) struct ClusterTemplate {
+    /// Name, discovery type and EDS config left empty: every field it sets has a tag above 3.
+    body: Cluster,
+    discovery: cluster::DiscoveryType,
+    eds: bool,
+    encoded: std::cell::OnceCell<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ClusterTemplate {
+    /// The typed cluster named `name`.
+    pub(crate) fn instantiate(&self, name: String) -> Cluster {
+        let mut c = self.body.clone();
+        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(self.discovery as i32));
+        if self.eds {
+            c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+                eds_config: Some(ads_source(Some(std::time::Duration::ZERO))),
+                service_name: name.clone(),
+            });
+        }
+        c.name = name;
+        c
+    }
+
+    /// Appends the encoding of the cluster named `name` to `buf`: prost encodes fields in tag
+    /// order, so that is the name (1), the discovery type (2), the EDS config (3), then the
+    /// body's own encoding; byte for byte what `instantiate(name).encode()` gives (a test and
+    /// the property tests check it).
+    pub(crate) fn encode_named(&self, name: &str, buf: &mut Vec<u8>) {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+        let (body, eds_source) = self.encoded();
+        let put = |tag: u32, bytes: &[u8], buf: &mut Vec<u8>| {
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(bytes.len() as u64, buf);
+            buf.extend_from_slice(bytes);
+        };
+        if !name.is_empty() {
+            put(1, name.as_bytes(), buf);
+        }
+        cluster::ClusterDiscoveryType::Type(self.discovery as i32).encode(buf);
+        if self.eds {
+            let name_len = if name.is_empty() {
+                0
+            } else {
+                key_len(2) + encoded_len_varint(name.len() as u64) + name.len()
+            };
+            let inner = key_len(1)
+                + encoded_len_varint(eds_source.len() as u64)
+                + eds_source.len()
+                + name_len;
+            encode_key(3, WireType::LengthDelimited, buf);
+            encode_varint(inner as u64, buf);
+            put(1, eds_source, buf);
+            if !name.is_empty() {
+                put(2, name.as_bytes(), buf);
+            }
+        }
+        buf.extend_from_slice(body);
+    }
+
+    /// The length [`ClusterTemplate::encode_named`] writes.
+    pub(crate) fn encoded_len_named(&self, name: &str) -> usize {
+        use prost::encoding::{encoded_len_varint, key_len};
+        let (body, eds_source) = self.encoded();
+        let name_len = |tag: u32| {
+            if name.is_empty() {
+                0
+            } else {
+                key_len(tag) + encoded_len_varint(name.len() as u64) + name.len()
+            }
+        };
+        let mut len = name_len(1)
+            + cluster::ClusterDiscoveryType::Type(self.discovery as i32).encoded_len()
+            + body.len();
+        if self.eds {
+            let inner = key_len(1)
+                + encoded_len_varint(eds_source.len() as u64)
+                + eds_source.len()
+                + name_len(2);
+            len += key_len(3) + encoded_len_varint(inner as u64) + inner;
+        }
+        len
+    }
+
+    fn encoded(&self) -> &(Vec<u8>, Vec<u8>) {
+        use prost::Message;
+        self.encoded.get_or_init(|| {
+            (
+                self.body.encode_to_vec(),
+                ads_source(Some(std::time::Duration::ZERO)).encode_to_vec(),
+            )
+        })
+    }
+}
+
+/// Templates of one translation: shared across services (a bounded number, so that a mesh
+/// where every service has its own policy does not scan a long list), and those of the service
+/// being translated.
+#[derive(Default)]
+struct Templates {
+    shared: Vec<(
+        Kind,
+        ServicePort,
+        TrafficPolicy,
+        std::rc::Rc<ClusterTemplate>,
+    )>,
+    local: Vec<(
+        Kind,
+        ServicePort,
+        TrafficPolicy,
+        std::rc::Rc<ClusterTemplate>,
+    )>,
+}
+
+const SHARED_TEMPLATES: usize = 32;
+
+impl Templates {
+    fn get(
+        &mut self,
+        kind: Kind,
+        port: &ServicePort,
+        policy: &TrafficPolicy,
+        build: impl FnOnce() -> ClusterTemplate,
+    ) -> std::rc::Rc<ClusterTemplate> {
+        let hit = |v: &Vec<(
+            Kind,
+            ServicePort,
+            TrafficPolicy,
+            std::rc::Rc<ClusterTemplate>,
+        )>| {
+            v.iter()
+                .find(|(k, p, pol, _)| *k == kind && p == port && pol == policy)
+                .map(|(_, _, _, t)| t.clone())
+        };
+        if let Some(t) = hit(&self.shared).or_else(|| hit(&self.local)) {
+            return t;
+        }
+        let t = std::rc::Rc::new(build());
+        let list = if self.shared.len() < SHARED_TEMPLATES {
+            &mut self.shared
+        } else {
+            &mut self.local
+        };
+        list.push((kind, port.clone(), policy.clone(), t.clone()));
+        t
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn add_cluster(
     ctx: &PushContext,
@@ -101,10 +286,66 @@ fn add_cluster(
     name: String,
     subset_labels: Option<&std::collections::BTreeMap<String, String>>,
     policy: &TrafficPolicy,
+    templates: &mut Templates,
     out: &mut dyn Sink,
 ) {
+    let passthrough_lb =
+        policy.load_balancer.as_ref().and_then(|l| l.simple) == Some(SimpleLb::Passthrough);
+    let kind = match svc.resolution {
+        Resolution::None => Kind::OriginalDst,
+        _ if passthrough_lb => Kind::OriginalDst,
+        Resolution::Static => Kind::Eds,
+        Resolution::Dns => Kind::StrictDns,
+        Resolution::DnsRoundRobin | Resolution::DynamicDns => Kind::LogicalDns,
+    };
+    let template = templates.get(kind, port, policy, || ClusterTemplate {
+        body: cluster_body(ctx, proxy, kind, port, policy),
+        discovery: kind.discovery_type(),
+        eds: kind == Kind::Eds,
+        encoded: std::cell::OnceCell::new(),
+    });
+    match kind {
+        Kind::OriginalDst => out.templated_cluster(name, &template),
+        Kind::Eds => {
+            out.endpoint(endpoint::assignment(
+                ctx,
+                proxy,
+                svc,
+                port,
+                &name,
+                subset_labels,
+                policy,
+            ));
+            out.templated_cluster(name, &template);
+        }
+        Kind::StrictDns | Kind::LogicalDns => {
+            // Istio also sets respect_dns_ttl and the mesh dns_refresh_rate; Envoy 1.40 deprecates
+            // those cluster fields in favour of the DNS cluster extension, so Envoy's defaults apply.
+            let mut cla: ClusterLoadAssignment =
+                endpoint::assignment(ctx, proxy, svc, port, &name, subset_labels, policy);
+            if cla.endpoints.is_empty() && !svc.hostname.starts_with('*') {
+                cla = endpoint::single(&name, &svc.hostname, port.number);
+            }
+            if kind == Kind::LogicalDns {
+                // LOGICAL_DNS takes exactly one host.
+                endpoint::keep_first(&mut cla);
+            }
+            let mut c = template.instantiate(name);
+            c.load_assignment = Some(cla);
+            out.cluster(c);
+        }
+    }
+}
+
+/// The part of an outbound cluster that depends on its kind, port and policy only.
+fn cluster_body(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    kind: Kind,
+    port: &ServicePort,
+    policy: &TrafficPolicy,
+) -> Cluster {
     let mut c = Cluster {
-        name,
         connect_timeout: Some(dur(policy
             .connection_pool
             .as_ref()
@@ -114,54 +355,12 @@ fn add_cluster(
         circuit_breakers: Some(circuit_breakers_for(policy.connection_pool.as_ref())),
         ..Default::default()
     };
-    let passthrough_lb =
-        policy.load_balancer.as_ref().and_then(|l| l.simple) == Some(SimpleLb::Passthrough);
-    match svc.resolution {
-        Resolution::None => set_original_dst(&mut c),
-        _ if passthrough_lb => set_original_dst(&mut c),
-        Resolution::Static => {
-            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
-                cluster::DiscoveryType::Eds as i32,
-            ));
-            c.eds_cluster_config = Some(cluster::EdsClusterConfig {
-                eds_config: Some(ads_source(Some(std::time::Duration::ZERO))),
-                service_name: c.name.clone(),
-            });
-            out.endpoint(endpoint::assignment(
-                ctx,
-                proxy,
-                svc,
-                port,
-                &c.name,
-                subset_labels,
-                policy,
-            ));
-        }
-        Resolution::Dns | Resolution::DnsRoundRobin | Resolution::DynamicDns => {
-            let t = if svc.resolution == Resolution::Dns {
-                cluster::DiscoveryType::StrictDns
-            } else {
-                cluster::DiscoveryType::LogicalDns
-            };
-            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(t as i32));
-            c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
-            // Istio also sets respect_dns_ttl and the mesh dns_refresh_rate; Envoy 1.40 deprecates
-            // those cluster fields in favour of the DNS cluster extension, so Envoy's defaults apply.
-            let mut cla: ClusterLoadAssignment =
-                endpoint::assignment(ctx, proxy, svc, port, &c.name, subset_labels, policy);
-            if cla.endpoints.is_empty() && !svc.hostname.starts_with('*') {
-                cla = endpoint::single(&c.name, &svc.hostname, port.number);
-            }
-            if t == cluster::DiscoveryType::LogicalDns {
-                // LOGICAL_DNS takes exactly one host.
-                endpoint::keep_first(&mut cla);
-            }
-            c.load_assignment = Some(cla);
-        }
+    match kind {
+        Kind::OriginalDst => c.lb_policy = cluster::LbPolicy::ClusterProvided as i32,
+        _ => apply_lb(&mut c, policy, proxy.proxyless_grpc),
     }
-    if !matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::OriginalDst as i32)
-    {
-        apply_lb(&mut c, policy, proxy.proxyless_grpc);
+    if matches!(kind, Kind::StrictDns | Kind::LogicalDns) {
+        c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
     }
     if let Some(od) = &policy.outlier_detection {
         apply_outlier(&mut c, od);
@@ -194,14 +393,7 @@ fn add_cluster(
     {
         c.transport_socket = Some(ts);
     }
-    out.cluster(c);
-}
-
-fn set_original_dst(c: &mut Cluster) {
-    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
-        cluster::DiscoveryType::OriginalDst as i32,
-    ));
-    c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+    c
 }
 
 /// One threshold with Istio's defaults (everything 2^32-1, remaining tracked); 0 means unset.
@@ -502,4 +694,53 @@ pub(crate) fn consistent_hash(
     effective_policy(dr, subset, port)
         .load_balancer
         .and_then(|l| l.consistent_hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// The template's hand-assembled encoding is prost's encoding of the instantiated cluster,
+    /// whatever the body holds (fields on both sides of the name's tag in declaration order).
+    #[test]
+    fn templated_encoding_is_prosts() {
+        let bodies = [
+            Cluster::default(),
+            Cluster {
+                connect_timeout: Some(crate::pb::duration(std::time::Duration::from_millis(1500))),
+                lb_policy: cluster::LbPolicy::LeastRequest as i32,
+                circuit_breakers: Some(circuit_breakers_for(None)),
+                alt_stat_name: "stats".into(),
+                transport_socket_matches: vec![cluster::TransportSocketMatch {
+                    name: "tlsMode-istio".into(),
+                    ..Default::default()
+                }],
+                dns_lookup_family: cluster::DnsLookupFamily::V4Only as i32,
+                ..Default::default()
+            },
+        ];
+        for body in bodies {
+            for kind in [
+                Kind::Eds,
+                Kind::OriginalDst,
+                Kind::StrictDns,
+                Kind::LogicalDns,
+            ] {
+                let t = ClusterTemplate {
+                    body: body.clone(),
+                    discovery: kind.discovery_type(),
+                    eds: kind == Kind::Eds,
+                    encoded: std::cell::OnceCell::new(),
+                };
+                for name in ["", "outbound|80|v1|reviews.shop.svc.cluster.local"] {
+                    let mut buf = Vec::new();
+                    t.encode_named(name, &mut buf);
+                    let want = t.instantiate(name.to_string()).encode_to_vec();
+                    assert_eq!(buf, want, "{kind:?} {name:?}");
+                    assert_eq!(t.encoded_len_named(name), want.len());
+                }
+            }
+        }
+    }
 }

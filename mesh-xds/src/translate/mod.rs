@@ -5,7 +5,7 @@
 //! produce the same resources (maps are ordered), and [`Resources::consistent`] checks the
 //! invariants Envoy relies on.
 
-mod cluster;
+pub(crate) mod cluster;
 mod endpoint;
 mod inbound;
 mod listener;
@@ -56,8 +56,7 @@ pub struct PushContext {
     pub(crate) dr_memo: std::sync::Mutex<DrMemo>,
 }
 
-type DrMemo =
-    HashMap<String, HashMap<String, HashMap<String, Option<Arc<mesh_model::DestinationRuleSpec>>>>>;
+type DrMemo = HashMap<String, HashMap<String, HashMap<String, Option<scope::DrHit>>>>;
 
 /// Resources indexed by host: exact hosts in a map, wildcard hosts in a (short) list, so that
 /// lookups per service stay O(1) plus the wildcards instead of scanning every resource.
@@ -199,6 +198,11 @@ pub fn translate(ctx: &PushContext, proxy: &Proxy) -> Resources {
 /// [`translate_snapshot`](crate::translate_snapshot)).
 pub(crate) trait Sink {
     fn cluster(&mut self, c: Cluster);
+    /// The cluster `name` made from a shared template (the encoder copies the template's
+    /// bytes instead of building and encoding a message).
+    fn templated_cluster(&mut self, name: String, template: &cluster::ClusterTemplate) {
+        self.cluster(template.instantiate(name));
+    }
     fn endpoint(&mut self, e: ClusterLoadAssignment);
     fn listener(&mut self, l: Listener);
     fn route(&mut self, r: RouteConfiguration);

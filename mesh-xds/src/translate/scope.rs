@@ -182,14 +182,60 @@ impl<'a> SidecarScope<'a> {
     }
 }
 
+/// A memoized DestinationRule lookup: one rule of the push context (by index), or several
+/// merged into a new one.
+#[derive(Clone, Debug)]
+pub(crate) enum DrHit {
+    Config(usize),
+    Merged(std::sync::Arc<DestinationRuleSpec>),
+}
+
+/// The DestinationRule that applies to a host: borrowed from the push context when one rule
+/// applies (the usual case, no copy), or a merge of several.
+#[derive(Clone, Debug)]
+pub(crate) enum DrRef<'a> {
+    Borrowed(&'a DestinationRuleSpec),
+    Merged(std::sync::Arc<DestinationRuleSpec>),
+}
+
+impl std::ops::Deref for DrRef<'_> {
+    type Target = DestinationRuleSpec;
+    fn deref(&self) -> &DestinationRuleSpec {
+        match self {
+            DrRef::Borrowed(d) => d,
+            DrRef::Merged(d) => d,
+        }
+    }
+}
+
+impl AsRef<DestinationRuleSpec> for DrRef<'_> {
+    fn as_ref(&self) -> &DestinationRuleSpec {
+        self
+    }
+}
+
+fn dr_at(ctx: &PushContext, i: usize) -> Option<&DestinationRuleSpec> {
+    match ctx.destination_rules.get(i)?.as_ref() {
+        Config::DestinationRule(dr) => Some(&dr.spec),
+        _ => None,
+    }
+}
+
+fn resolve_hit<'a>(ctx: &'a PushContext, hit: &DrHit) -> Option<DrRef<'a>> {
+    match hit {
+        DrHit::Config(i) => dr_at(ctx, *i).map(DrRef::Borrowed),
+        DrHit::Merged(d) => Some(DrRef::Merged(d.clone())),
+    }
+}
+
 /// The DestinationRule that applies to `service` for a proxy in `proxy_ns`, merged as Istio
 /// merges DRs for one host (first traffic policy wins, subsets merged by name).
-pub(crate) fn destination_rule(
-    ctx: &PushContext,
+pub(crate) fn destination_rule<'a>(
+    ctx: &'a PushContext,
     proxy: &Proxy,
     host: &str,
     service_ns: &str,
-) -> Option<std::sync::Arc<DestinationRuleSpec>> {
+) -> Option<DrRef<'a>> {
     // Memoized per push: every proxy of a namespace (and every route to a host) asks the same
     // question. Labels only matter when a DestinationRule in the proxy's namespace has a selector.
     let class: std::borrow::Cow<'_, str> = if ctx.selector_drs.contains(&proxy.namespace) {
@@ -207,10 +253,11 @@ pub(crate) fn destination_rule(
         .and_then(|m| m.get(host))
         .and_then(|m| m.get(service_ns))
     {
-        return hit.clone();
+        return hit.as_ref().and_then(|h| resolve_hit(ctx, h));
     }
     drop(memo);
-    let found = lookup_destination_rule(ctx, proxy, host, service_ns).map(std::sync::Arc::new);
+    let found = lookup_destination_rule(ctx, proxy, host, service_ns);
+    let result = found.as_ref().and_then(|h| resolve_hit(ctx, h));
     ctx.dr_memo
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -218,8 +265,8 @@ pub(crate) fn destination_rule(
         .or_default()
         .entry(host.to_string())
         .or_default()
-        .insert(service_ns.to_string(), found.clone());
-    found
+        .insert(service_ns.to_string(), found);
+    result
 }
 
 fn lookup_destination_rule(
@@ -227,10 +274,10 @@ fn lookup_destination_rule(
     proxy: &Proxy,
     host: &str,
     service_ns: &str,
-) -> Option<DestinationRuleSpec> {
+) -> Option<DrHit> {
     let default_export = &ctx.mesh.default_destination_rule_export_to;
-    let candidates = |ns: &str, private_ok: bool| -> Vec<&DestinationRuleSpec> {
-        let mut best: Vec<(usize, &DestinationRuleSpec)> = Vec::new();
+    let candidates = |ns: &str, private_ok: bool| -> Vec<usize> {
+        let mut best: Vec<(usize, usize)> = Vec::new();
         let Some(index) = ctx.dr_index.get(ns) else {
             return Vec::new();
         };
@@ -262,14 +309,14 @@ fn lookup_destination_rule(
             } else {
                 dr_host.len()
             };
-            best.push((specificity, &dr.spec));
+            best.push((specificity, i));
         }
         let Some(top) = best.iter().map(|(s, _)| *s).max() else {
             return Vec::new();
         };
         best.into_iter()
             .filter(|(s, _)| *s == top)
-            .map(|(_, d)| d)
+            .map(|(_, i)| i)
             .collect()
     };
     let root = &ctx.mesh.root_namespace;
@@ -280,7 +327,10 @@ fn lookup_destination_rule(
     if found.is_empty() && *root != proxy.namespace {
         found = candidates(root, false);
     }
-    let mut iter = found.into_iter();
+    if found.len() <= 1 {
+        return found.first().map(|i| DrHit::Config(*i));
+    }
+    let mut iter = found.into_iter().filter_map(|i| dr_at(ctx, i));
     let mut merged = iter.next()?.clone();
     for other in iter {
         if merged.traffic_policy.is_none() {
@@ -292,7 +342,7 @@ fn lookup_destination_rule(
             }
         }
     }
-    Some(merged)
+    Some(DrHit::Merged(std::sync::Arc::new(merged)))
 }
 
 /// The effective policy for a cluster: top-level (or its port-level replacement), overridden
