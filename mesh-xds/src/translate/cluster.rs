@@ -307,7 +307,7 @@ fn add_cluster(
     match kind {
         Kind::OriginalDst => out.templated_cluster(name, &template),
         Kind::Eds => {
-            out.endpoint(endpoint::assignment(
+            out.assignment(&endpoint::assignment(
                 ctx,
                 proxy,
                 svc,
@@ -322,7 +322,8 @@ fn add_cluster(
             // Istio also sets respect_dns_ttl and the mesh dns_refresh_rate; Envoy 1.40 deprecates
             // those cluster fields in favour of the DNS cluster extension, so Envoy's defaults apply.
             let mut cla: ClusterLoadAssignment =
-                endpoint::assignment(ctx, proxy, svc, port, &name, subset_labels, policy);
+                endpoint::assignment(ctx, proxy, svc, port, &name, subset_labels, policy)
+                    .to_message();
             if cla.endpoints.is_empty() && !svc.hostname.starts_with('*') {
                 cla = endpoint::single(&name, &svc.hostname, port.number);
             }

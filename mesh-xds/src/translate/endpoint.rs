@@ -56,15 +56,15 @@ pub(crate) fn keep_first(cla: &mut ClusterLoadAssignment) {
 /// The assignment for one cluster: endpoints matching the subset labels, one group per
 /// locality (sorted), each weighted by the sum of its endpoints' weights, with failover
 /// priorities when locality failover applies.
-pub(crate) fn assignment(
+pub(crate) fn assignment<'a>(
     ctx: &PushContext,
     proxy: &Proxy,
-    svc: &Service,
+    svc: &'a Service,
     port: &ServicePort,
-    cluster: &str,
+    cluster: &'a str,
     subset_labels: Option<&BTreeMap<String, String>>,
     policy: &TrafficPolicy,
-) -> ClusterLoadAssignment {
+) -> Assignment<'a> {
     let setting = policy
         .load_balancer
         .as_ref()
@@ -79,7 +79,7 @@ pub(crate) fn assignment(
         .map(|s| s.failover_priority.as_slice());
     // (locality, label priority, endpoints, weight), sorted; meshes have few localities, so a
     // short vector beats a map.
-    let mut groups_by: Vec<(&str, u32, Vec<LbEndpoint>, u32)> = Vec::new();
+    let mut groups_by: Vec<(&str, u32, Vec<Ep<'a>>, u32)> = Vec::new();
     for ep in &svc.endpoints {
         if let Some(labels) = subset_labels
             && !labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v))
@@ -99,9 +99,11 @@ pub(crate) fn assignment(
             }
         };
         let group = &mut groups_by[i];
-        group
-            .2
-            .push(lb_endpoint(&ep.address, ep.port_for(port), ep.weight));
+        group.2.push(Ep {
+            address: &ep.address,
+            port: ep.port_for(port),
+            weight: ep.weight.max(1),
+        });
         group.3 += ep.weight.max(1);
     }
     let failover_regions: Vec<(String, String)> = setting
@@ -112,25 +114,31 @@ pub(crate) fn assignment(
                 .collect()
         })
         .unwrap_or_default();
-    let mut groups: Vec<LocalityLbEndpoints> = groups_by
+    let mut groups: Vec<Group<'a>> = groups_by
         .into_iter()
-        .map(|(loc, level, eps, weight)| {
-            let l = proxy::Locality::parse(loc);
+        .map(|(loc, level, endpoints, weight)| {
+            let mut parts = loc.splitn(3, '/');
+            let (region, zone, sub_zone) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
             let priority = match (failover, label_priorities) {
                 (true, Some(_)) => level,
-                (true, None) => priority(&proxy.locality, &l, &failover_regions),
+                (true, None) => priority(
+                    &proxy.locality,
+                    &proxy::Locality::parse(loc),
+                    &failover_regions,
+                ),
                 (false, _) => 0,
             };
-            LocalityLbEndpoints {
-                locality: Some(Locality {
-                    region: l.region,
-                    zone: l.zone,
-                    sub_zone: l.sub_zone,
-                }),
-                load_balancing_weight: Some(u32v(weight)),
-                lb_endpoints: eps,
+            Group {
+                region,
+                zone,
+                sub_zone,
+                weight,
                 priority,
-                ..Default::default()
+                endpoints,
             }
         })
         .collect();
@@ -150,10 +158,218 @@ pub(crate) fn assignment(
     }) {
         distribute(&mut groups, &rule.to);
     }
-    ClusterLoadAssignment {
-        cluster_name: cluster.to_string(),
-        endpoints: groups,
-        ..Default::default()
+    Assignment { cluster, groups }
+}
+
+/// One endpoint of an [`Assignment`]: an address (`unix://` paths become pipes), a port and a
+/// weight (at least 1).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ep<'a> {
+    address: &'a str,
+    port: u32,
+    weight: u32,
+}
+
+/// The endpoints of one locality (and priority).
+#[derive(Clone, Debug)]
+pub(crate) struct Group<'a> {
+    region: &'a str,
+    zone: &'a str,
+    sub_zone: &'a str,
+    weight: u32,
+    priority: u32,
+    endpoints: Vec<Ep<'a>>,
+}
+
+impl Group<'_> {
+    /// `region/zone/subzone` without trailing empty parts, as [`proxy::Locality::label`].
+    fn label(&self) -> String {
+        proxy::Locality {
+            region: self.region.to_string(),
+            zone: self.zone.to_string(),
+            sub_zone: self.sub_zone.to_string(),
+        }
+        .label()
+    }
+}
+
+/// An endpoint assignment before it becomes a message, borrowing from the registry: the typed
+/// [`ClusterLoadAssignment`] and the encoder's bytes are both made from it, so the encoder never
+/// builds the message.
+#[derive(Clone, Debug)]
+pub(crate) struct Assignment<'a> {
+    pub(crate) cluster: &'a str,
+    groups: Vec<Group<'a>>,
+}
+
+fn is_pipe(address: &str) -> bool {
+    address.starts_with("unix://")
+}
+
+impl Assignment<'_> {
+    /// The message.
+    pub(crate) fn to_message(&self) -> ClusterLoadAssignment {
+        ClusterLoadAssignment {
+            cluster_name: self.cluster.to_string(),
+            endpoints: self
+                .groups
+                .iter()
+                .map(|g| LocalityLbEndpoints {
+                    locality: Some(Locality {
+                        region: g.region.to_string(),
+                        zone: g.zone.to_string(),
+                        sub_zone: g.sub_zone.to_string(),
+                    }),
+                    load_balancing_weight: Some(u32v(g.weight)),
+                    lb_endpoints: g
+                        .endpoints
+                        .iter()
+                        .map(|e| lb_endpoint(e.address, e.port, e.weight))
+                        .collect(),
+                    priority: g.priority,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Length of [`Assignment::encode`]'s output: `to_message().encoded_len()`.
+    pub(crate) fn encoded_len(&self) -> usize {
+        wire::field_len(1, self.cluster.len(), !self.cluster.is_empty())
+            + self
+                .groups
+                .iter()
+                .map(|g| wire::field_len(2, wire::group_len(g), true))
+                .sum::<usize>()
+    }
+
+    /// Appends prost's encoding of [`Assignment::to_message`] to `buf`, without building it:
+    /// fields in tag order, lengths computed once, bottom up.
+    pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
+        if !self.cluster.is_empty() {
+            wire::bytes(1, self.cluster.as_bytes(), buf);
+        }
+        for g in &self.groups {
+            wire::header(2, wire::group_len(g), buf);
+            wire::header(1, wire::locality_len(g), buf);
+            wire::opt_str(1, g.region, buf);
+            wire::opt_str(2, g.zone, buf);
+            wire::opt_str(3, g.sub_zone, buf);
+            for e in &g.endpoints {
+                wire::header(2, wire::lb_endpoint_len(e), buf);
+                // LbEndpoint.endpoint (1) > Endpoint.address (1) > Address (1 socket / 2 pipe)
+                let addr = wire::address_len(e);
+                wire::header(1, wire::field_len(1, addr, true), buf);
+                wire::header(1, addr, buf);
+                if is_pipe(e.address) {
+                    let path = e.address.trim_start_matches("unix://");
+                    wire::header(2, wire::field_len(1, path.len(), !path.is_empty()), buf);
+                    wire::opt_str(1, path, buf);
+                } else {
+                    wire::header(1, wire::socket_len(e), buf);
+                    wire::opt_str(2, e.address, buf);
+                    wire::varint(3, u64::from(e.port), buf);
+                }
+                wire::header(4, wire::u32_value_len(e.weight), buf);
+                if e.weight != 0 {
+                    wire::varint(1, u64::from(e.weight), buf);
+                }
+            }
+            wire::header(3, wire::u32_value_len(g.weight), buf);
+            if g.weight != 0 {
+                wire::varint(1, u64::from(g.weight), buf);
+            }
+            if g.priority != 0 {
+                wire::varint(5, u64::from(g.priority), buf);
+            }
+        }
+    }
+}
+
+/// Protobuf wire helpers for [`Assignment::encode`] (every tag here is below 16: one-byte keys).
+mod wire {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+    use super::{Ep, Group, is_pipe};
+
+    /// A length-delimited field of `len` bytes, if `present`.
+    pub(super) fn field_len(tag: u32, len: usize, present: bool) -> usize {
+        if present {
+            key_len(tag) + encoded_len_varint(len as u64) + len
+        } else {
+            0
+        }
+    }
+
+    pub(super) fn header(tag: u32, len: usize, buf: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    }
+
+    pub(super) fn bytes(tag: u32, b: &[u8], buf: &mut Vec<u8>) {
+        header(tag, b.len(), buf);
+        buf.extend_from_slice(b);
+    }
+
+    pub(super) fn opt_str(tag: u32, s: &str, buf: &mut Vec<u8>) {
+        if !s.is_empty() {
+            bytes(tag, s.as_bytes(), buf);
+        }
+    }
+
+    pub(super) fn varint(tag: u32, v: u64, buf: &mut Vec<u8>) {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(v, buf);
+    }
+
+    pub(super) fn u32_value_len(v: u32) -> usize {
+        if v == 0 {
+            0
+        } else {
+            key_len(1) + encoded_len_varint(u64::from(v))
+        }
+    }
+
+    pub(super) fn socket_len(e: &Ep<'_>) -> usize {
+        // address (2), port_value (3, in a oneof: written even when 0); protocol TCP is 0.
+        field_len(2, e.address.len(), !e.address.is_empty())
+            + key_len(3)
+            + encoded_len_varint(u64::from(e.port))
+    }
+
+    pub(super) fn address_len(e: &Ep<'_>) -> usize {
+        if is_pipe(e.address) {
+            let path = e.address.trim_start_matches("unix://");
+            field_len(2, field_len(1, path.len(), !path.is_empty()), true)
+        } else {
+            field_len(1, socket_len(e), true)
+        }
+    }
+
+    pub(super) fn lb_endpoint_len(e: &Ep<'_>) -> usize {
+        let endpoint = field_len(1, address_len(e), true);
+        field_len(1, endpoint, true) + field_len(4, u32_value_len(e.weight), true)
+    }
+
+    pub(super) fn locality_len(g: &Group<'_>) -> usize {
+        field_len(1, g.region.len(), !g.region.is_empty())
+            + field_len(2, g.zone.len(), !g.zone.is_empty())
+            + field_len(3, g.sub_zone.len(), !g.sub_zone.is_empty())
+    }
+
+    pub(super) fn group_len(g: &Group<'_>) -> usize {
+        field_len(1, locality_len(g), true)
+            + g.endpoints
+                .iter()
+                .map(|e| field_len(2, lb_endpoint_len(e), true))
+                .sum::<usize>()
+            + field_len(3, u32_value_len(g.weight), true)
+            + if g.priority == 0 {
+                0
+            } else {
+                key_len(5) + encoded_len_varint(u64::from(g.priority))
+            }
     }
 }
 
@@ -173,7 +389,7 @@ fn locality_matches(locality: &str, pattern: &str) -> bool {
 /// Istio's `distribute`: each destination pattern's weight is shared by the locality groups it
 /// matches (in proportion to their own weights, rounded up); a group no pattern matches gets no
 /// traffic and is dropped. Patterns are taken most specific first, each group counts once.
-fn distribute(groups: &mut Vec<LocalityLbEndpoints>, to: &BTreeMap<String, u32>) {
+fn distribute(groups: &mut Vec<Group<'_>>, to: &BTreeMap<String, u32>) {
     let mut patterns: Vec<(&String, &u32)> = to.iter().collect();
     patterns.sort_by_key(|(p, _)| {
         std::cmp::Reverse(p.matches('/').count() * 2 + usize::from(!p.contains('*')))
@@ -183,24 +399,10 @@ fn distribute(groups: &mut Vec<LocalityLbEndpoints>, to: &BTreeMap<String, u32>)
         let matching: Vec<usize> = (0..groups.len())
             .filter(|i| assigned[*i].is_none())
             .filter(|i| {
-                let label = groups[*i]
-                    .locality
-                    .as_ref()
-                    .map(|l| proxy::Locality {
-                        region: l.region.clone(),
-                        zone: l.zone.clone(),
-                        sub_zone: l.sub_zone.clone(),
-                    })
-                    .unwrap_or_default()
-                    .label();
-                locality_matches(&label, pattern)
+                locality_matches(&groups[*i].label(), pattern)
             })
             .collect();
-        let own = |i: usize| {
-            groups[i]
-                .load_balancing_weight
-                .map_or(1, |w| w.value.max(1))
-        };
+        let own = |i: usize| groups[i].weight.max(1);
         let total: u64 = matching.iter().map(|i| u64::from(own(*i))).sum();
         for i in matching {
             let share = (u64::from(own(i)) * u64::from(*weight)).div_ceil(total.max(1));
@@ -217,7 +419,7 @@ fn distribute(groups: &mut Vec<LocalityLbEndpoints>, to: &BTreeMap<String, u32>)
         .iter_mut()
         .zip(assigned.into_iter().flatten().filter(|w| *w > 0))
     {
-        g.load_balancing_weight = Some(u32v(w));
+        g.weight = w;
     }
 }
 
@@ -274,6 +476,73 @@ fn priority(proxy: &proxy::Locality, ep: &proxy::Locality, failover: &[(String, 
             3
         } else {
             4
+        }
+    }
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+    use prost::Message;
+
+    /// The hand-written EDS encoding is prost's, for the shapes translation produces: sockets
+    /// and pipes, empty and partial localities, priorities, port 0, large weights, no endpoints.
+    #[test]
+    fn assignment_encoding_is_prosts() {
+        let ep = |address: &'static str, port: u32, weight: u32| Ep {
+            address,
+            port,
+            weight,
+        };
+        let long = "a-very-long-address-name-that-needs-a-two-byte-length-prefix-when-it-goes-past-127-bytes.example.com.svc.cluster.local.and-more-padding";
+        let cases = [
+            Assignment {
+                cluster: "outbound|80||reviews.shop.svc.cluster.local",
+                groups: vec![],
+            },
+            Assignment {
+                cluster: "",
+                groups: vec![Group {
+                    region: "",
+                    zone: "",
+                    sub_zone: "",
+                    weight: 1,
+                    priority: 0,
+                    endpoints: vec![ep("10.0.0.1", 0, 1)],
+                }],
+            },
+            Assignment {
+                cluster: "outbound|9090|v1|x",
+                groups: vec![
+                    Group {
+                        region: "us-east",
+                        zone: "a",
+                        sub_zone: "",
+                        weight: 300_000,
+                        priority: 0,
+                        endpoints: vec![
+                            ep("10.0.0.1", 8080, 1),
+                            ep("unix:///var/run/sock", 0, 7),
+                            ep(long, 65535, 100_000),
+                        ],
+                    },
+                    Group {
+                        region: "eu",
+                        zone: "",
+                        sub_zone: "s",
+                        weight: 2,
+                        priority: 3,
+                        endpoints: vec![],
+                    },
+                ],
+            },
+        ];
+        for a in cases {
+            let mut buf = Vec::new();
+            a.encode(&mut buf);
+            let want = a.to_message().encode_to_vec();
+            assert_eq!(buf, want, "{a:?}");
+            assert_eq!(a.encoded_len(), want.len());
         }
     }
 }

@@ -6,7 +6,7 @@
 //! invariants Envoy relies on.
 
 pub(crate) mod cluster;
-mod endpoint;
+pub(crate) mod endpoint;
 mod inbound;
 mod listener;
 mod route;
@@ -204,6 +204,10 @@ pub(crate) trait Sink {
         self.cluster(template.instantiate(name));
     }
     fn endpoint(&mut self, e: ClusterLoadAssignment);
+    /// An endpoint assignment (the encoder writes its bytes without building the message).
+    fn assignment(&mut self, a: &endpoint::Assignment<'_>) {
+        self.endpoint(a.to_message());
+    }
     fn listener(&mut self, l: Listener);
     fn route(&mut self, r: RouteConfiguration);
     /// Whether a route config of this name was already emitted (listeners share them).

@@ -86,8 +86,9 @@ pub(crate) fn sidecar_route_config(
         port,
         gateway: None,
     };
-    let mut used = BTreeSet::new();
-    let mut vhosts = Vec::new();
+    // Domains already taken by an earlier virtual host (Envoy refuses duplicates).
+    let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut vhosts = Vec::with_capacity(scope.services.len() + 1);
     for svc in &scope.services {
         let Some(svc_port) = svc.port(port) else {
             continue;
@@ -118,7 +119,7 @@ pub(crate) fn sidecar_route_config(
             port,
             proxy.proxyless_grpc,
         );
-        domains.retain(|d| used.insert(d.clone()));
+        domains.retain(|d| !used.contains(d.as_str()) && used.insert(d.clone()));
         if domains.is_empty() {
             continue;
         }
