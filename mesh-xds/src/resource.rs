@@ -234,10 +234,15 @@ pub(crate) fn encode_canonical_into(mut rc: RouteConfiguration, buf: &mut Vec<u8
     let _ = rc.encode(buf);
     let mut scratch = Vec::new();
     for v in vhosts {
-        encode_key(2, WireType::LengthDelimited, buf);
-        encode_varint(v.encoded_len() as u64, buf);
-        encode_vhost(v, buf, &mut scratch);
+        encode_vhost_field(v, buf, &mut scratch);
     }
+}
+
+/// Appends one virtual host as field 2 of a route configuration, canonically encoded.
+pub(crate) fn encode_vhost_field(v: VirtualHost, buf: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+    encode_key(2, WireType::LengthDelimited, buf);
+    encode_varint(v.encoded_len() as u64, buf);
+    encode_vhost(v, buf, scratch);
 }
 
 #[cfg(test)]

@@ -231,6 +231,20 @@ impl Sink for Encoder<'_> {
         });
         Self::put(self.previous, &mut self.routes, resource::ROUTE, e);
     }
+    fn route_streamed(
+        &mut self,
+        header: RouteConfiguration,
+        vhosts: &mut crate::translate::VhostSource<'_>,
+    ) {
+        // The canonical encoding (see `encode_canonical_into`): the header's fields, then the
+        // virtual hosts, each encoded (and dropped) as it arrives.
+        let name = header.name.clone();
+        let mut value = prost::Message::encode_to_vec(&header);
+        let mut scratch = Vec::new();
+        vhosts(&mut |v| crate::resource::encode_vhost_field(v, &mut value, &mut scratch));
+        let e = EncodedResource::from_bytes(&name, resource::ROUTE, &value);
+        Self::put(self.previous, &mut self.routes, resource::ROUTE, e);
+    }
     fn has_route(&self, name: &str) -> bool {
         self.routes.contains_key(name)
     }

@@ -398,9 +398,7 @@ fn distribute(groups: &mut Vec<Group<'_>>, to: &BTreeMap<String, u32>) {
     for (pattern, weight) in patterns {
         let matching: Vec<usize> = (0..groups.len())
             .filter(|i| assigned[*i].is_none())
-            .filter(|i| {
-                locality_matches(&groups[*i].label(), pattern)
-            })
+            .filter(|i| locality_matches(&groups[*i].label(), pattern))
             .collect();
         let own = |i: usize| groups[i].weight.max(1);
         let total: u64 = matching.iter().map(|i| u64::from(own(*i))).sum();

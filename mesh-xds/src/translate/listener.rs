@@ -280,8 +280,10 @@ fn captured_listener(
     let name = naming::listener("0.0.0.0", port);
     let rds = port.to_string();
     if !out.has_route(&rds) {
-        let rc = route::sidecar_route_config(ctx, proxy, scope, port, imports, rds.clone());
-        out.route(rc);
+        out.route_streamed(
+            route::sidecar_route_header(proxy, rds.clone()),
+            &mut |emit| route::sidecar_vhosts(ctx, proxy, scope, port, imports, emit),
+        );
     }
     out.listener(Listener {
         name: name.clone(),

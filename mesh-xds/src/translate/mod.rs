@@ -18,7 +18,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use mesh_model::store::Snapshot;
 use mesh_model::{Config, Kind, MeshConfig};
 
@@ -196,6 +196,9 @@ pub fn translate(ctx: &PushContext, proxy: &Proxy) -> Resources {
 /// Where translation puts each resource as soon as it is built: typed [`Resources`] for
 /// inspection, or an encoder that keeps only the bytes (see
 /// [`translate_snapshot`](crate::translate_snapshot)).
+/// Produces virtual hosts one by one, handing each to the function it is given.
+pub(crate) type VhostSource<'a> = dyn FnMut(&mut dyn FnMut(VirtualHost)) + 'a;
+
 pub(crate) trait Sink {
     fn cluster(&mut self, c: Cluster);
     /// The cluster `name` made from a shared template (the encoder copies the template's
@@ -210,6 +213,14 @@ pub(crate) trait Sink {
     }
     fn listener(&mut self, l: Listener);
     fn route(&mut self, r: RouteConfiguration);
+    /// A route configuration whose virtual hosts `vhosts` produces one by one (handing each to
+    /// the function it is given): the encoder encodes each as it comes and never holds them
+    /// all. `header` has no virtual hosts.
+    fn route_streamed(&mut self, header: RouteConfiguration, vhosts: &mut VhostSource<'_>) {
+        let mut rc = header;
+        vhosts(&mut |v| rc.virtual_hosts.push(v));
+        self.route(rc);
+    }
     /// Whether a route config of this name was already emitted (listeners share them).
     fn has_route(&self, name: &str) -> bool;
 }

@@ -82,13 +82,40 @@ pub(crate) fn sidecar_route_config(
     imports: &dyn Fn(&str, &str) -> bool,
     name: String,
 ) -> RouteConfiguration {
+    let mut rc = sidecar_route_header(proxy, name);
+    sidecar_vhosts(ctx, proxy, scope, port, imports, &mut |v| {
+        rc.virtual_hosts.push(v)
+    });
+    rc
+}
+
+/// A sidecar route configuration without its virtual hosts ([`sidecar_vhosts`] makes those).
+pub(crate) fn sidecar_route_header(proxy: &Proxy, name: String) -> RouteConfiguration {
+    RouteConfiguration {
+        name,
+        validate_clusters: Some(boolv(false)),
+        ignore_port_in_host_matching: !proxy.proxyless_grpc,
+        ..Default::default()
+    }
+}
+
+/// The virtual hosts of a sidecar's route configuration for `port`, in order, each handed to
+/// `emit` as soon as it is built (so that an encoder never holds them all).
+pub(crate) fn sidecar_vhosts(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    port: u32,
+    imports: &dyn Fn(&str, &str) -> bool,
+    emit: &mut dyn FnMut(VirtualHost),
+) {
     let target = RouteTarget {
         port,
         gateway: None,
     };
     // Domains already taken by an earlier virtual host (Envoy refuses duplicates).
-    let mut used: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut vhosts = Vec::with_capacity(scope.services.len() + 1);
+    let mut used: std::collections::HashSet<String> =
+        std::collections::HashSet::with_capacity(scope.services.len() * 4);
     for svc in &scope.services {
         let Some(svc_port) = svc.port(port) else {
             continue;
@@ -123,7 +150,7 @@ pub(crate) fn sidecar_route_config(
         if domains.is_empty() {
             continue;
         }
-        vhosts.push(VirtualHost {
+        emit(VirtualHost {
             name: naming::virtual_host(&svc.hostname, port),
             domains,
             routes,
@@ -131,14 +158,7 @@ pub(crate) fn sidecar_route_config(
             ..Default::default()
         });
     }
-    vhosts.push(catch_all(scope.outbound_mode));
-    RouteConfiguration {
-        name,
-        virtual_hosts: vhosts,
-        validate_clusters: Some(boolv(false)),
-        ignore_port_in_host_matching: !proxy.proxyless_grpc,
-        ..Default::default()
-    }
+    emit(catch_all(scope.outbound_mode));
 }
 
 /// The virtual host that answers for unknown hosts: PassthroughCluster or a 502.
