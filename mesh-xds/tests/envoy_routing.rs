@@ -994,6 +994,109 @@ spec:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// AUTO_PASSTHROUGH (Istio's east-west gateway): the gateway routes TLS by the SNI-DNAT name
+/// `outbound_.PORT_.SUBSET_.HOST` to that cluster without terminating it; subsets get their own
+/// names (and only their endpoints), and an SNI for no cluster is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_auto_passthrough_routes_by_sni_dnat_names() {
+    let (dir, cert, key) = self_signed("mesh-gw-auto-passthrough", "db.example.com");
+    let (v1_port, v2_port) = (free_port(), free_port());
+    let _v1 = TlsUpstream::start(v1_port, &cert, &key, &[]);
+    let _v2 = TlsUpstream::start(v2_port, &cert, &key, &[]);
+    let gw_port = free_port();
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: [db.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 5432, name: tls, protocol: TLS}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{tls: {v1_port}}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{tls: {v2_port}}}, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: shop}}
+spec:
+  host: db.shop.svc.cluster.local
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: eastwest, namespace: shop}}
+spec:
+  selector: {{istio: eastwestgateway}}
+  servers:
+  - port: {{number: {gw_port}, name: tls, protocol: TLS}}
+    bind: 127.0.0.1
+    hosts: ["*.local"]
+    tls: {{mode: AUTO_PASSTHROUGH}}
+"#
+    );
+    let cp = ControlPlane::new(&config);
+    let (xds, _conns) = serve(cp.clone()).await;
+    let node = r#"{id: "router~127.0.0.1~ew.shop~shop.svc.cluster.local", cluster: ew, metadata: {NAMESPACE: shop, LABELS: {istio: eastwestgateway}}}"#;
+    let envoy = Envoy::start(xds, Api::Sotw, node).await;
+    envoy.wait_live().await;
+    // openssl s_client with the SNI-DNAT name; the backend's s_server answers a GET with its
+    // status page, which names the port it accepted on.
+    let fetch = |sni: &str| {
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect"])
+            .arg(format!("127.0.0.1:{gw_port}"))
+            .args(["-servername", sni])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            let _ = stdin.write_all(b"GET / HTTP/1.0\r\n\r\n");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let all = "outbound_.5432_._.db.shop.svc.cluster.local";
+    eventually(
+        "TLS through the SNI-DNAT cluster",
+        Duration::from_secs(20),
+        async || fetch(all).contains("s_server").then_some(()),
+    )
+    .await;
+    // Each subset name reaches only its own endpoint (s_server echoes its command line,
+    // which holds its port).
+    for _ in 0..3 {
+        let v1 = fetch("outbound_.5432_.v1_.db.shop.svc.cluster.local");
+        assert!(v1.contains(&format!("-accept {v1_port}")), "{v1}");
+        let v2 = fetch("outbound_.5432_.v2_.db.shop.svc.cluster.local");
+        assert!(v2.contains(&format!("-accept {v2_port}")), "{v2}");
+    }
+    // No cluster has that name: the handshake gets nowhere.
+    assert!(!fetch("outbound_.5432_.v3_.db.shop.svc.cluster.local").contains("s_server"));
+    assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
+    // The SNI-DNAT clusters carry no TLS origination of their own.
+    let clusters = envoy.clusters().await;
+    assert!(
+        clusters
+            .iter()
+            .any(|c| c == "outbound_.5432_.v1_.db.shop.svc.cluster.local")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A self-signed P-256 certificate for `host`, made with the openssl CLI in a fresh temp dir:
 /// returns (dir, cert, key).
 fn self_signed(

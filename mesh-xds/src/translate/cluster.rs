@@ -46,43 +46,7 @@ pub(crate) fn sidecar_clusters(
     scope: &SidecarScope<'_>,
     out: &mut dyn Sink,
 ) {
-    let mut templates = Templates::default();
-    for svc in &scope.services {
-        let dr = destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
-        templates.local.clear();
-        for port in &svc.ports {
-            let name = naming::outbound_cluster(port.number, "", &svc.hostname);
-            let policy = effective_policy(dr.as_deref(), None, port.number);
-            add_cluster(
-                ctx,
-                proxy,
-                svc,
-                port,
-                name,
-                None,
-                &policy,
-                &mut templates,
-                out,
-            );
-            if let Some(dr) = &dr {
-                for subset in &dr.subsets {
-                    let name = naming::outbound_cluster(port.number, &subset.name, &svc.hostname);
-                    let policy = effective_policy(Some(dr.as_ref()), Some(subset), port.number);
-                    add_cluster(
-                        ctx,
-                        proxy,
-                        svc,
-                        port,
-                        name,
-                        Some(&subset.labels),
-                        &policy,
-                        &mut templates,
-                        out,
-                    );
-                }
-            }
-        }
-    }
+    outbound_clusters(ctx, proxy, scope, naming::outbound_cluster, false, out);
     let blackhole = Cluster {
         name: naming::BLACKHOLE_CLUSTER.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
@@ -103,6 +67,72 @@ pub(crate) fn sidecar_clusters(
         ..Default::default()
     };
     out.cluster(passthrough);
+}
+
+/// The SNI-DNAT clusters of a gateway with AUTO_PASSTHROUGH servers: one per service, port and
+/// subset, named `outbound_.PORT_.SUBSET_.HOST` (the SNI clients send), with the same endpoints
+/// and policy as the outbound cluster but without TLS origination (the bytes are already TLS).
+pub(crate) fn sni_dnat_clusters(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    out: &mut dyn Sink,
+) {
+    outbound_clusters(ctx, proxy, scope, naming::outbound_sni, true, out);
+}
+
+/// The clusters of every service in scope, port and subset, named by `name`.
+fn outbound_clusters(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    name: fn(u32, &str, &str) -> String,
+    passthrough_tls: bool,
+    out: &mut dyn Sink,
+) {
+    let mut templates = Templates::default();
+    for svc in &scope.services {
+        let dr = destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
+        templates.local.clear();
+        for port in &svc.ports {
+            let mut policy = effective_policy(dr.as_deref(), None, port.number);
+            if passthrough_tls {
+                policy.tls = None;
+            }
+            let cluster = name(port.number, "", &svc.hostname);
+            add_cluster(
+                ctx,
+                proxy,
+                svc,
+                port,
+                cluster,
+                None,
+                &policy,
+                &mut templates,
+                out,
+            );
+            if let Some(dr) = &dr {
+                for subset in &dr.subsets {
+                    let cluster = name(port.number, &subset.name, &svc.hostname);
+                    let mut policy = effective_policy(Some(dr.as_ref()), Some(subset), port.number);
+                    if passthrough_tls {
+                        policy.tls = None;
+                    }
+                    add_cluster(
+                        ctx,
+                        proxy,
+                        svc,
+                        port,
+                        cluster,
+                        Some(&subset.labels),
+                        &policy,
+                        &mut templates,
+                        out,
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// How an outbound cluster finds its endpoints.

@@ -399,16 +399,14 @@ struct GatewayServer<'a> {
 }
 
 /// Gateway listeners: servers of every Gateway selecting the proxy, merged per bind and port.
-pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut dyn Sink) {
+pub(crate) fn gateway_listeners(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    out: &mut dyn Sink,
+) {
     let mut by_port: BTreeMap<(String, u32), Vec<GatewayServer<'_>>> = BTreeMap::new();
-    for c in &ctx.gateways {
-        let Config::Gateway(gw) = c.as_ref() else {
-            continue;
-        };
-        let selector = &gw.spec.selector;
-        if !selector.iter().all(|(k, v)| proxy.labels.get(k) == Some(v)) {
-            continue;
-        }
+    for gw in selected_gateways(ctx, proxy) {
         for s in &gw.spec.servers {
             let bind = s.bind.clone().unwrap_or_else(|| "0.0.0.0".to_string());
             by_port
@@ -426,6 +424,8 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut dyn 
         let name = naming::listener(&bind, port);
         let mut chains = Vec::new();
         let mut needs_tls_inspector = false;
+        // SNI names already routed by AUTO_PASSTHROUGH on this port (servers may overlap).
+        let mut auto_snis = BTreeSet::new();
         let http_servers: Vec<&GatewayServer<'_>> = servers
             .iter()
             .filter(|s| {
@@ -481,6 +481,16 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut dyn 
                     needs_tls_inspector = true;
                     chains.extend(tls_passthrough_chains(ctx, s, port));
                 }
+                ServerTlsMode::AutoPassthrough => {
+                    needs_tls_inspector = true;
+                    chains.extend(auto_passthrough_chains(
+                        ctx,
+                        proxy,
+                        scope,
+                        s,
+                        &mut auto_snis,
+                    ));
+                }
                 _ => {}
             }
         }
@@ -504,6 +514,84 @@ pub(crate) fn gateway_listeners(ctx: &PushContext, proxy: &Proxy, out: &mut dyn 
             ..Default::default()
         });
     }
+}
+
+/// The Gateways whose selector matches the proxy's labels.
+fn selected_gateways<'a>(
+    ctx: &'a PushContext,
+    proxy: &'a Proxy,
+) -> impl Iterator<Item = &'a mesh_model::Gateway> + 'a {
+    ctx.gateways.iter().filter_map(move |c| match c.as_ref() {
+        Config::Gateway(gw)
+            if gw
+                .spec
+                .selector
+                .iter()
+                .all(|(k, v)| proxy.labels.get(k) == Some(v)) =>
+        {
+            Some(gw)
+        }
+        _ => None,
+    })
+}
+
+/// Whether a Gateway selecting the proxy has an AUTO_PASSTHROUGH server (it then needs the
+/// SNI-DNAT clusters).
+pub(crate) fn has_auto_passthrough(ctx: &PushContext, proxy: &Proxy) -> bool {
+    selected_gateways(ctx, proxy).any(|gw| {
+        gw.spec.servers.iter().any(|s| {
+            s.tls
+                .as_ref()
+                .is_some_and(|t| t.mode == ServerTlsMode::AutoPassthrough)
+        })
+    })
+}
+
+/// AUTO_PASSTHROUGH: one filter chain per SNI-DNAT cluster of the services the server's hosts
+/// cover, matched on the cluster's name as SNI (`outbound_.PORT_.SUBSET_.HOST`) and forwarded
+/// to it without terminating TLS, as Istio's east-west gateways do.
+fn auto_passthrough_chains(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    s: &GatewayServer<'_>,
+    seen: &mut BTreeSet<String>,
+) -> Vec<FilterChain> {
+    let covers = |svc: &crate::registry::Service| {
+        s.server.hosts.iter().any(|h| {
+            let (ns, host) = h.split_once('/').unwrap_or(("*", h.as_str()));
+            (ns == "*" || ns == "." && svc.namespace == s.gw_ns || ns == svc.namespace)
+                && mesh_model::host::host_matches(host, &svc.hostname)
+        })
+    };
+    let mut chains = Vec::new();
+    for svc in scope.services.iter().filter(|svc| covers(svc)) {
+        let dr =
+            crate::translate::scope::destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
+        let subsets: Vec<&str> = std::iter::once("")
+            .chain(
+                dr.iter()
+                    .flat_map(|d| d.subsets.iter().map(|x| x.name.as_str())),
+            )
+            .collect();
+        for port in &svc.ports {
+            for subset in &subsets {
+                let sni = naming::outbound_sni(port.number, subset, &svc.hostname);
+                if !seen.insert(sni.clone()) {
+                    continue;
+                }
+                chains.push(FilterChain {
+                    filter_chain_match: Some(FilterChainMatch {
+                        server_names: vec![sni.clone()],
+                        ..Default::default()
+                    }),
+                    filters: vec![tcp_proxy_to(&sni, &sni)],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    chains
 }
 
 fn protocol(s: &Server) -> String {

@@ -253,7 +253,10 @@ pub(crate) fn translate_into(ctx: &PushContext, proxy: &Proxy, out: &mut dyn Sin
         ProxyType::Router => {
             let scope = SidecarScope::gateway(ctx, proxy);
             cluster::sidecar_clusters(ctx, proxy, &scope, out);
-            listener::gateway_listeners(ctx, proxy, out);
+            if listener::has_auto_passthrough(ctx, proxy) {
+                cluster::sni_dnat_clusters(ctx, proxy, &scope, out);
+            }
+            listener::gateway_listeners(ctx, proxy, &scope, out);
         }
     }
 }
