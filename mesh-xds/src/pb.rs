@@ -142,3 +142,17 @@ pub(crate) fn file(path: &str) -> envoy_types::pb::envoy::config::core::v3::Data
         ..Default::default()
     }
 }
+
+/// The name of the DNS cache shared by dynamic forward proxy clusters and the HTTP filter.
+pub(crate) const DFP_CACHE: &str = "dynamic_forward_proxy_cache_config";
+
+/// The dynamic forward proxy DNS cache (the cluster and the HTTP filter must carry the same).
+pub(crate) fn dfp_cache()
+-> envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig {
+    envoy_types::pb::envoy::extensions::common::dynamic_forward_proxy::v3::DnsCacheConfig {
+        name: DFP_CACHE.into(),
+        dns_lookup_family:
+            envoy_types::pb::envoy::config::cluster::v3::cluster::DnsLookupFamily::V4Only as i32,
+        ..Default::default()
+    }
+}

@@ -1097,6 +1097,157 @@ spec:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// DYNAMIC_DNS: a wildcard ServiceEntry becomes Envoy's dynamic forward proxy (cluster and HTTP
+/// filter): each request goes to whatever its Host resolves to, port included. Names are
+/// resolved by a small DNS server on loopback that answers 127.0.0.1 and records the queries
+/// (Envoy's c-ares resolver is pointed at it in the bootstrap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_dns_forwards_by_host_through_dns() {
+    let dns = Dns::start().await;
+    let (a, b) = (upstream::start("a").await, upstream::start("b").await);
+    let listener_port = free_port();
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: anything, namespace: shop}}
+spec:
+  hosts: ["*.mesh.test"]
+  location: MESH_EXTERNAL
+  resolution: DYNAMIC_DNS
+  # The TLS port's cluster is not forwarded by SNI yet, but Envoy must accept it.
+  ports: [{{number: {listener_port}, name: http, protocol: HTTP}}, {{number: 8443, name: tls, protocol: TLS}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: shop}}
+spec:
+  egress:
+  - port: {{number: {listener_port}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    captureMode: NONE
+    hosts: ["./*"]
+"#
+    );
+    let cp = ControlPlane::new(&config);
+    let (xds, _conns) = serve(cp.clone()).await;
+    let node = r#"{id: "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local", cluster: web, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
+    let resolver = format!(
+        r#"typed_dns_resolver_config:
+  name: envoy.network.dns_resolver.cares
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+    resolvers: [{{socket_address: {{address: 127.0.0.1, port_value: {}, protocol: UDP}}}}]"#,
+        dns.port
+    );
+    let envoy = Envoy::start_with_extra(xds, Api::Sotw, node, None, &resolver).await;
+    envoy.wait_live().await;
+    let addr: SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
+    for (name, up) in [("a", &a), ("b", &b)] {
+        let host = format!("{name}.mesh.test:{}", up.port());
+        let r = eventually(
+            &format!("{host} through the dynamic forward proxy"),
+            Duration::from_secs(20),
+            async || {
+                let r = upstream::get(addr, &host, "/", &[]).await.ok()?;
+                (r.status == 200).then_some(r)
+            },
+        )
+        .await;
+        assert_eq!(r.body, name, "the upstream the name and port lead to");
+    }
+    let asked = dns.queries();
+    for name in ["a.mesh.test", "b.mesh.test"] {
+        assert!(
+            asked.iter().any(|q| q == name),
+            "{name} resolved by DNS: {asked:?}"
+        );
+    }
+    // A host outside the wildcard is not the dynamic forward proxy's (it falls to the
+    // passthrough route instead and never reaches DNS).
+    let _ = upstream::get(addr, "c.other.test", "/", &[]).await;
+    assert!(!dns.queries().iter().any(|q| q == "c.other.test"));
+    assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
+    assert!(
+        envoy
+            .clusters()
+            .await
+            .iter()
+            .any(|c| c == "outbound|8443||*.mesh.test")
+    );
+}
+
+/// A DNS server on loopback UDP that answers every A query with 127.0.0.1 (other types get an
+/// empty answer) and records the names asked.
+struct Dns {
+    port: u16,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Dns {
+    async fn start() -> Dns {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = asked.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                if let Some((name, reply)) = dns_answer(&buf[..n]) {
+                    log.lock().unwrap().push(name);
+                    let _ = socket.send_to(&reply, from).await;
+                }
+            }
+        });
+        Dns { port, asked, task }
+    }
+
+    fn queries(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The name asked in a DNS query and the reply (RFC 1035 layout: header, question, answer).
+fn dns_answer(q: &[u8]) -> Option<(String, Vec<u8>)> {
+    let mut i = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*q.get(i)?);
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(q.get(i..i + len)?).into_owned());
+        i += len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
+    let question = q.get(12..i + 4)?;
+    let answers: u16 = u16::from(qtype == 1);
+    let mut r = Vec::with_capacity(64);
+    r.extend_from_slice(&q[0..2]); // id
+    r.extend_from_slice(&[0x81, 0x80]); // response, recursion desired and available, no error
+    r.extend_from_slice(&1u16.to_be_bytes());
+    r.extend_from_slice(&answers.to_be_bytes());
+    r.extend_from_slice(&[0, 0, 0, 0]);
+    r.extend_from_slice(question);
+    if qtype == 1 {
+        r.extend_from_slice(&[0xc0, 12]); // the question's name
+        r.extend_from_slice(&[0, 1, 0, 1]); // A, IN
+        r.extend_from_slice(&60u32.to_be_bytes());
+        r.extend_from_slice(&[0, 4, 127, 0, 0, 1]);
+    }
+    Some((labels.join("."), r))
+}
+
 /// A self-signed P-256 certificate for `host`, made with the openssl CLI in a fresh temp dir:
 /// returns (dir, cert, key).
 fn self_signed(

@@ -142,6 +142,8 @@ enum Kind {
     OriginalDst,
     StrictDns,
     LogicalDns,
+    /// DYNAMIC_DNS: Envoy's dynamic forward proxy resolves each request's host.
+    DynamicForwardProxy,
 }
 
 impl Kind {
@@ -151,6 +153,8 @@ impl Kind {
             Kind::OriginalDst => cluster::DiscoveryType::OriginalDst,
             Kind::StrictDns => cluster::DiscoveryType::StrictDns,
             Kind::LogicalDns => cluster::DiscoveryType::LogicalDns,
+            // Replaced by the custom cluster type when the cluster is made.
+            Kind::DynamicForwardProxy => cluster::DiscoveryType::Static,
         }
     }
 }
@@ -326,7 +330,8 @@ fn add_cluster(
         _ if passthrough_lb => Kind::OriginalDst,
         Resolution::Static => Kind::Eds,
         Resolution::Dns => Kind::StrictDns,
-        Resolution::DnsRoundRobin | Resolution::DynamicDns => Kind::LogicalDns,
+        Resolution::DnsRoundRobin => Kind::LogicalDns,
+        Resolution::DynamicDns => Kind::DynamicForwardProxy,
     };
     let template = templates.get(kind, port, policy, || ClusterTemplate {
         body: cluster_body(ctx, proxy, kind, port, policy),
@@ -336,6 +341,26 @@ fn add_cluster(
     });
     match kind {
         Kind::OriginalDst => out.templated_cluster(name, &template),
+        Kind::DynamicForwardProxy => {
+            use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
+                ClusterConfig, cluster_config,
+            };
+            let mut c = template.instantiate(name);
+            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::ClusterType(
+                cluster::CustomClusterType {
+                    name: "envoy.clusters.dynamic_forward_proxy".into(),
+                    typed_config: Some(any(&ClusterConfig {
+                        cluster_implementation_specifier: Some(
+                            cluster_config::ClusterImplementationSpecifier::DnsCacheConfig(
+                                crate::pb::dfp_cache(),
+                            ),
+                        ),
+                        ..Default::default()
+                    })),
+                },
+            ));
+            out.cluster(c);
+        }
         Kind::Eds => {
             out.assignment(&endpoint::assignment(
                 ctx,
@@ -387,7 +412,9 @@ fn cluster_body(
         ..Default::default()
     };
     match kind {
-        Kind::OriginalDst => c.lb_policy = cluster::LbPolicy::ClusterProvided as i32,
+        Kind::OriginalDst | Kind::DynamicForwardProxy => {
+            c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+        }
         _ => apply_lb(&mut c, policy, proxy.proxyless_grpc),
     }
     if matches!(kind, Kind::StrictDns | Kind::LogicalDns) {
@@ -423,6 +450,11 @@ fn cluster_body(
         && let Some(ts) = upstream_tls(tls, port.is_http2())
     {
         c.transport_socket = Some(ts);
+    }
+    if kind == Kind::DynamicForwardProxy {
+        // Envoy requires these on dynamic forward proxy clusters: the SNI and the SAN checked
+        // are the request's host (they matter once the upstream is TLS).
+        dfp_upstream_options(&mut c);
     }
     c
 }
@@ -656,6 +688,28 @@ pub(crate) fn apply_http_options(
     };
     c.typed_extension_protocol_options =
         HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), any(&options))]);
+}
+
+/// Sets `auto_sni` and `auto_san_validation` in the cluster's HTTP protocol options.
+fn dfp_upstream_options(c: &mut Cluster) {
+    use prost::Message;
+    let Some(any_options) = c
+        .typed_extension_protocol_options
+        .get_mut(HTTP_PROTOCOL_OPTIONS)
+    else {
+        return;
+    };
+    let Ok(mut options) = HttpProtocolOptions::decode(any_options.value.as_slice()) else {
+        return;
+    };
+    options.upstream_http_protocol_options = Some(
+        envoy_types::pb::envoy::config::core::v3::UpstreamHttpProtocolOptions {
+            auto_sni: true,
+            auto_san_validation: true,
+            ..Default::default()
+        },
+    );
+    *any_options = any(&options);
 }
 
 /// Client TLS for SIMPLE and MUTUAL with files. ISTIO_MUTUAL needs the workload certificate

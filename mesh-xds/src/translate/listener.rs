@@ -92,11 +92,33 @@ pub(crate) fn http_filter<M: Message + prost::Name>(name: &str, config: &M) -> H
 }
 
 /// An HTTP connection manager using RDS, with Istio's filter order (fault, cors, router).
-fn hcm(stat_prefix: &str, route_config: &str, proxyless: bool) -> HttpConnectionManager {
+fn hcm(
+    ctx: &PushContext,
+    stat_prefix: &str,
+    route_config: &str,
+    proxyless: bool,
+) -> HttpConnectionManager {
     let mut filters = Vec::new();
     if !proxyless {
         filters.push(http_filter(route::FAULT_FILTER, &HttpFault::default()));
         filters.push(http_filter(route::CORS_FILTER, &Cors::default()));
+        if ctx.dynamic_dns {
+            // Resolves the request's host for DYNAMIC_DNS clusters; other routes pass through.
+            use envoy_types::pb::envoy::extensions::filters::http::dynamic_forward_proxy::v3::{
+                FilterConfig, filter_config,
+            };
+            filters.push(http_filter(
+                "envoy.filters.http.dynamic_forward_proxy",
+                &FilterConfig {
+                    implementation_specifier: Some(
+                        filter_config::ImplementationSpecifier::DnsCacheConfig(
+                            crate::pb::dfp_cache(),
+                        ),
+                    ),
+                    ..Default::default()
+                },
+            ));
+        }
     }
     filters.push(http_filter("envoy.filters.http.router", &Router::default()));
     HttpConnectionManager {
@@ -195,7 +217,10 @@ pub(crate) fn sidecar_listeners(
                         );
                         out.route(rc);
                     }
-                    (Vec::new(), network_filter(HCM, &hcm(&name, &rds, false)))
+                    (
+                        Vec::new(),
+                        network_filter(HCM, &hcm(ctx, &name, &rds, false)),
+                    )
                 } else {
                     // TLS routes by SNI, then the first TCP route, else the port's service.
                     let (tls_chains, tcp) = sidecar_tcp_routes(ctx, proxy, &services, port);
@@ -289,7 +314,7 @@ fn captured_listener(
         name: name.clone(),
         address: Some(socket("0.0.0.0", port)),
         filter_chains: vec![FilterChain {
-            filters: vec![network_filter(HCM, &hcm(&name, &rds, false))],
+            filters: vec![network_filter(HCM, &hcm(ctx, &name, &rds, false))],
             ..Default::default()
         }],
         bind_to_port: Some(boolv(false)),
@@ -382,7 +407,7 @@ fn proxyless_listeners(
             out.listener(Listener {
                 name: name.clone(),
                 api_listener: Some(ApiListener {
-                    api_listener: Some(any(&hcm(&name, &name, true))),
+                    api_listener: Some(any(&hcm(ctx, &name, &name, true))),
                 }),
                 ..Default::default()
             });
@@ -440,7 +465,7 @@ pub(crate) fn gateway_listeners(
             let rc = gateway_route_config(ctx, proxy, &http_servers, port, &rds);
             out.route(rc);
             chains.push(FilterChain {
-                filters: vec![network_filter(HCM, &hcm(&name, &rds, false))],
+                filters: vec![network_filter(HCM, &hcm(ctx, &name, &rds, false))],
                 ..Default::default()
             });
         }
@@ -473,7 +498,7 @@ pub(crate) fn gateway_listeners(
                             "envoy.transport_sockets.tls",
                             &tls_ctx,
                         )),
-                        filters: vec![network_filter(HCM, &hcm(&name, &rds, false))],
+                        filters: vec![network_filter(HCM, &hcm(ctx, &name, &rds, false))],
                         ..Default::default()
                     });
                 }

@@ -54,6 +54,9 @@ pub struct PushContext {
     /// DestinationRule lookups of this push: proxy class (namespace, and labels where a
     /// selector could match) → host → service namespace → rule.
     pub(crate) dr_memo: std::sync::Mutex<DrMemo>,
+    /// Whether a DYNAMIC_DNS service exists (HTTP connection managers then carry the dynamic
+    /// forward proxy filter).
+    pub(crate) dynamic_dns: bool,
 }
 
 type DrMemo = HashMap<String, HashMap<String, HashMap<String, Option<scope::DrHit>>>>;
@@ -128,8 +131,13 @@ impl PushContext {
                 }
             }
         }
+        let registry = ServiceRegistry::from_snapshot(&snapshot);
+        let dynamic_dns = registry
+            .services()
+            .any(|s| s.resolution == mesh_model::networking::service_entry::Resolution::DynamicDns);
         PushContext {
-            registry: ServiceRegistry::from_snapshot(&snapshot),
+            registry,
+            dynamic_dns,
             virtual_services,
             destination_rules,
             gateways: sorted(&snapshot, Kind::Gateway),

@@ -58,6 +58,18 @@ impl Envoy {
         node_yaml: &str,
         tls: Option<(&Path, &str)>,
     ) -> Envoy {
+        Envoy::start_with_extra(xds, api, node_yaml, tls, "").await
+    }
+
+    /// [`Envoy::start_with_xds_tls`] with `extra` appended to the bootstrap (top-level YAML
+    /// fields, e.g. `typed_dns_resolver_config`).
+    pub(crate) async fn start_with_extra(
+        xds: SocketAddr,
+        api: Api,
+        node_yaml: &str,
+        tls: Option<(&Path, &str)>,
+        extra: &str,
+    ) -> Envoy {
         let transport = match tls {
             None => String::new(),
             Some((root, name)) => format!(
@@ -103,6 +115,7 @@ static_resources:
         explicit_http_config: {{http2_protocol_options: {{}}}}{transport}
 admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+{extra}
 "#,
             ip = xds.ip(),
             port = xds.port()
