@@ -218,3 +218,39 @@ fn snapshot_cache_wakes_watchers_only_on_change() {
     assert_eq!(cache.prune(), 1);
     assert!(cache.keys().is_empty());
 }
+
+/// `ViewCache::set_networks` reaches the next push: an endpoint behind another network's
+/// gateway leaves the proxy's assignment (the translation rules are in networks.rs).
+#[test]
+fn mesh_networks_apply_at_the_next_push() {
+    let store = Arc::new(ConfigStore::new());
+    store.apply_all(parse_str(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a, namespace: shop}\nspec: {hosts: [a.shop.svc.cluster.local], location: MESH_INTERNAL, resolution: STATIC, ports: [{number: 80, name: http, protocol: HTTP}], endpoints: [{address: 10.0.0.1}, {address: 10.9.0.1, network: far}]}\n",
+        "x",
+    ));
+    let cache = ViewCache::new(store.clone(), MeshConfig::default());
+    let mut view = cache.watch(&node(
+        "sidecar~1~p.shop~shop.svc.cluster.local",
+        "shop",
+        "web",
+    ));
+    let eds = mesh_xds::resource::ENDPOINT;
+    let cluster = "outbound|80||a.shop.svc.cluster.local";
+    let endpoints = |s: &mesh_xds::Snapshot| {
+        let r = s.get(eds, cluster).unwrap();
+        let cla = <envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment as prost::Message>::decode(r.value()).unwrap();
+        cla.endpoints
+            .iter()
+            .map(|g| g.lb_endpoints.len())
+            .sum::<usize>()
+    };
+    assert_eq!(endpoints(&view.borrow_and_update()), 2);
+    let (networks, _) = mesh_model::parse_mesh_networks(
+        "networks: {far: {gateways: [{address: 203.0.113.9, port: 15443}]}}",
+    )
+    .unwrap();
+    cache.set_networks(networks);
+    let summary = cache.push_all();
+    assert_eq!(summary.changed, 1);
+    assert_eq!(endpoints(&view.borrow_and_update()), 1);
+}

@@ -48,6 +48,10 @@ struct Args {
     /// MeshConfig file (plain or the `istio` ConfigMap); Istio's defaults otherwise.
     #[arg(long)]
     mesh_config: Option<PathBuf>,
+    /// Istio's meshNetworks (YAML or JSON, or a ConfigMap with `data.meshNetworks`): proxies
+    /// then get only the endpoints they reach without another network's gateway.
+    #[arg(long)]
+    mesh_networks: Option<PathBuf>,
     /// How often the config directory is checked for changes.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     poll_interval: Duration,
@@ -322,6 +326,21 @@ async fn main() -> anyhow::Result<()> {
     load(&args.config, &store, &metrics);
 
     let cache = ViewCache::new(store.clone(), mesh);
+    if let Some(p) = &args.mesh_networks {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let (networks, warnings) = mesh_model::parse_mesh_networks(&text)
+            .map_err(|f| anyhow::anyhow!("{}: {f}", p.display()))?;
+        for w in warnings {
+            tracing::warn!("{}: {w}", p.display());
+        }
+        tracing::info!(
+            "{} network(s) from {}",
+            networks.networks.len(),
+            p.display()
+        );
+        cache.set_networks(networks);
+    }
     tokio::spawn(
         cache
             .clone()

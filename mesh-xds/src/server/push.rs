@@ -77,6 +77,7 @@ pub fn view_key(p: &Proxy) -> String {
 pub struct ViewCache {
     store: Arc<ConfigStore>,
     mesh: RwLock<MeshConfig>,
+    networks: RwLock<mesh_model::MeshNetworks>,
     views: Mutex<BTreeMap<String, View>>,
     version: AtomicU64,
     pushes: broadcast::Sender<PushSummary>,
@@ -96,6 +97,7 @@ impl ViewCache {
         Arc::new(ViewCache {
             store,
             mesh: RwLock::new(mesh),
+            networks: RwLock::new(mesh_model::MeshNetworks::default()),
             views: Mutex::new(BTreeMap::new()),
             version: AtomicU64::new(0),
             pushes: broadcast::channel(64).0,
@@ -105,6 +107,14 @@ impl ViewCache {
     /// Push summaries, for metrics and tests.
     pub fn subscribe_pushes(&self) -> broadcast::Receiver<PushSummary> {
         self.pushes.subscribe()
+    }
+
+    /// Replaces the mesh's networks (Istio's `meshNetworks`; takes effect at the next push).
+    pub fn set_networks(&self, networks: mesh_model::MeshNetworks) {
+        *self
+            .networks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = networks;
     }
 
     /// Replaces the mesh settings (takes effect at the next push).
@@ -126,7 +136,12 @@ impl ViewCache {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        PushContext::new(mesh, self.store.snapshot())
+        let networks = self
+            .networks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        PushContext::new(mesh, self.store.snapshot()).with_networks(networks)
     }
 
     fn build(

@@ -80,7 +80,11 @@ pub(crate) fn assignment<'a>(
     // (locality, label priority, endpoints, weight), sorted; meshes have few localities, so a
     // short vector beats a map.
     let mut groups_by: Vec<(&str, u32, Vec<Ep<'a>>, u32)> = Vec::new();
+    let multi_network = ctx.multi_network();
     for ep in &svc.endpoints {
+        if multi_network && !directly_reachable(ctx, proxy, ep) {
+            continue;
+        }
         if let Some(labels) = subset_labels
             && !labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v))
         {
@@ -159,6 +163,67 @@ pub(crate) fn assignment<'a>(
         distribute(&mut groups, &rule.to);
     }
     Assignment { cluster, groups }
+}
+
+/// Whether the proxy reaches `ep` without a network gateway: same network, or a network
+/// without gateways (see [`PushContext::with_networks`]).
+fn directly_reachable(ctx: &PushContext, proxy: &Proxy, ep: &crate::registry::Endpoint) -> bool {
+    let network = if ep.network.is_empty() {
+        network_by_cidr(ctx, &ep.address).unwrap_or_default()
+    } else {
+        ep.network.as_str()
+    };
+    network == proxy.network
+        || ctx
+            .networks
+            .networks
+            .get(network)
+            .is_none_or(|n| n.gateways.is_empty())
+}
+
+/// The first network whose `fromCidr` contains `address`.
+fn network_by_cidr<'c>(ctx: &'c PushContext, address: &str) -> Option<&'c str> {
+    let ip: std::net::IpAddr = address.parse().ok()?;
+    ctx.networks.networks.iter().find_map(|(name, n)| {
+        n.endpoints
+            .iter()
+            .filter_map(|e| e.from_cidr.as_deref())
+            .any(|cidr| cidr_contains(cidr, ip))
+            .then_some(name.as_str())
+    })
+}
+
+/// Whether `cidr` (`addr/len`, or a bare address) contains `ip`.
+fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let (base, len) = cidr.split_once('/').unwrap_or((cidr, ""));
+    let Ok(base) = base.parse::<IpAddr>() else {
+        return false;
+    };
+    let bits = |v: IpAddr| -> (u128, u32) {
+        match v {
+            IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, 32),
+            IpAddr::V6(a) => (u128::from(a), 128),
+        }
+    };
+    let ((b, width), (i, iwidth)) = (bits(base), bits(ip));
+    if width != iwidth {
+        return false;
+    }
+    let len: u32 = if len.is_empty() {
+        width
+    } else {
+        match len.parse() {
+            Ok(l) if l <= width => l,
+            _ => return false,
+        }
+    };
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    b & mask == i & mask
 }
 
 /// One endpoint of an [`Assignment`]: an address (`unix://` paths become pipes), a port and a
@@ -482,6 +547,20 @@ fn priority(proxy: &proxy::Locality, ep: &proxy::Locality, failover: &[(String, 
 mod encoding_tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn cidrs_contain_what_they_should() {
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(cidr_contains("10.0.0.0/8", ip("10.1.2.3")));
+        assert!(!cidr_contains("10.0.0.0/8", ip("11.0.0.1")));
+        assert!(cidr_contains("10.1.2.3", ip("10.1.2.3")));
+        assert!(!cidr_contains("10.1.2.3", ip("10.1.2.4")));
+        assert!(cidr_contains("0.0.0.0/0", ip("192.168.0.1")));
+        assert!(cidr_contains("fd00::/8", ip("fd12::1")));
+        assert!(!cidr_contains("fd00::/8", ip("10.0.0.1")));
+        assert!(!cidr_contains("10.0.0.0/33", ip("10.0.0.1")));
+        assert!(!cidr_contains("garbage", ip("10.0.0.1")));
+    }
 
     /// The hand-written EDS encoding is prost's, for the shapes translation produces: sockets
     /// and pipes, empty and partial localities, priorities, port 0, large weights, no endpoints.

@@ -57,6 +57,8 @@ pub struct PushContext {
     /// Whether a DYNAMIC_DNS service exists (HTTP connection managers then carry the dynamic
     /// forward proxy filter).
     pub(crate) dynamic_dns: bool,
+    /// The mesh's networks (Istio's `meshNetworks`); see [`PushContext::with_networks`].
+    pub networks: mesh_model::MeshNetworks,
 }
 
 type DrMemo = HashMap<String, HashMap<String, HashMap<String, Option<scope::DrHit>>>>;
@@ -138,6 +140,7 @@ impl PushContext {
         PushContext {
             registry,
             dynamic_dns,
+            networks: mesh_model::MeshNetworks::default(),
             virtual_services,
             destination_rules,
             gateways: sorted(&snapshot, Kind::Gateway),
@@ -149,6 +152,26 @@ impl PushContext {
             mesh,
             snapshot,
         }
+    }
+
+    /// With the mesh's networks: endpoints on another network than the proxy's are then
+    /// reached directly only if their network has no gateway. Behind a gateway they need
+    /// Istio's mTLS (SNI-DNAT through the gateway), which this translation does not originate
+    /// yet, so they are left out of the proxy's endpoints, as istiod leaves out cross-network
+    /// endpoints without mTLS. An endpoint's network is its own `network`, else the first
+    /// network whose `fromCidr` contains its address.
+    #[must_use]
+    pub fn with_networks(mut self, networks: mesh_model::MeshNetworks) -> PushContext {
+        self.networks = networks;
+        self
+    }
+
+    /// Whether any network has a gateway (Istio's multi-network mode).
+    pub(crate) fn multi_network(&self) -> bool {
+        self.networks
+            .networks
+            .values()
+            .any(|n| !n.gateways.is_empty())
     }
 
     /// The domain suffix of service host names.
