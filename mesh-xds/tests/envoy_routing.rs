@@ -896,9 +896,19 @@ impl TlsUpstream {
     /// Serves TLS on `port` with `cert`/`key`; `extra` adds s_server options (client
     /// verification).
     fn start(port: u16, cert: &std::path::Path, key: &std::path::Path, extra: &[&str]) -> Self {
+        Self::start_at(&port.to_string(), cert, key, extra)
+    }
+
+    /// [`TlsUpstream::start`] on an `-accept` address of openssl's (`PORT` or `HOST:PORT`).
+    fn start_at(
+        accept: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
         TlsUpstream(
             std::process::Command::new("openssl")
-                .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+                .args(["s_server", "-quiet", "-www", "-accept", accept])
                 .arg("-cert")
                 .arg(cert)
                 .arg("-key")
@@ -1114,7 +1124,7 @@ spec:
   hosts: ["*.mesh.test"]
   location: MESH_EXTERNAL
   resolution: DYNAMIC_DNS
-  # The TLS port's cluster is not forwarded by SNI yet, but Envoy must accept it.
+  # A TLS port as well (forwarded by SNI, see the next test): Envoy must accept its cluster.
   ports: [{{number: {listener_port}, name: http, protocol: HTTP}}, {{number: 8443, name: tls, protocol: TLS}}]
 ---
 apiVersion: networking.istio.io/v1
@@ -1174,6 +1184,83 @@ spec:
             .iter()
             .any(|c| c == "outbound|8443||*.mesh.test")
     );
+}
+
+/// DYNAMIC_DNS on a TLS port: the sidecar's listener matches the wildcard host by SNI, the SNI
+/// dynamic forward proxy resolves the SNI name over DNS and connects on the service port, and
+/// TLS goes through untouched (the backend's `openssl s_server` answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_dns_forwards_tls_by_sni_through_dns() {
+    let dns = Dns::start().await;
+    let (dir, cert, key) = self_signed("mesh-dfp-tls", "db.mesh.test");
+    // The backend listens on 127.0.0.1 and the sidecar on 127.0.0.2, on the same port: the
+    // service port is where the dynamic forward proxy connects.
+    let port = free_port();
+    let _backend = TlsUpstream::start_at(&format!("127.0.0.1:{port}"), &cert, &key, &[]);
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: anything, namespace: shop}}
+spec:
+  hosts: ["*.mesh.test"]
+  location: MESH_EXTERNAL
+  resolution: DYNAMIC_DNS
+  ports: [{{number: {port}, name: tls, protocol: TLS}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: shop}}
+spec:
+  egress:
+  - port: {{number: {port}, name: tls, protocol: TLS}}
+    bind: 127.0.0.2
+    captureMode: NONE
+    hosts: ["./*"]
+"#
+    );
+    let cp = ControlPlane::new(&config);
+    let (xds, _conns) = serve(cp.clone()).await;
+    let node = r#"{id: "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local", cluster: web, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
+    let resolver = format!(
+        r#"typed_dns_resolver_config:
+  name: envoy.network.dns_resolver.cares
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+    resolvers: [{{socket_address: {{address: 127.0.0.1, port_value: {}, protocol: UDP}}}}]"#,
+        dns.port
+    );
+    let envoy = Envoy::start_with_extra(xds, Api::Sotw, node, None, &resolver).await;
+    envoy.wait_live().await;
+    let fetch = |sni: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.2:{port} -servername {sni} 2>/dev/null"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually(
+        "TLS through the SNI dynamic forward proxy",
+        Duration::from_secs(20),
+        async || {
+            fetch("db.mesh.test")
+                .contains(&format!("127.0.0.1:{port}"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        dns.queries().iter().any(|q| q == "db.mesh.test"),
+        "{:?}",
+        dns.queries()
+    );
+    // An SNI outside the wildcard matches no chain.
+    assert!(!fetch("db.other.test").contains("s_server"));
+    assert!(!dns.queries().iter().any(|q| q == "db.other.test"));
+    assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A DNS server on loopback UDP that answers every A query with 127.0.0.1 (other types get an

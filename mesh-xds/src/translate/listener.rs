@@ -223,10 +223,17 @@ pub(crate) fn sidecar_listeners(
                     )
                 } else {
                     // TLS routes by SNI, then the first TCP route, else the port's service.
-                    let (tls_chains, tcp) = sidecar_tcp_routes(ctx, proxy, &services, port);
+                    let (mut tls_chains, tcp) = sidecar_tcp_routes(ctx, proxy, &services, port);
+                    tls_chains.extend(dynamic_dns_tls_chains(&services, port));
                     let default = tcp.unwrap_or_else(|| {
+                        // DYNAMIC_DNS services are reached by their SNI chains only: their
+                        // clusters cannot take a connection without a resolved name.
                         let cluster = services
-                            .first()
+                            .iter()
+                            .find(|s| {
+                                s.resolution
+                                    != mesh_model::networking::service_entry::Resolution::DynamicDns
+                            })
                             .map(|s| naming::outbound_cluster(port, "", &s.hostname))
                             .unwrap_or_else(|| passthrough_or_blackhole(scope).to_string());
                         tcp_proxy_to(&cluster, &cluster)
@@ -279,6 +286,43 @@ pub(crate) fn sidecar_listeners(
     if capture {
         virtual_listeners(ctx, scope, inbound_chains, out);
     }
+}
+
+/// DYNAMIC_DNS services on a TLS port: a filter chain per wildcard host, matched by SNI, whose
+/// SNI dynamic forward proxy resolves the SNI name (the same DNS cache as the clusters) and
+/// connects to it on the service's port through the service's cluster.
+fn dynamic_dns_tls_chains(services: &[&&crate::registry::Service], port: u32) -> Vec<FilterChain> {
+    use envoy_types::pb::envoy::extensions::filters::network::sni_dynamic_forward_proxy::v3::{
+        FilterConfig, filter_config,
+    };
+    services
+        .iter()
+        .filter(|s| s.resolution == mesh_model::networking::service_entry::Resolution::DynamicDns)
+        .filter_map(|s| {
+            let p = s.port(port).filter(|p| p.protocol == "TLS")?;
+            let cluster = naming::outbound_cluster(port, "", &s.hostname);
+            Some(FilterChain {
+                filter_chain_match: Some(FilterChainMatch {
+                    server_names: vec![s.hostname.clone()],
+                    ..Default::default()
+                }),
+                filters: vec![
+                    network_filter(
+                        "envoy.filters.network.sni_dynamic_forward_proxy",
+                        &FilterConfig {
+                            dns_cache_config: Some(crate::pb::dfp_cache()),
+                            port_specifier: Some(filter_config::PortSpecifier::PortValue(
+                                p.target_port.unwrap_or(p.number),
+                            )),
+                            ..Default::default()
+                        },
+                    ),
+                    tcp_proxy_to(&cluster, &cluster),
+                ],
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 fn passthrough_or_blackhole(scope: &SidecarScope<'_>) -> &'static str {
