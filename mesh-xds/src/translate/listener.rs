@@ -224,7 +224,20 @@ pub(crate) fn sidecar_listeners(
                 } else {
                     // TLS routes by SNI, then the first TCP route, else the port's service.
                     let (mut tls_chains, tcp) = sidecar_tcp_routes(ctx, proxy, &services, port);
-                    tls_chains.extend(dynamic_dns_tls_chains(&services, port));
+                    // A VirtualService's TLS route for the same SNI wins (Envoy refuses two
+                    // chains with the same match).
+                    let taken: BTreeSet<String> = tls_chains
+                        .iter()
+                        .filter_map(|c| c.filter_chain_match.as_ref())
+                        .flat_map(|m| m.server_names.iter().cloned())
+                        .collect();
+                    tls_chains.extend(dynamic_dns_tls_chains(&services, port).into_iter().filter(
+                        |c| {
+                            c.filter_chain_match
+                                .as_ref()
+                                .is_none_or(|m| m.server_names.iter().all(|n| !taken.contains(n)))
+                        },
+                    ));
                     let default = tcp.unwrap_or_else(|| {
                         // DYNAMIC_DNS services are reached by their SNI chains only: their
                         // clusters cannot take a connection without a resolved name.
