@@ -1140,17 +1140,7 @@ spec:
     );
     let cp = ControlPlane::new(&config);
     let (xds, _conns) = serve(cp.clone()).await;
-    let node = r#"{id: "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local", cluster: web, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
-    let resolver = format!(
-        r#"typed_dns_resolver_config:
-  name: envoy.network.dns_resolver.cares
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
-    resolvers: [{{socket_address: {{address: 127.0.0.1, port_value: {}, protocol: UDP}}}}]"#,
-        dns.port
-    );
-    let envoy = Envoy::start_with_extra(xds, Api::Sotw, node, None, &resolver).await;
-    envoy.wait_live().await;
+    let envoy = dns.sidecar(xds).await;
     let addr: SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
     for (name, up) in [("a", &a), ("b", &b)] {
         let host = format!("{name}.mesh.test:{}", up.port());
@@ -1220,17 +1210,7 @@ spec:
     );
     let cp = ControlPlane::new(&config);
     let (xds, _conns) = serve(cp.clone()).await;
-    let node = r#"{id: "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local", cluster: web, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
-    let resolver = format!(
-        r#"typed_dns_resolver_config:
-  name: envoy.network.dns_resolver.cares
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
-    resolvers: [{{socket_address: {{address: 127.0.0.1, port_value: {}, protocol: UDP}}}}]"#,
-        dns.port
-    );
-    let envoy = Envoy::start_with_extra(xds, Api::Sotw, node, None, &resolver).await;
-    envoy.wait_live().await;
+    let envoy = dns.sidecar(xds).await;
     let fetch = |sni: &str| {
         let out = std::process::Command::new("sh")
             .arg("-c")
@@ -1294,6 +1274,23 @@ impl Dns {
 
     fn queries(&self) -> Vec<String> {
         self.asked.lock().unwrap().clone()
+    }
+
+    /// A live sidecar Envoy (namespace shop, no capture) on `xds` whose c-ares resolver asks
+    /// this server.
+    async fn sidecar(&self, xds: SocketAddr) -> Envoy {
+        let node = r#"{id: "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local", cluster: web, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
+        let resolver = format!(
+            r#"typed_dns_resolver_config:
+  name: envoy.network.dns_resolver.cares
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+    resolvers: [{{socket_address: {{address: 127.0.0.1, port_value: {}, protocol: UDP}}}}]"#,
+            self.port
+        );
+        let envoy = Envoy::start_with_extra(xds, Api::Sotw, node, None, &resolver).await;
+        envoy.wait_live().await;
+        envoy
     }
 }
 
