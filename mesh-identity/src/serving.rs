@@ -152,7 +152,11 @@ fn load(
     let (issued, key) = ca.issue_serving(dns_names, id, ttl)?;
     let pem_err = |e: rustls_pki_types::pem::Error| TlsError::Pem(e.to_string());
     // Leaf and intermediates; the client has the root.
-    let served = &issued.chain[..issued.chain.len().saturating_sub(1).max(1)];
+    let served = match issued.chain.as_slice() {
+        [] => return Err(TlsError::Pem("the CA issued an empty chain".into()).into()),
+        [leaf] => std::slice::from_ref(leaf),
+        [rest @ .., _root] => rest,
+    };
     let chain = served
         .iter()
         .map(|p| CertificateDer::from_pem_slice(p.as_bytes()).map_err(pem_err))
@@ -277,12 +281,7 @@ impl ClientCertVerifier for LiveRoots {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        crate::tls::tls12_signature(&self.provider, message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -291,18 +290,11 @@ impl ClientCertVerifier for LiveRoots {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        crate::tls::tls13_signature(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        crate::tls::signature_schemes(&self.provider)
     }
 }
 

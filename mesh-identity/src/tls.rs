@@ -191,12 +191,7 @@ impl Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.source.provider.signature_verification_algorithms,
-        )
+        tls12_signature(&self.source.provider, message, cert, dss)
     }
 
     fn tls13(
@@ -205,20 +200,49 @@ impl Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.source.provider.signature_verification_algorithms,
-        )
+        tls13_signature(&self.source.provider, message, cert, dss)
     }
 
     fn schemes(&self) -> Vec<SignatureScheme> {
-        self.source
-            .provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        signature_schemes(&self.source.provider)
     }
+}
+
+/// A TLS 1.2 handshake signature checked with the provider's algorithms.
+pub(crate) fn tls12_signature(
+    provider: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls12_signature(
+        message,
+        cert,
+        dss,
+        &provider.signature_verification_algorithms,
+    )
+}
+
+/// A TLS 1.3 handshake signature checked with the provider's algorithms.
+pub(crate) fn tls13_signature(
+    provider: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature(
+        message,
+        cert,
+        dss,
+        &provider.signature_verification_algorithms,
+    )
+}
+
+/// The signature schemes the provider verifies.
+pub(crate) fn signature_schemes(provider: &CryptoProvider) -> Vec<SignatureScheme> {
+    provider
+        .signature_verification_algorithms
+        .supported_schemes()
 }
 
 /// The signature checks both verifier traits share.
