@@ -156,3 +156,55 @@ pub(crate) fn dfp_cache()
         ..Default::default()
     }
 }
+
+/// Protobuf wire-format pieces for the places that write messages by hand (streamed responses,
+/// templated clusters, endpoint assignments, canonical route configurations): lengths and
+/// length-delimited fields, skipping empty strings as proto3 does.
+pub(crate) mod wire {
+    use bytes::BufMut;
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+    /// Length of a length-delimited field holding `len` bytes.
+    pub(crate) fn field_len(tag: u32, len: usize) -> usize {
+        key_len(tag) + encoded_len_varint(len as u64) + len
+    }
+
+    /// Length of a string field (nothing when empty).
+    pub(crate) fn str_len(tag: u32, s: &str) -> usize {
+        if s.is_empty() {
+            0
+        } else {
+            field_len(tag, s.len())
+        }
+    }
+
+    /// Length of a varint field holding `v` (written even when 0).
+    pub(crate) fn varint_len(tag: u32, v: u64) -> usize {
+        key_len(tag) + encoded_len_varint(v)
+    }
+
+    /// The key and length of a length-delimited field; its `len` bytes follow.
+    pub(crate) fn put_len(tag: u32, len: usize, buf: &mut impl BufMut) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    }
+
+    /// A length-delimited field.
+    pub(crate) fn put_bytes(tag: u32, bytes: &[u8], buf: &mut impl BufMut) {
+        put_len(tag, bytes.len(), buf);
+        buf.put_slice(bytes);
+    }
+
+    /// A string field (nothing when empty).
+    pub(crate) fn put_str(tag: u32, s: &str, buf: &mut impl BufMut) {
+        if !s.is_empty() {
+            put_bytes(tag, s.as_bytes(), buf);
+        }
+    }
+
+    /// A varint field (written even when 0).
+    pub(crate) fn put_varint(tag: u32, v: u64, buf: &mut impl BufMut) {
+        encode_key(tag, WireType::Varint, buf);
+        encode_varint(v, buf);
+    }
+}

@@ -86,12 +86,12 @@ impl EncodedResource {
         })
     }
 
-    /// A resource whose value `write` appends, exactly `value_len` bytes of it.
+    /// A resource whose value `write` appends (given the name), exactly `value_len` bytes of it.
     pub(crate) fn from_writer(
         name: String,
         type_url: &str,
         value_len: usize,
-        write: impl FnOnce(&mut Vec<u8>),
+        write: impl FnOnce(&str, &mut Vec<u8>),
     ) -> Arc<EncodedResource> {
         Self::build_named(name, type_url, value_len, write)
     }
@@ -102,14 +102,16 @@ impl EncodedResource {
         value_len: usize,
         write_value: impl FnOnce(&mut Vec<u8>),
     ) -> Arc<EncodedResource> {
-        Self::build_named(name.to_string(), type_url, value_len, write_value)
+        Self::build_named(name.to_string(), type_url, value_len, |_, buf| {
+            write_value(buf)
+        })
     }
 
     fn build_named(
         name: String,
         type_url: &str,
         value_len: usize,
-        write_value: impl FnOnce(&mut Vec<u8>),
+        write_value: impl FnOnce(&str, &mut Vec<u8>),
     ) -> Arc<EncodedResource> {
         let header = prost::encoding::key_len(1)
             + prost::encoding::encoded_len_varint(type_url.len() as u64)
@@ -125,7 +127,7 @@ impl EncodedResource {
         encode_key(2, WireType::LengthDelimited, &mut buf);
         encode_varint(value_len as u64, &mut buf);
         let value_start = buf.len();
-        write_value(&mut buf);
+        write_value(&name, &mut buf);
         debug_assert_eq!(
             buf.len() - value_start,
             value_len,
@@ -177,12 +179,6 @@ fn hex16(v: u64) -> String {
     s
 }
 
-fn put_field(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(bytes.len() as u64, buf);
-    buf.extend_from_slice(bytes);
-}
-
 fn encode_route(mut r: Route, buf: &mut Vec<u8>) {
     let map = std::mem::take(&mut r.typed_per_filter_config);
     let _ = r.encode(buf);
@@ -194,7 +190,7 @@ fn encode_route(mut r: Route, buf: &mut Vec<u8>) {
         entry.clear();
         prost::encoding::string::encode(1, k, &mut entry);
         prost::encoding::message::encode(2, v, &mut entry);
-        put_field(13, &entry, buf);
+        crate::pb::wire::put_bytes(13, &entry, buf);
     }
 }
 
@@ -208,7 +204,7 @@ fn encode_vhost(mut v: VirtualHost, buf: &mut Vec<u8>, scratch: &mut Vec<u8>) {
         } else {
             scratch.clear();
             encode_route(r, scratch);
-            put_field(3, scratch, buf);
+            crate::pb::wire::put_bytes(3, scratch, buf);
         }
     }
 }
@@ -240,8 +236,7 @@ pub(crate) fn encode_canonical_into(mut rc: RouteConfiguration, buf: &mut Vec<u8
 
 /// Appends one virtual host as field 2 of a route configuration, canonically encoded.
 pub(crate) fn encode_vhost_field(v: VirtualHost, buf: &mut Vec<u8>, scratch: &mut Vec<u8>) {
-    encode_key(2, WireType::LengthDelimited, buf);
-    encode_varint(v.encoded_len() as u64, buf);
+    crate::pb::wire::put_len(2, v.encoded_len(), buf);
     encode_vhost(v, buf, scratch);
 }
 

@@ -199,8 +199,8 @@ impl Sink for Encoder<'_> {
         template: &crate::translate::cluster::ClusterTemplate,
     ) {
         let len = template.encoded_len_named(&name);
-        let e = EncodedResource::from_writer(name.clone(), resource::CLUSTER, len, |buf| {
-            template.encode_named(&name, buf)
+        let e = EncodedResource::from_writer(name, resource::CLUSTER, len, |name, buf| {
+            template.encode_named(name, buf)
         });
         self.clusters.push(e);
     }
@@ -209,7 +209,7 @@ impl Sink for Encoder<'_> {
             a.cluster.to_string(),
             resource::ENDPOINT,
             a.encoded_len(),
-            |buf| a.encode(buf),
+            |_, buf| a.encode(buf),
         );
         // The hand-written encoding must be prost's, byte for byte (checked in every test run).
         debug_assert_eq!(
@@ -236,7 +236,7 @@ impl Sink for Encoder<'_> {
     }
     fn route(&mut self, r: RouteConfiguration) {
         let len = prost::Message::encoded_len(&r);
-        let e = EncodedResource::from_writer(r.name.clone(), resource::ROUTE, len, |buf| {
+        let e = EncodedResource::from_writer(r.name.clone(), resource::ROUTE, len, |_, buf| {
             crate::resource::encode_canonical_into(r, buf)
         });
         Self::put(self.previous, &mut self.routes, resource::ROUTE, e);

@@ -1053,49 +1053,29 @@ spec:
     envoy.wait_live().await;
     // openssl s_client with the SNI-DNAT name; the backend's s_server answers a GET with its
     // status page, which names the port it accepted on.
-    let fetch = |sni: &str| {
-        let mut child = std::process::Command::new("openssl")
-            .args(["s_client", "-quiet", "-connect"])
-            .arg(format!("127.0.0.1:{gw_port}"))
-            .args(["-servername", sni])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().unwrap();
-            let _ = stdin.write_all(b"GET / HTTP/1.0\r\n\r\n");
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let gw = format!("127.0.0.1:{gw_port}");
+    let fetch = async |sni: &str| tls_get(&gw, sni).await;
     let all = "outbound_.5432_._.db.shop.svc.cluster.local";
     eventually(
         "TLS through the SNI-DNAT cluster",
         Duration::from_secs(20),
-        async || fetch(all).contains("s_server").then_some(()),
+        async || fetch(all).await.contains("s_server").then_some(()),
     )
     .await;
     // Each subset name reaches only its own endpoint (s_server echoes its command line,
     // which holds its port).
     for _ in 0..3 {
-        let v1 = fetch("outbound_.5432_.v1_.db.shop.svc.cluster.local");
+        let v1 = fetch("outbound_.5432_.v1_.db.shop.svc.cluster.local").await;
         assert!(v1.contains(&format!("-accept {v1_port}")), "{v1}");
-        let v2 = fetch("outbound_.5432_.v2_.db.shop.svc.cluster.local");
+        let v2 = fetch("outbound_.5432_.v2_.db.shop.svc.cluster.local").await;
         assert!(v2.contains(&format!("-accept {v2_port}")), "{v2}");
     }
     // No cluster has that name: the handshake gets nowhere.
-    assert!(!fetch("outbound_.5432_.v3_.db.shop.svc.cluster.local").contains("s_server"));
+    assert!(
+        !fetch("outbound_.5432_.v3_.db.shop.svc.cluster.local")
+            .await
+            .contains("s_server")
+    );
     assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
     // The SNI-DNAT clusters carry no TLS origination of their own.
     let clusters = envoy.clusters().await;
@@ -1211,21 +1191,14 @@ spec:
     let cp = ControlPlane::new(&config);
     let (xds, _conns) = serve(cp.clone()).await;
     let envoy = dns.sidecar(xds).await;
-    let fetch = |sni: &str| {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.2:{port} -servername {sni} 2>/dev/null"
-            ))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let sidecar = format!("127.0.0.2:{port}");
+    let fetch = async |sni: &str| tls_get(&sidecar, sni).await;
     eventually(
         "TLS through the SNI dynamic forward proxy",
         Duration::from_secs(20),
         async || {
             fetch("db.mesh.test")
+                .await
                 .contains(&format!("127.0.0.1:{port}"))
                 .then_some(())
         },
@@ -1237,10 +1210,31 @@ spec:
         dns.queries()
     );
     // An SNI outside the wildcard matches no chain.
-    assert!(!fetch("db.other.test").contains("s_server"));
+    assert!(!fetch("db.other.test").await.contains("s_server"));
     assert!(!dns.queries().iter().any(|q| q == "db.other.test"));
     assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One HTTP/1.0 GET over TLS to `addr` with `sni`, by `openssl s_client` (no certificate
+/// checks: the tests look at which backend answered); what came back, or nothing after 5 s.
+async fn tls_get(addr: &str, sni: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", addr, "-servername", sni])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"GET / HTTP/1.0\r\n\r\n").await;
+    }
+    match tokio::time::timeout(Duration::from_secs(5), child.wait_with_output()).await {
+        Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => String::new(),
+    }
 }
 
 /// A DNS server on loopback UDP that answers every A query with 127.0.0.1 (other types get an

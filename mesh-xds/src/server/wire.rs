@@ -9,10 +9,9 @@
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-
+use crate::pb::wire::{field_len, put_len, put_str, str_len};
 use crate::resource::EncodedResource;
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// gRPC message header: a compression flag and a big-endian length.
 const GRPC_HEADER: usize = 5;
@@ -20,30 +19,6 @@ const GRPC_HEADER: usize = 5;
 pub(crate) const CHUNK: usize = 16 * 1024;
 /// Resources at least this large are sent as frames of their own, without a copy.
 const ZERO_COPY: usize = 4 * 1024;
-
-fn field_len(tag: u32, len: usize) -> usize {
-    key_len(tag) + encoded_len_varint(len as u64) + len
-}
-
-fn str_len(tag: u32, s: &str) -> usize {
-    if s.is_empty() {
-        0
-    } else {
-        field_len(tag, s.len())
-    }
-}
-
-fn put_len(tag: u32, len: usize, buf: &mut BytesMut) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
-}
-
-fn put_str(tag: u32, s: &str, buf: &mut BytesMut) {
-    if !s.is_empty() {
-        put_len(tag, s.len(), buf);
-        buf.put_slice(s.as_bytes());
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {

@@ -176,7 +176,7 @@ impl ClusterTemplate {
     /// The typed cluster named `name`.
     pub(crate) fn instantiate(&self, name: String) -> Cluster {
         let mut c = self.body.clone();
-        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(self.discovery as i32));
+        c.cluster_discovery_type = Some(self.discovery_type());
         if self.eds {
             c.eds_cluster_config = Some(cluster::EdsClusterConfig {
                 eds_config: Some(ads_source(Some(std::time::Duration::ZERO))),
@@ -192,59 +192,38 @@ impl ClusterTemplate {
     /// body's own encoding; byte for byte what `instantiate(name).encode()` gives (a test and
     /// the property tests check it).
     pub(crate) fn encode_named(&self, name: &str, buf: &mut Vec<u8>) {
-        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+        use crate::pb::wire::{put_bytes, put_len, put_str};
         let (body, eds_source) = self.encoded();
-        let put = |tag: u32, bytes: &[u8], buf: &mut Vec<u8>| {
-            encode_key(tag, WireType::LengthDelimited, buf);
-            encode_varint(bytes.len() as u64, buf);
-            buf.extend_from_slice(bytes);
-        };
-        if !name.is_empty() {
-            put(1, name.as_bytes(), buf);
-        }
-        cluster::ClusterDiscoveryType::Type(self.discovery as i32).encode(buf);
+        put_str(1, name, buf);
+        self.discovery_type().encode(buf);
         if self.eds {
-            let name_len = if name.is_empty() {
-                0
-            } else {
-                key_len(2) + encoded_len_varint(name.len() as u64) + name.len()
-            };
-            let inner = key_len(1)
-                + encoded_len_varint(eds_source.len() as u64)
-                + eds_source.len()
-                + name_len;
-            encode_key(3, WireType::LengthDelimited, buf);
-            encode_varint(inner as u64, buf);
-            put(1, eds_source, buf);
-            if !name.is_empty() {
-                put(2, name.as_bytes(), buf);
-            }
+            // EdsClusterConfig: eds_config (1), service_name (2).
+            put_len(3, self.eds_len(name), buf);
+            put_bytes(1, eds_source, buf);
+            put_str(2, name, buf);
         }
         buf.extend_from_slice(body);
     }
 
     /// The length [`ClusterTemplate::encode_named`] writes.
     pub(crate) fn encoded_len_named(&self, name: &str) -> usize {
-        use prost::encoding::{encoded_len_varint, key_len};
-        let (body, eds_source) = self.encoded();
-        let name_len = |tag: u32| {
-            if name.is_empty() {
-                0
-            } else {
-                key_len(tag) + encoded_len_varint(name.len() as u64) + name.len()
-            }
+        use crate::pb::wire::{field_len, str_len};
+        let eds = if self.eds {
+            field_len(3, self.eds_len(name))
+        } else {
+            0
         };
-        let mut len = name_len(1)
-            + cluster::ClusterDiscoveryType::Type(self.discovery as i32).encoded_len()
-            + body.len();
-        if self.eds {
-            let inner = key_len(1)
-                + encoded_len_varint(eds_source.len() as u64)
-                + eds_source.len()
-                + name_len(2);
-            len += key_len(3) + encoded_len_varint(inner as u64) + inner;
-        }
-        len
+        str_len(1, name) + self.discovery_type().encoded_len() + eds + self.encoded().0.len()
+    }
+
+    /// The length of the `EdsClusterConfig` of the cluster named `name`.
+    fn eds_len(&self, name: &str) -> usize {
+        use crate::pb::wire::{field_len, str_len};
+        field_len(1, self.encoded().1.len()) + str_len(2, name)
+    }
+
+    fn discovery_type(&self) -> cluster::ClusterDiscoveryType {
+        cluster::ClusterDiscoveryType::Type(self.discovery as i32)
     }
 
     fn encoded(&self) -> &(Vec<u8>, Vec<u8>) {

@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use mesh_model::networking::destination_rule::TrafficPolicy;
 
+use crate::pb::wire::{field_len, put_len, put_str, put_varint, str_len};
 use crate::pb::{pipe, socket, u32v};
 use crate::proxy::{self, Proxy};
 use crate::registry::{Service, ServicePort};
@@ -301,139 +302,119 @@ impl Assignment<'_> {
 
     /// Length of [`Assignment::encode`]'s output: `to_message().encoded_len()`.
     pub(crate) fn encoded_len(&self) -> usize {
-        wire::field_len(1, self.cluster.len(), !self.cluster.is_empty())
+        str_len(1, self.cluster)
             + self
                 .groups
                 .iter()
-                .map(|g| wire::field_len(2, wire::group_len(g), true))
+                .map(|g| field_len(2, wire::group_len(g)))
                 .sum::<usize>()
     }
 
     /// Appends prost's encoding of [`Assignment::to_message`] to `buf`, without building it:
     /// fields in tag order, lengths computed once, bottom up.
     pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
-        if !self.cluster.is_empty() {
-            wire::bytes(1, self.cluster.as_bytes(), buf);
-        }
+        put_str(1, self.cluster, buf);
         for g in &self.groups {
-            wire::header(2, wire::group_len(g), buf);
-            wire::header(1, wire::locality_len(g), buf);
-            wire::opt_str(1, g.region, buf);
-            wire::opt_str(2, g.zone, buf);
-            wire::opt_str(3, g.sub_zone, buf);
+            put_len(2, wire::group_len(g), buf);
+            put_len(1, wire::locality_len(g), buf);
+            put_str(1, g.region, buf);
+            put_str(2, g.zone, buf);
+            put_str(3, g.sub_zone, buf);
             for e in &g.endpoints {
-                wire::header(2, wire::lb_endpoint_len(e), buf);
+                put_len(2, wire::lb_endpoint_len(e), buf);
                 // LbEndpoint.endpoint (1) > Endpoint.address (1) > Address (1 socket / 2 pipe)
                 let addr = wire::address_len(e);
-                wire::header(1, wire::field_len(1, addr, true), buf);
-                wire::header(1, addr, buf);
+                put_len(1, field_len(1, addr), buf);
+                put_len(1, addr, buf);
                 if is_pipe(e.address) {
-                    let path = e.address.trim_start_matches("unix://");
-                    wire::header(2, wire::field_len(1, path.len(), !path.is_empty()), buf);
-                    wire::opt_str(1, path, buf);
+                    put_len(2, wire::pipe_len(e), buf);
+                    put_str(1, wire::pipe_path(e), buf);
                 } else {
-                    wire::header(1, wire::socket_len(e), buf);
-                    wire::opt_str(2, e.address, buf);
-                    wire::varint(3, u64::from(e.port), buf);
+                    put_len(1, wire::socket_len(e), buf);
+                    put_str(2, e.address, buf);
+                    put_varint(3, u64::from(e.port), buf);
                 }
-                wire::header(4, wire::u32_value_len(e.weight), buf);
-                if e.weight != 0 {
-                    wire::varint(1, u64::from(e.weight), buf);
-                }
+                put_u32_value(4, e.weight, buf);
             }
-            wire::header(3, wire::u32_value_len(g.weight), buf);
-            if g.weight != 0 {
-                wire::varint(1, u64::from(g.weight), buf);
-            }
+            put_u32_value(3, g.weight, buf);
             if g.priority != 0 {
-                wire::varint(5, u64::from(g.priority), buf);
+                put_varint(5, u64::from(g.priority), buf);
             }
         }
     }
 }
 
-/// Protobuf wire helpers for [`Assignment::encode`] (every tag here is below 16: one-byte keys).
+/// A `google.protobuf.UInt32Value` field that is set (its value is skipped when 0).
+fn put_u32_value(tag: u32, v: u32, buf: &mut Vec<u8>) {
+    put_len(tag, wire::u32_value_len(v), buf);
+    if v != 0 {
+        put_varint(1, u64::from(v), buf);
+    }
+}
+
+/// Lengths of the messages [`Assignment::encode`] writes, computed from the parts.
 mod wire {
-    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    use crate::pb::wire::{field_len, str_len, varint_len};
 
     use super::{Ep, Group, is_pipe};
 
-    /// A length-delimited field of `len` bytes, if `present`.
-    pub(super) fn field_len(tag: u32, len: usize, present: bool) -> usize {
-        if present {
-            key_len(tag) + encoded_len_varint(len as u64) + len
-        } else {
-            0
-        }
-    }
-
-    pub(super) fn header(tag: u32, len: usize, buf: &mut Vec<u8>) {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(len as u64, buf);
-    }
-
-    pub(super) fn bytes(tag: u32, b: &[u8], buf: &mut Vec<u8>) {
-        header(tag, b.len(), buf);
-        buf.extend_from_slice(b);
-    }
-
-    pub(super) fn opt_str(tag: u32, s: &str, buf: &mut Vec<u8>) {
-        if !s.is_empty() {
-            bytes(tag, s.as_bytes(), buf);
-        }
-    }
-
-    pub(super) fn varint(tag: u32, v: u64, buf: &mut Vec<u8>) {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(v, buf);
-    }
-
+    /// `google.protobuf.UInt32Value` (empty when 0).
     pub(super) fn u32_value_len(v: u32) -> usize {
         if v == 0 {
             0
         } else {
-            key_len(1) + encoded_len_varint(u64::from(v))
+            varint_len(1, u64::from(v))
         }
     }
 
+    /// `SocketAddress`: address (2), port_value (3, in a oneof: written even when 0); the
+    /// protocol, TCP, is 0.
     pub(super) fn socket_len(e: &Ep<'_>) -> usize {
-        // address (2), port_value (3, in a oneof: written even when 0); protocol TCP is 0.
-        field_len(2, e.address.len(), !e.address.is_empty())
-            + key_len(3)
-            + encoded_len_varint(u64::from(e.port))
+        str_len(2, e.address) + varint_len(3, u64::from(e.port))
     }
 
+    /// `Pipe`: path (1).
+    pub(super) fn pipe_len(e: &Ep<'_>) -> usize {
+        str_len(1, pipe_path(e))
+    }
+
+    pub(super) fn pipe_path<'a>(e: &Ep<'a>) -> &'a str {
+        e.address.trim_start_matches("unix://")
+    }
+
+    /// `Address`: socket_address (1) or pipe (2).
     pub(super) fn address_len(e: &Ep<'_>) -> usize {
         if is_pipe(e.address) {
-            let path = e.address.trim_start_matches("unix://");
-            field_len(2, field_len(1, path.len(), !path.is_empty()), true)
+            field_len(2, pipe_len(e))
         } else {
-            field_len(1, socket_len(e), true)
+            field_len(1, socket_len(e))
         }
     }
 
+    /// `LbEndpoint`: endpoint (1, an `Endpoint` holding only its address) and
+    /// load_balancing_weight (4).
     pub(super) fn lb_endpoint_len(e: &Ep<'_>) -> usize {
-        let endpoint = field_len(1, address_len(e), true);
-        field_len(1, endpoint, true) + field_len(4, u32_value_len(e.weight), true)
+        field_len(1, field_len(1, address_len(e))) + field_len(4, u32_value_len(e.weight))
     }
 
+    /// `Locality`: region (1), zone (2), sub_zone (3).
     pub(super) fn locality_len(g: &Group<'_>) -> usize {
-        field_len(1, g.region.len(), !g.region.is_empty())
-            + field_len(2, g.zone.len(), !g.zone.is_empty())
-            + field_len(3, g.sub_zone.len(), !g.sub_zone.is_empty())
+        str_len(1, g.region) + str_len(2, g.zone) + str_len(3, g.sub_zone)
     }
 
+    /// `LocalityLbEndpoints`: locality (1), lb_endpoints (2), load_balancing_weight (3),
+    /// priority (5, skipped when 0).
     pub(super) fn group_len(g: &Group<'_>) -> usize {
-        field_len(1, locality_len(g), true)
+        field_len(1, locality_len(g))
             + g.endpoints
                 .iter()
-                .map(|e| field_len(2, lb_endpoint_len(e), true))
+                .map(|e| field_len(2, lb_endpoint_len(e)))
                 .sum::<usize>()
-            + field_len(3, u32_value_len(g.weight), true)
+            + field_len(3, u32_value_len(g.weight))
             + if g.priority == 0 {
                 0
             } else {
-                key_len(5) + encoded_len_varint(u64::from(g.priority))
+                varint_len(5, u64::from(g.priority))
             }
     }
 }

@@ -207,15 +207,12 @@ pub(crate) fn sidecar_listeners(
                 let (mut filter_chains, default_filter) = if http {
                     let rds = port.to_string();
                     if !out.has_route(&rds) {
-                        let rc = route::sidecar_route_config(
-                            ctx,
-                            proxy,
-                            scope,
-                            port,
-                            &imports,
-                            rds.clone(),
+                        out.route_streamed(
+                            route::sidecar_route_header(proxy, rds.clone()),
+                            &mut |emit| {
+                                route::sidecar_vhosts(ctx, proxy, scope, port, &imports, emit)
+                            },
                         );
-                        out.route(rc);
                     }
                     (
                         Vec::new(),
@@ -640,11 +637,10 @@ fn auto_passthrough_chains(
     seen: &mut BTreeSet<String>,
 ) -> Vec<FilterChain> {
     let covers = |svc: &crate::registry::Service| {
-        s.server.hosts.iter().any(|h| {
-            let (ns, host) = h.split_once('/').unwrap_or(("*", h.as_str()));
-            (ns == "*" || ns == "." && svc.namespace == s.gw_ns || ns == svc.namespace)
-                && mesh_model::host::host_matches(host, &svc.hostname)
-        })
+        s.server
+            .hosts
+            .iter()
+            .any(|h| server_exposes(h, s.gw_ns, &svc.namespace, &svc.hostname))
     };
     let mut chains = Vec::new();
     for svc in scope.services.iter().filter(|svc| covers(svc)) {
