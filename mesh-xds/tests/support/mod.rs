@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub(crate) mod envoy;
+pub(crate) mod tls;
 pub(crate) mod upstream;
 mod wait;
 
