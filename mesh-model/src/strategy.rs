@@ -596,12 +596,13 @@ impl MeshSet {
     }
 }
 
-/// Sometimes a second, non-HTTP port for a generated service, with the addresses that tell
-/// its traffic apart under capture: none, a VIP from a pool of three (so services share
-/// them), or a CIDR.
+/// Sometimes a second port for a generated service (TCP, TLS, MONGO or unspecified), with the
+/// addresses that tell its traffic apart under capture: none, a VIP from a pool of three (so
+/// services share them), or a CIDR.
 fn extra_port() -> impl Strategy<Value = Option<(&'static str, Vec<String>)>> {
     option::of((
-        prop_oneof![Just("TCP"), Just("TLS"), Just("MONGO")],
+        // "" leaves the protocol out: sidecars sniff it.
+        prop_oneof![Just("TCP"), Just("TLS"), Just("MONGO"), Just("")],
         prop_oneof![
             Just(Vec::new()),
             (1u8..=3).prop_map(|i| vec![format!("240.240.0.{i}")]),
@@ -611,7 +612,7 @@ fn extra_port() -> impl Strategy<Value = Option<(&'static str, Vec<String>)>> {
 }
 
 /// 1 to 6 services, each with a ServiceEntry (an HTTP port, sometimes also a TCP or TLS
-/// port with a VIP or CIDR), a DestinationRule with 1-3 subsets, and a
+/// or unspecified port with a VIP or CIDR), a DestinationRule with 1-3 subsets, and a
 /// VirtualService routing to it and its neighbours; one VirtualService is also bound to a
 /// Gateway.
 pub fn mesh_set() -> impl Strategy<Value = MeshSet> {
@@ -662,7 +663,11 @@ pub fn mesh_set() -> impl Strategy<Value = MeshSet> {
                                 se.spec.ports.push(ServicePort {
                                     number: if port == 65535 { 1 } else { port + 1 },
                                     protocol: protocol.into(),
-                                    name: format!("{}-extra", protocol.to_ascii_lowercase()),
+                                    name: if protocol.is_empty() {
+                                        "auto-extra".to_string()
+                                    } else {
+                                        format!("{}-extra", protocol.to_ascii_lowercase())
+                                    },
                                     target_port: None,
                                 });
                                 se.spec.addresses = addresses;

@@ -18,7 +18,8 @@ pub struct ServicePort {
     pub name: String,
     /// Port number clients use.
     pub number: u32,
-    /// Protocol, upper case (`HTTP`, `GRPC`, `TCP`, ...). Empty means unknown (TCP).
+    /// Protocol, upper case (`HTTP`, `GRPC`, `TCP`, ...). Empty means unspecified: like
+    /// istiod, sidecars then sniff each connection (HTTP routes or TCP).
     pub protocol: String,
     /// Port on the endpoints, when it differs.
     pub target_port: Option<u32>,
@@ -31,6 +32,12 @@ impl ServicePort {
             self.protocol.as_str(),
             "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
         )
+    }
+
+    /// Whether the protocol is unspecified, so that each connection is sniffed: HTTP/1.1 and
+    /// h2c go through the HTTP routes, anything else is proxied as TCP.
+    pub fn is_sniffed(&self) -> bool {
+        self.protocol.is_empty()
     }
 
     /// Whether this port speaks HTTP/2 to the upstream.

@@ -79,6 +79,7 @@ async fn captured_tcp_tls_http_and_inbound_traffic_follows_the_config() {
     let mysql = upstream::start("mysql").await;
     let ledger = upstream::start("ledger").await;
     let app = upstream::start("app").await;
+    let orders = upstream::start("orders").await;
     let (dir, cert, key) = self_signed("mesh-capture", "db.example.com");
     let tls_port = support::free_port();
     let _db = TlsUpstream::start_at(&format!("127.0.0.1:{tls_port}"), &cert, &key, &[]);
@@ -136,7 +137,39 @@ spec:
   resolution: STATIC
   ports: [{{number: 443, name: tls, protocol: TLS}}]
   endpoints: [{{address: 127.0.0.1, ports: {{tls: {tls_port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: orders, namespace: shop}}
+spec:
+  hosts: [orders.shop.svc.cluster.local]
+  addresses: [127.10.0.30]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 7000, name: orders}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{orders: {orders}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: orders, namespace: shop}}
+spec:
+  hosts: [orders.shop.svc.cluster.local]
+  http:
+  - match: [{{headers: {{x-route: {{exact: web}}}}}}]
+    route: [{{destination: {{host: web.shop.svc.cluster.local, port: {{number: 8080}}}}}}]
+  - route: [{{destination: {{host: orders.shop.svc.cluster.local}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: vault, namespace: shop}}
+spec:
+  hosts: [vault.internal]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 7443, name: vault}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{vault: {tls_port}}}}}]
 "#,
+        orders = orders.port(),
         app = app.port(),
         web = web.port(),
         mysql = mysql.port(),
@@ -187,6 +220,30 @@ spec:
         body("127.20.0.1:9080", "app.shop").await.as_deref(),
         Some("app")
     );
+    // A port without a protocol is sniffed: HTTP goes through the VirtualService's routes...
+    assert_eq!(
+        body("127.10.0.30:7000", "orders.shop.svc.cluster.local")
+            .await
+            .as_deref(),
+        Some("orders")
+    );
+    let by_header = upstream::get(
+        "127.10.0.30:7000".parse().unwrap(),
+        "orders.shop.svc.cluster.local",
+        "/",
+        &[("x-route", "web")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_header.body, "web");
+    // ...and other bytes (TLS here, on a sniffed port without a VIP) are proxied as TCP.
+    assert!(
+        tls_get("127.10.0.97:7443", "vault.internal")
+            .await
+            .contains("s_server"),
+        "{}",
+        envoy.log()
+    );
     // REGISTRY_ONLY: an unknown SNI on 443 and an unknown destination go nowhere.
     assert!(
         !tls_get("127.10.0.99:443", "evil.example.com")
@@ -200,8 +257,14 @@ spec:
         .unwrap_or(0);
     assert!(blackholed >= 2, "BlackHoleCluster saw {blackholed}");
     assert_eq!(
-        (web.count(), mysql.count(), ledger.count(), app.count()),
-        (1, 1, 1, 1)
+        (
+            web.count(),
+            mysql.count(),
+            ledger.count(),
+            app.count(),
+            orders.count()
+        ),
+        (2, 1, 1, 1, 1)
     );
     assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
     let _ = std::fs::remove_dir_all(&dir);

@@ -364,3 +364,142 @@ fn without_capture_there_are_no_captured_listeners() {
     );
     assert!(!out.listeners.contains_key("virtualOutbound"));
 }
+
+const SNIFFED: &str = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: orders, namespace: shop}
+spec:
+  hosts: [orders.shop.svc.cluster.local]
+  addresses: [240.240.0.20]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7000, name: orders}]
+  endpoints: [{address: 10.1.0.5}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: billing, namespace: shop}
+spec:
+  hosts: [billing.shop.svc.cluster.local]
+  addresses: [240.240.0.21]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7000, name: billing}]
+  endpoints: [{address: 10.1.0.6}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy-auto, namespace: shop}
+spec:
+  hosts: [auto.internal]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 7001, name: auto}]
+"#;
+
+/// The HTTP connection manager's route config name in a chain, if it has one.
+fn rds_of(chain: &FilterChain) -> Option<String> {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    };
+    let f = chain
+        .filters
+        .iter()
+        .find(|f| f.name == "envoy.filters.network.http_connection_manager")?;
+    let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any)) =
+        &f.config_type
+    else {
+        return None;
+    };
+    match HttpConnectionManager::decode(any.value.as_slice())
+        .unwrap()
+        .route_specifier?
+    {
+        RouteSpecifier::Rds(r) => Some(r.route_config_name),
+        _ => None,
+    }
+}
+
+fn has_http_inspector(l: &Listener) -> bool {
+    l.listener_filters
+        .iter()
+        .any(|f| f.name == "envoy.filters.listener.http_inspector")
+}
+
+#[test]
+fn a_port_without_protocol_is_sniffed_http_first_then_tcp() {
+    let out = resources(SNIFFED, InterceptionMode::Redirect);
+    let orders = captured(&out, "240.240.0.20_7000");
+    assert!(has_http_inspector(&orders));
+    // HTTP, then plaintext that is not HTTP, then everything else (TLS).
+    assert_eq!(orders.filter_chains.len(), 3);
+    let m = orders.filter_chains[0].filter_chain_match.as_ref().unwrap();
+    assert_eq!(m.transport_protocol, "raw_buffer");
+    assert_eq!(m.application_protocols, ["http/1.1", "h2c"]);
+    assert_eq!(
+        rds_of(&orders.filter_chains[0]).as_deref(),
+        Some("orders.shop.svc.cluster.local:7000")
+    );
+    let m = orders.filter_chains[1].filter_chain_match.as_ref().unwrap();
+    assert_eq!(m.transport_protocol, "raw_buffer");
+    assert!(m.application_protocols.is_empty());
+    for chain in &orders.filter_chains[1..] {
+        assert_eq!(
+            destination(chain),
+            ["outbound|7000||orders.shop.svc.cluster.local"]
+        );
+    }
+    // HTTP at a VIP reaches only the services at that VIP, not the port's other services.
+    let rc = &out.routes["orders.shop.svc.cluster.local:7000"];
+    let hosts: Vec<&str> = rc
+        .virtual_hosts
+        .iter()
+        .filter(|v| v.name != "allow_any" && v.name != "block_all")
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(hosts, ["orders.shop.svc.cluster.local:7000"]);
+    assert!(
+        out.routes
+            .contains_key("billing.shop.svc.cluster.local:7000")
+    );
+    // Without a VIP: the wildcard listener sniffs with route config "PORT", TCP by default.
+    let auto = captured(&out, "0.0.0.0_7001");
+    assert!(has_http_inspector(&auto));
+    assert_eq!(rds_of(&auto.filter_chains[0]).as_deref(), Some("7001"));
+    assert_eq!(
+        destination(auto.filter_chains.last().unwrap()),
+        ["outbound|7001||auto.internal"]
+    );
+    // The cluster forwards HTTP in the protocol it came in.
+    let cluster = &out.clusters["outbound|7000||orders.shop.svc.cluster.local"];
+    let options = format!("{:?}", cluster.typed_extension_protocol_options);
+    assert!(options.contains("HttpProtocolOptions"), "{options}");
+    // Ports with a protocol are not sniffed.
+    assert!(!has_http_inspector(&captured(&out, "240.240.0.10_3306")));
+}
+
+#[test]
+fn a_bound_egress_port_without_protocol_is_sniffed_too() {
+    let sidecar = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - port: {number: 7001, name: auto}
+    bind: 127.0.0.1
+    captureMode: NONE
+    hosts: ["./*"]
+"#;
+    let out = resources(&format!("{SNIFFED}{sidecar}"), InterceptionMode::Redirect);
+    let l = &out.listeners["127.0.0.1_7001"];
+    assert!(has_http_inspector(l));
+    assert_eq!(rds_of(&l.filter_chains[0]).as_deref(), Some("7001"));
+    assert_eq!(
+        destination(l.filter_chains.last().unwrap()),
+        ["outbound|7001||auto.internal"]
+    );
+}

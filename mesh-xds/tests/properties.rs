@@ -120,6 +120,7 @@ proptest! {
 /// every push must be ACKed and none rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_sets_are_accepted_by_real_envoy() {
+    const SAMPLES: u64 = 12;
     let mesh = MeshConfig {
         proxy_listen_port: u32::from(support::free_port()),
         proxy_inbound_listen_port: u32::from(support::free_port()),
@@ -133,8 +134,8 @@ async fn generated_sets_are_accepted_by_real_envoy() {
     let mut runner = TestRunner::deterministic();
     let strategy = strategy::mesh_set();
     let mut last_cds = String::new();
-    let mut captured_shapes = [false; 3];
-    for i in 0..8 {
+    let mut captured_shapes = [false; 4];
+    for i in 0..SAMPLES {
         let set = strategy.new_tree(&mut runner).unwrap().current();
         // A JSON stream of every resource; each sample replaces the previous one.
         let yaml: String = set
@@ -177,17 +178,18 @@ async fn generated_sets_are_accepted_by_real_envoy() {
         captured_shapes[0] |= listeners.contains("\"240.240.0.");
         captured_shapes[1] |= listeners.contains("\"240.241.0.0\"");
         captured_shapes[2] |= listeners.contains("\"server_names\"");
+        captured_shapes[3] |= listeners.contains("envoy.filters.listener.http_inspector");
     }
     // The samples reached Envoy with captured TCP/TLS listeners of every kind: per VIP, CIDR
-    // prefix chains and SNI chains.
-    assert_eq!(captured_shapes, [true; 3]);
+    // prefix chains, SNI chains and sniffed ports.
+    assert_eq!(captured_shapes, [true; 4]);
     let stats: BTreeMap<String, u64> = envoy.stats("update_success").await;
     assert!(
         stats
             .get("cluster_manager.cds.update_success")
             .copied()
             .unwrap_or(0)
-            >= 8,
+            >= SAMPLES,
         "{stats:?}"
     );
 }

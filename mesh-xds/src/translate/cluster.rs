@@ -402,7 +402,7 @@ fn cluster_body(
     if let Some(od) = &policy.outlier_detection {
         apply_outlier(&mut c, od);
     }
-    if port.is_http() {
+    if port.is_http() || port.is_sniffed() {
         apply_http_options(&mut c, port, policy, &ctx.mesh);
     } else if let Some(tcp) = policy
         .connection_pool
@@ -639,7 +639,8 @@ pub(crate) fn apply_http_options(
         }
         o
     };
-    let protocol = if http.and_then(|h| h.use_client_protocol) == Some(true) {
+    // A sniffed port forwards HTTP in the protocol it arrived in, as istiod does.
+    let protocol = if http.and_then(|h| h.use_client_protocol) == Some(true) || port.is_sniffed() {
         http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
             http_protocol_options::UseDownstreamHttpConfig {
                 http_protocol_options: Some(Http1ProtocolOptions::default()),

@@ -238,21 +238,25 @@ fn bound_listener(
         .copied()
         .filter(|s| s.port(port).is_some() && imports(&s.namespace, &s.hostname))
         .collect();
+    let first = services.first().and_then(|s| s.port(port));
     let http = if eg.protocol.is_empty() {
-        services
-            .first()
-            .and_then(|s| s.port(port))
-            .is_none_or(|p| p.is_http())
+        first.is_none_or(|p| p.is_http())
     } else {
         matches!(eg.protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
     };
+    let sniffed = eg.protocol.is_empty() && first.is_some_and(|p| p.is_sniffed());
+    let rds = port.to_string();
     let (mut filter_chains, default_filter) = if http {
         (
             Vec::new(),
-            sidecar_hcm(ctx, proxy, scope, &name, port, imports, out),
+            sidecar_hcm(ctx, proxy, scope, &name, port, &rds, imports, out),
         )
     } else {
-        let (sni, tcp) = tcp_route_chains(ctx, proxy, &services, port);
+        let (mut sni, tcp) = tcp_route_chains(ctx, proxy, &services, port);
+        if sniffed {
+            let hcm = sidecar_hcm(ctx, proxy, scope, &name, port, &rds, imports, out);
+            sni.insert(0, sniffed_http_chain(hcm));
+        }
         let default = tcp.unwrap_or_else(|| {
             let cluster = services
                 .iter()
@@ -263,56 +267,99 @@ fn bound_listener(
         });
         (sni, default)
     };
-    filter_chains.push(FilterChain {
-        filters: vec![default_filter],
-        ..Default::default()
-    });
+    push_default_chain(&mut filter_chains, default_filter);
     out.listener(Listener {
         name,
         address: Some(address_for(&bind, port)),
-        listener_filters: tls_inspector_for(&filter_chains),
+        listener_filters: inspectors_for(&filter_chains),
         filter_chains,
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Default::default()
     });
 }
 
-/// The HTTP connection manager of a sidecar's outbound port, emitting its route config
-/// `"PORT"` first if no listener did yet.
+/// The HTTP connection manager of a sidecar's outbound port over route config `rds` (`"PORT"`,
+/// or `HOST:PORT` for a sniffed VIP), emitting that route config first if no listener did yet:
+/// the port's virtual hosts for the services `imports` accepts.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sidecar_hcm(
     ctx: &PushContext,
     proxy: &Proxy,
     scope: &SidecarScope<'_>,
     stat_prefix: &str,
     port: u32,
+    rds: &str,
     imports: &dyn Fn(&str, &str) -> bool,
     out: &mut dyn Sink,
 ) -> Filter {
-    let rds = port.to_string();
-    if !out.has_route(&rds) {
+    if !out.has_route(rds) {
         out.route_streamed(
-            route::sidecar_route_header(proxy, rds.clone()),
+            route::sidecar_route_header(proxy, rds.to_string()),
             &mut |emit| route::sidecar_vhosts(ctx, proxy, scope, port, imports, emit),
         );
     }
-    network_filter(HCM, &hcm(ctx, stat_prefix, &rds, false))
+    network_filter(HCM, &hcm(ctx, stat_prefix, rds, false))
 }
 
-/// The TLS inspector, when some filter chain matches on SNI.
-pub(crate) fn tls_inspector_for(chains: &[FilterChain]) -> Vec<ListenerFilter> {
-    let sni = chains.iter().any(|c| {
+/// The chain that plaintext HTTP/1.1 and h2c take on a sniffed port (the HTTP inspector tells
+/// them apart from other bytes, which fall through to the TCP chains).
+pub(crate) fn sniffed_http_chain(hcm: Filter) -> FilterChain {
+    FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            transport_protocol: "raw_buffer".into(),
+            application_protocols: vec!["http/1.1".into(), "h2c".into()],
+            ..Default::default()
+        }),
+        filters: vec![hcm],
+        ..Default::default()
+    }
+}
+
+/// Appends the chain of the listener's default filter. On a sniffed listener a twin matching
+/// plaintext comes first: Envoy settles the transport protocol before the application protocol
+/// and never goes back, so plaintext that is not HTTP would otherwise stop at the HTTP chain's
+/// `raw_buffer` branch and match nothing.
+pub(crate) fn push_default_chain(chains: &mut Vec<FilterChain>, filter: Filter) {
+    let sniffed = chains.iter().any(|c| {
         c.filter_chain_match
             .as_ref()
-            .is_some_and(|m| !m.server_names.is_empty())
+            .is_some_and(|m| !m.application_protocols.is_empty())
     });
-    if sni {
-        vec![listener_filter(
+    if sniffed {
+        chains.push(FilterChain {
+            filter_chain_match: Some(FilterChainMatch {
+                transport_protocol: "raw_buffer".into(),
+                ..Default::default()
+            }),
+            filters: vec![filter.clone()],
+            ..Default::default()
+        });
+    }
+    chains.push(FilterChain {
+        filters: vec![filter],
+        ..Default::default()
+    });
+}
+
+/// The listener filters the chains need: the TLS inspector when some chain matches on SNI,
+/// the HTTP inspector when some chain matches on a plaintext application protocol.
+pub(crate) fn inspectors_for(chains: &[FilterChain]) -> Vec<ListenerFilter> {
+    use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+    let matches = || chains.iter().filter_map(|c| c.filter_chain_match.as_ref());
+    let mut filters = Vec::new();
+    if matches().any(|m| !m.server_names.is_empty()) {
+        filters.push(listener_filter(
             "envoy.filters.listener.tls_inspector",
             &TlsInspector::default(),
-        )]
-    } else {
-        Vec::new()
+        ));
     }
+    if matches().any(|m| !m.application_protocols.is_empty()) {
+        filters.push(listener_filter(
+            "envoy.filters.listener.http_inspector",
+            &HttpInspector::default(),
+        ));
+    }
+    filters
 }
 
 /// SNI filter chains for TCP/TLS `port` of `services` (their VirtualServices' TLS routes, then

@@ -10,6 +10,10 @@
 //!   VirtualService's TLS routes); and, when the port has no HTTP service, the first TCP
 //!   service without a VIP (as istiod does, it takes the port's other traffic). What is left
 //!   goes to `PassthroughCluster` or `BlackHoleCluster` per the outbound traffic policy.
+//! - A port without a protocol is sniffed, as istiod does: the HTTP inspector sends plaintext
+//!   HTTP/1.1 and h2c to an HTTP connection manager (route config `HOST:PORT` on a VIP
+//!   listener, so only the services at that VIP are reachable; `"PORT"` on the wildcard one)
+//!   and everything else to the TCP chains. Services matched by CIDR are TCP only.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -25,8 +29,8 @@ use crate::pb::{boolv, socket, u32v};
 use crate::proxy::Proxy;
 use crate::registry::Service;
 use crate::translate::listener::{
-    passthrough_or_blackhole, server_names, sidecar_hcm, tcp_proxy_to, tcp_route_chains,
-    tls_inspector_for,
+    inspectors_for, passthrough_or_blackhole, push_default_chain, server_names, sidecar_hcm,
+    sniffed_http_chain, tcp_proxy_to, tcp_route_chains,
 };
 use crate::translate::scope::SidecarScope;
 use crate::translate::{PushContext, Sink};
@@ -61,6 +65,10 @@ fn is_tls(s: &Service, port: u32) -> bool {
         .is_some_and(|p| matches!(p.protocol.as_str(), "TLS" | "HTTPS"))
 }
 
+fn is_sniffed(s: &Service, port: u32) -> bool {
+    s.port(port).is_some_and(|p| p.is_sniffed())
+}
+
 fn cluster_filter(s: &Service, port: u32) -> Filter {
     let cluster = naming::outbound_cluster(port, "", &s.hostname);
     tcp_proxy_to(&cluster, &cluster)
@@ -70,7 +78,7 @@ fn captured(name: String, address: &str, port: u32, chains: Vec<FilterChain>) ->
     Listener {
         name,
         address: Some(socket(address, port)),
-        listener_filters: tls_inspector_for(&chains),
+        listener_filters: inspectors_for(&chains),
         filter_chains: chains,
         bind_to_port: Some(boolv(false)),
         traffic_direction: TrafficDirection::Outbound as i32,
@@ -122,14 +130,24 @@ pub(crate) fn captured_port(
     }
 
     for (vip, at_vip) in by_vip {
-        let (mut chains, tcp) = tcp_route_chains(ctx, proxy, &at_vip, port);
-        let default = tcp.unwrap_or_else(|| cluster_filter(at_vip[0], port));
-        chains.push(FilterChain {
-            filters: vec![default],
-            ..Default::default()
-        });
         let ip = vip.to_string();
-        out.listener(captured(naming::listener(&ip, port), &ip, port, chains));
+        let name = naming::listener(&ip, port);
+        let (mut chains, tcp) = tcp_route_chains(ctx, proxy, &at_vip, port);
+        // A sniffed service's HTTP keeps to the services at this VIP: route config HOST:PORT.
+        if let Some(first) = at_vip.iter().find(|s| is_sniffed(s, port)) {
+            let rds = format!("{}:{port}", first.hostname);
+            let here = |ns: &str, host: &str| {
+                imports(ns, host)
+                    && at_vip
+                        .iter()
+                        .any(|s| s.hostname == host && s.namespace == ns && is_sniffed(s, port))
+            };
+            let hcm = sidecar_hcm(ctx, proxy, scope, &name, port, &rds, &here, out);
+            chains.insert(0, sniffed_http_chain(hcm));
+        }
+        let default = tcp.unwrap_or_else(|| cluster_filter(at_vip[0], port));
+        push_default_chain(&mut chains, default);
+        out.listener(captured(name, &ip, port, chains));
     }
 
     if !has_http && by_cidr.is_empty() && wildcard.is_empty() {
@@ -151,6 +169,11 @@ pub(crate) fn captured_port(
             ..Default::default()
         });
     }
+    let rds = port.to_string();
+    if !has_http && wildcard.iter().any(|s| is_sniffed(s, port)) {
+        let hcm = sidecar_hcm(ctx, proxy, scope, &name, port, &rds, imports, out);
+        chains.push(sniffed_http_chain(hcm));
+    }
     let (sni, tcp) = tcp_route_chains(ctx, proxy, &wildcard, port);
     let mut taken = server_names(&sni);
     chains.extend(sni);
@@ -171,7 +194,7 @@ pub(crate) fn captured_port(
         }
     }
     let default = if has_http {
-        sidecar_hcm(ctx, proxy, scope, &name, port, imports, out)
+        sidecar_hcm(ctx, proxy, scope, &name, port, &rds, imports, out)
     } else if let Some(tcp) = tcp {
         tcp
     } else if let Some(s) = wildcard
@@ -183,9 +206,6 @@ pub(crate) fn captured_port(
         let catch_all = passthrough_or_blackhole(scope);
         tcp_proxy_to(catch_all, catch_all)
     };
-    chains.push(FilterChain {
-        filters: vec![default],
-        ..Default::default()
-    });
+    push_default_chain(&mut chains, default);
     out.listener(captured(name, "0.0.0.0", port, chains));
 }

@@ -120,7 +120,8 @@ pub(crate) fn sidecar_vhosts(
         let Some(svc_port) = svc.port(port) else {
             continue;
         };
-        if !svc_port.is_http() || !imports(&svc.namespace, &svc.hostname) {
+        if !(svc_port.is_http() || svc_port.is_sniffed()) || !imports(&svc.namespace, &svc.hostname)
+        {
             continue;
         }
         let routes = match crate::translate::scope::mesh_virtual_service(ctx, proxy, &svc.hostname)
