@@ -91,6 +91,10 @@ spec:
   ingress:
   - port: {{number: 9080, name: http, protocol: HTTP}}
     defaultEndpoint: 127.0.0.1:{app}
+  - port: {{number: 9081, name: sniffed}}
+    defaultEndpoint: 127.0.0.1:{app}
+  - port: {{number: 9443, name: sniffed-tls}}
+    defaultEndpoint: 127.0.0.1:{tls_port}
   egress:
   - hosts: ["./*"]
   outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}
@@ -220,6 +224,19 @@ spec:
         body("127.20.0.1:9080", "app.shop").await.as_deref(),
         Some("app")
     );
+    // Inbound ports without a protocol are sniffed too: HTTP through the HTTP connection
+    // manager (which adds x-request-id), other bytes as TCP.
+    assert_eq!(
+        body("127.20.0.1:9081", "app.shop").await.as_deref(),
+        Some("app")
+    );
+    let seen = app.seen.headers.lock().unwrap().last().cloned().unwrap();
+    assert!(seen.contains_key("x-request-id"), "{seen:?}");
+    assert!(
+        tls_get("127.20.0.1:9443", "app.shop")
+            .await
+            .contains("s_server")
+    );
     // A port without a protocol is sniffed: HTTP goes through the VirtualService's routes...
     assert_eq!(
         body("127.10.0.30:7000", "orders.shop.svc.cluster.local")
@@ -264,7 +281,7 @@ spec:
             app.count(),
             orders.count()
         ),
-        (2, 1, 1, 1, 1)
+        (2, 1, 1, 2, 1)
     );
     assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
     let _ = std::fs::remove_dir_all(&dir);

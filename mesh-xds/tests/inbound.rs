@@ -17,6 +17,8 @@ spec:
   ingress:
   - port: {number: 9080, name: http, protocol: HTTP}
     defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9081, name: sniffed}
+    defaultEndpoint: 127.0.0.1:8081
   - port: {number: 9443, name: https, protocol: HTTPS}
     defaultEndpoint: 127.0.0.1:8443
     tls: {mode: SIMPLE, serverCertificate: /etc/certs/cert.pem, privateKey: /etc/certs/key.pem}
@@ -55,7 +57,7 @@ fn captured_ingress_ports_are_chains_on_virtual_inbound() {
                 .map(|p| p.value)
         })
         .collect();
-    assert_eq!(ports, [9080, 9443]);
+    assert_eq!(ports, [9080, 9081, 9081, 9081, 9443]);
     // The catch-all stays last.
     assert_eq!(
         inbound.filter_chains.last().unwrap().name,
@@ -95,4 +97,52 @@ fn without_capture_ingress_ports_are_bound_and_forward_to_the_default_endpoint()
     let cla = cluster.load_assignment.as_ref().unwrap();
     let ep = format!("{:?}", cla.endpoints[0].lb_endpoints[0]);
     assert!(ep.contains("127.0.0.1") && ep.contains("8443"), "{ep}");
+}
+
+#[test]
+fn an_ingress_port_without_protocol_is_sniffed() {
+    let out = resources(InterceptionMode::Redirect);
+    let inbound = &out.listeners["virtualInbound"];
+    let names: Vec<&str> = inbound
+        .filter_chains
+        .iter()
+        .filter(|c| c.name.starts_with("0.0.0.0_9081"))
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["0.0.0.0_9081-http", "0.0.0.0_9081-raw", "0.0.0.0_9081"]
+    );
+    let http = &inbound
+        .filter_chains
+        .iter()
+        .find(|c| c.name == "0.0.0.0_9081-http")
+        .unwrap();
+    let m = http.filter_chain_match.as_ref().unwrap();
+    assert_eq!(m.destination_port.as_ref().unwrap().value, 9081);
+    assert_eq!(m.application_protocols, ["http/1.1", "h2c"]);
+    assert_eq!(
+        http.filters[0].name,
+        "envoy.filters.network.http_connection_manager"
+    );
+    let filters: Vec<&str> = inbound
+        .listener_filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            "envoy.filters.listener.original_dst",
+            "envoy.filters.listener.http_inspector"
+        ]
+    );
+    // Without capture the bound listener sniffs by itself.
+    let out = resources(InterceptionMode::None);
+    let bound = &out.listeners["0.0.0.0_9081"];
+    assert_eq!(bound.filter_chains.len(), 3);
+    assert_eq!(
+        bound.listener_filters[0].name,
+        "envoy.filters.listener.http_inspector"
+    );
 }

@@ -57,18 +57,43 @@ pub(crate) fn sidecar_inbound(
             && ing.capture_mode != CaptureMode::None;
         let name = naming::inbound_cluster(port);
         out.cluster(inbound_cluster(ctx, proxy, sidecar, ing, &name, capture));
-        let mut chain = FilterChain {
-            filters: vec![filter(ing, &name)],
-            transport_socket: ing.tls.as_ref().and_then(downstream_tls),
-            ..Default::default()
-        };
-        if capture {
-            chain.name = naming::listener("0.0.0.0", port);
-            chain.filter_chain_match = Some(FilterChainMatch {
-                destination_port: Some(u32v(port)),
+        let mut chains = if sniffed(ing) {
+            // HTTP/1.1 and h2c through the HTTP connection manager, other bytes as TCP (the
+            // plaintext twin is needed because Envoy does not backtrack from the transport
+            // protocol match).
+            let mut http = super::listener::sniffed_http_chain(http_filter(port, &name));
+            http.name = "http".into();
+            let mut chains = vec![http];
+            super::listener::push_default_chain(
+                &mut chains,
+                super::listener::tcp_proxy_to(&name, &name),
+            );
+            chains[1].name = "raw".into();
+            chains
+        } else {
+            vec![FilterChain {
+                filters: vec![filter(ing, &name)],
+                transport_socket: ing.tls.as_ref().and_then(downstream_tls),
                 ..Default::default()
-            });
-            captured.push(chain);
+            }]
+        };
+        let base = naming::listener("0.0.0.0", port);
+        for c in &mut chains {
+            // Chain names: 0.0.0.0_PORT, with the kind of traffic on sniffed ports.
+            c.name = if c.name.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}-{}", c.name)
+            };
+        }
+        if capture {
+            for mut chain in chains {
+                chain
+                    .filter_chain_match
+                    .get_or_insert_with(FilterChainMatch::default)
+                    .destination_port = Some(u32v(port));
+                captured.push(chain);
+            }
         } else {
             let bind = ing.bind.clone().unwrap_or_else(|| "0.0.0.0".to_string());
             let listener_name = if bind.starts_with("unix://") {
@@ -84,13 +109,20 @@ pub(crate) fn sidecar_inbound(
             out.listener(Listener {
                 name: listener_name,
                 address: Some(address),
-                filter_chains: vec![chain],
+                listener_filters: super::listener::inspectors_for(&chains),
+                filter_chains: chains,
                 traffic_direction: TrafficDirection::Inbound as i32,
                 ..Default::default()
             });
         }
     }
     captured
+}
+
+/// An ingress port without a protocol is sniffed, as istiod does (not under TLS termination,
+/// where the bytes the inspector would see are encrypted).
+fn sniffed(ing: &IstioIngressListener) -> bool {
+    ing.port.protocol.is_empty() && ing.tls.is_none()
 }
 
 fn is_http(protocol: &str) -> bool {
@@ -166,7 +198,7 @@ fn inbound_cluster(
         }),
         ..Default::default()
     };
-    if is_http(&ing.port.protocol) {
+    if is_http(&ing.port.protocol) || sniffed(ing) {
         let port = ServicePort {
             name: ing.port.name.clone(),
             number: ing.port.number,
@@ -195,10 +227,15 @@ fn inbound_cluster(
 /// HTTP ports get an HTTP connection manager with an inline route to the inbound cluster (no
 /// timeout: the caller's sidecar enforces it); other ports a TCP proxy.
 fn filter(ing: &IstioIngressListener, cluster: &str) -> Filter {
-    let port = ing.port.number;
-    if !is_http(&ing.port.protocol) {
-        return super::listener::tcp_proxy_to(cluster, cluster);
+    if is_http(&ing.port.protocol) {
+        http_filter(ing.port.number, cluster)
+    } else {
+        super::listener::tcp_proxy_to(cluster, cluster)
     }
+}
+
+/// An HTTP connection manager with the inline route to the inbound cluster.
+fn http_filter(port: u32, cluster: &str) -> Filter {
     let route_config = RouteConfiguration {
         name: cluster.to_string(),
         virtual_hosts: vec![VirtualHost {

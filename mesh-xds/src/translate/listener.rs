@@ -482,10 +482,14 @@ fn virtual_listeners(
     let inbound = Listener {
         name: naming::VIRTUAL_INBOUND_LISTENER.into(),
         address: Some(socket("0.0.0.0", ctx.mesh.proxy_inbound_listen_port)),
-        listener_filters: vec![listener_filter(
-            "envoy.filters.listener.original_dst",
-            &OriginalDst::default(),
-        )],
+        listener_filters: {
+            let mut filters = vec![listener_filter(
+                "envoy.filters.listener.original_dst",
+                &OriginalDst::default(),
+            )];
+            filters.extend(inspectors_for(&inbound_chains));
+            filters
+        },
         filter_chains: {
             // Ports of the Sidecar's ingress listeners first, then everything else.
             inbound_chains.push(FilterChain {
