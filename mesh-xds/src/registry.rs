@@ -4,7 +4,7 @@
 //! entry's inline `endpoints`, or from the WorkloadEntries in the same namespace that its
 //! `workloadSelector` selects. This module does that conversion, purely, from a store snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mesh_model::networking::service_entry::{Location, Resolution};
 use mesh_model::networking::workload::WorkloadEntrySpec;
@@ -269,6 +269,62 @@ impl ServiceRegistry {
     /// Whether nothing is registered.
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
+    }
+
+    /// The hosts whose declarations differ from `before` in their EDS endpoints only, or `None`
+    /// when anything else differs (a host or declaration added or removed, a port, address,
+    /// resolution, visibility... changed, or the endpoints of a service that is not STATIC,
+    /// whose cluster carries them): then more than EDS assignments must be translated again.
+    pub fn endpoint_changes(&self, before: &ServiceRegistry) -> Option<BTreeSet<String>> {
+        if self.services.len() != before.services.len() {
+            return None;
+        }
+        let mut changed = BTreeSet::new();
+        for ((host, now), (old_host, old)) in self.services.iter().zip(&before.services) {
+            if host != old_host || now.len() != old.len() {
+                return None;
+            }
+            for (a, b) in now.iter().zip(old) {
+                if !a.same_but_endpoints(b) {
+                    return None;
+                }
+                if a.endpoints != b.endpoints {
+                    if a.resolution != Resolution::Static {
+                        return None;
+                    }
+                    changed.insert(host.clone());
+                }
+            }
+        }
+        Some(changed)
+    }
+}
+
+impl Service {
+    /// Whether everything but the endpoints is equal (every field is named here, so that a new
+    /// field cannot be forgotten).
+    fn same_but_endpoints(&self, other: &Service) -> bool {
+        let Service {
+            hostname,
+            namespace,
+            entry_name,
+            ports,
+            resolution,
+            location,
+            addresses,
+            export_to,
+            endpoints: _,
+            created,
+        } = self;
+        *hostname == other.hostname
+            && *namespace == other.namespace
+            && *entry_name == other.entry_name
+            && *ports == other.ports
+            && *resolution == other.resolution
+            && *location == other.location
+            && *addresses == other.addresses
+            && *export_to == other.export_to
+            && *created == other.created
     }
 }
 

@@ -20,8 +20,10 @@ pub type TypedResources = BTreeMap<String, Arc<EncodedResource>>;
 pub struct Snapshot {
     /// A version string for the whole snapshot (diagnostics; streams compare per resource).
     pub version: String,
-    /// Resources by type URL, then by name.
-    pub resources: BTreeMap<String, TypedResources>,
+    /// Resources by type URL, then by name. Each type's map is shared: a push that changes
+    /// only endpoints keeps the other types' maps of the previous snapshot, and streams skip a
+    /// type whose map is the one they last sent from.
+    pub resources: BTreeMap<String, Arc<TypedResources>>,
 }
 
 impl Snapshot {
@@ -55,6 +57,11 @@ impl Snapshot {
 
     /// All resources of a type.
     pub fn of_type(&self, type_url: &str) -> Option<&TypedResources> {
+        self.resources.get(type_url).map(|m| m.as_ref())
+    }
+
+    /// All resources of a type, as the shared map itself.
+    pub fn shared_type(&self, type_url: &str) -> Option<&Arc<TypedResources>> {
         self.resources.get(type_url)
     }
 
@@ -83,6 +90,54 @@ pub fn translate_snapshot(
     enc.finish(version.into())
 }
 
+/// `previous` with the EDS assignments of the services `only` accepts translated again, for a
+/// change that touched nothing but those services' endpoints (the caller checks that): every
+/// other resource is `previous`'s own, shared. Gives the same resources as a full
+/// [`translate_snapshot`] would.
+pub(crate) fn update_assignments(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    previous: &Snapshot,
+    only: &dyn Fn(&crate::registry::Service) -> bool,
+    version: String,
+) -> Snapshot {
+    let mut enc = Encoder::new(Some(previous));
+    enc.assignments_only = true;
+    crate::translate::assignments_into(ctx, proxy, only, &mut enc);
+    let fresh = Encoder::collect(enc.endpoints, previous.of_type(resource::ENDPOINT));
+    let mut next = previous.clone();
+    next.version = version;
+    let unchanged = fresh.iter().all(|(name, e)| {
+        previous
+            .get(resource::ENDPOINT, name)
+            .is_some_and(|o| Arc::ptr_eq(o, e))
+    });
+    if !unchanged {
+        // Only the EDS map is copied; the other types' maps stay shared.
+        Arc::make_mut(
+            next.resources
+                .entry(resource::ENDPOINT.to_string())
+                .or_default(),
+        )
+        .extend(fresh);
+    }
+    next
+}
+
+/// Whether two (type map, subscription state) pairs are the same: the same shared map (or
+/// both absent) under the same state. Streams use it to skip a type nothing happened to.
+pub(crate) fn same_source(
+    a: &(Option<Arc<TypedResources>>, u64),
+    b: &(Option<Arc<TypedResources>>, u64),
+) -> bool {
+    a.1 == b.1
+        && match (&a.0, &b.0) {
+            (None, None) => true,
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
+}
+
 /// A translation sink that encodes each resource on arrival. Clusters, endpoints and
 /// listeners are collected in lists and sorted once at the end (cheaper than inserting a hundred
 /// thousand names into maps one by one), then matched against the previous snapshot in one
@@ -93,6 +148,8 @@ struct Encoder<'a> {
     endpoints: Vec<Arc<EncodedResource>>,
     listeners: Vec<Arc<EncodedResource>>,
     routes: TypedResources,
+    /// Keep EDS assignments only (see [`update_assignments`]).
+    assignments_only: bool,
 }
 
 impl<'a> Encoder<'a> {
@@ -103,6 +160,7 @@ impl<'a> Encoder<'a> {
             endpoints: Vec::new(),
             listeners: Vec::new(),
             routes: TypedResources::new(),
+            assignments_only: false,
         }
     }
 
@@ -160,7 +218,7 @@ impl<'a> Encoder<'a> {
     }
 
     fn finish(self, version: String) -> Snapshot {
-        let previous = |t: &str| self.previous.and_then(|p| p.resources.get(t));
+        let previous = |t: &str| self.previous.and_then(|p| p.of_type(t));
         let mut resources = BTreeMap::new();
         for (t, m) in [
             (
@@ -178,7 +236,19 @@ impl<'a> Encoder<'a> {
             (resource::ROUTE, self.routes),
         ] {
             if !m.is_empty() {
-                resources.insert(t.to_string(), m);
+                // The previous snapshot's map itself when nothing of the type changed.
+                let shared = self
+                    .previous
+                    .and_then(|p| p.shared_type(t))
+                    .filter(|old| {
+                        old.len() == m.len()
+                            && old
+                                .iter()
+                                .zip(&m)
+                                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
+                    })
+                    .cloned();
+                resources.insert(t.to_string(), shared.unwrap_or_else(|| Arc::new(m)));
             }
         }
         Snapshot { version, resources }
@@ -187,6 +257,9 @@ impl<'a> Encoder<'a> {
 
 impl Sink for Encoder<'_> {
     fn cluster(&mut self, c: Cluster) {
+        if self.assignments_only {
+            return;
+        }
         self.clusters.push(EncodedResource::with_type_url(
             &c.name,
             resource::CLUSTER,
@@ -198,6 +271,9 @@ impl Sink for Encoder<'_> {
         name: String,
         template: &crate::translate::cluster::ClusterTemplate,
     ) {
+        if self.assignments_only {
+            return;
+        }
         let len = template.encoded_len_named(&name);
         let e = EncodedResource::from_writer(name, resource::CLUSTER, len, |name, buf| {
             template.encode_named(name, buf)
@@ -228,6 +304,9 @@ impl Sink for Encoder<'_> {
         ));
     }
     fn listener(&mut self, l: Listener) {
+        if self.assignments_only {
+            return;
+        }
         self.listeners.push(EncodedResource::with_type_url(
             &l.name,
             resource::LISTENER,

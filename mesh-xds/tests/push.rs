@@ -254,3 +254,215 @@ fn mesh_networks_apply_at_the_next_push() {
     assert_eq!(summary.changed, 1);
     assert_eq!(endpoints(&view.borrow_and_update()), 1);
 }
+
+/// A mesh for the incremental EDS tests: STATIC services with subsets (one also behind an
+/// AUTO_PASSTHROUGH gateway), a DNS service, and a routing rule.
+fn eds_mesh(a_endpoints: &str, dns_endpoint: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: a, namespace: shop}}
+spec:
+  hosts: [a.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}, {{number: 443, name: tls, protocol: TLS}}]
+  endpoints: {a_endpoints}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: b, namespace: shop}}
+spec:
+  hosts: [b.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 10.0.1.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ext, namespace: shop}}
+spec:
+  hosts: [ext.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: {dns_endpoint}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: a, namespace: shop}}
+spec:
+  host: a.shop.svc.cluster.local
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: cross, namespace: shop}}
+spec:
+  selector: {{istio: eastwestgateway}}
+  servers:
+  - port: {{number: 15443, name: tls, protocol: TLS}}
+    hosts: ["*.shop.svc.cluster.local"]
+    tls: {{mode: AUTO_PASSTHROUGH}}
+"#
+    )
+}
+
+fn gateway_node() -> Node {
+    let mut n = node(
+        "router~10.0.9.9~gw.shop~shop.svc.cluster.local",
+        "shop",
+        "gw",
+    );
+    let labels = Struct {
+        fields: [(
+            "istio".to_string(),
+            Value {
+                kind: Some(value::Kind::StringValue("eastwestgateway".into())),
+            },
+        )]
+        .into(),
+    };
+    n.metadata.as_mut().unwrap().fields.insert(
+        "LABELS".into(),
+        Value {
+            kind: Some(value::Kind::StructValue(labels)),
+        },
+    );
+    n
+}
+
+const A_BEFORE: &str =
+    "[{address: 10.0.0.1, labels: {version: v1}}, {address: 10.0.0.2, labels: {version: v2}}]";
+const A_AFTER: &str = "[{address: 10.0.0.1, labels: {version: v1}}, {address: 10.0.0.3, labels: {version: v2}}, {address: 10.0.0.4, labels: {version: v2}}]";
+
+/// The view's resources must be exactly what a full translation of the store gives now.
+fn assert_full_translation(
+    store: &ConfigStore,
+    mesh: &MeshConfig,
+    node: &Node,
+    snap: &mesh_xds::Snapshot,
+) {
+    let ctx = mesh_xds::PushContext::new(mesh.clone(), store.snapshot());
+    let full = mesh_xds::translate_snapshot(&ctx, &mesh_xds::Proxy::from_node(node), "full", None);
+    let names = |s: &mesh_xds::Snapshot| -> Vec<(String, String, String)> {
+        s.resources
+            .iter()
+            .flat_map(|(t, m)| {
+                m.iter()
+                    .map(|(n, r)| (t.clone(), n.clone(), r.version.clone()))
+            })
+            .collect()
+    };
+    assert_eq!(names(snap), names(&full));
+    assert_eq!(snap.resources, full.resources);
+}
+
+#[test]
+fn an_endpoint_only_change_translates_only_eds_and_gives_what_a_full_translation_gives() {
+    let store = Arc::new(ConfigStore::new());
+    let report = store.apply_all(parse_str(&eds_mesh(A_BEFORE, "ext.example.com"), "x"));
+    assert!(report.rejected.is_empty(), "{report:?}");
+    let cache = ViewCache::new(store.clone(), MeshConfig::default());
+    let sidecar = node("sidecar~1~p.shop~shop.svc.cluster.local", "shop", "web");
+    let gateway = gateway_node();
+    let mut views = [cache.watch(&sidecar), cache.watch(&gateway)];
+    // The first push has nothing to compare with.
+    assert!(!cache.push_changes().eds_only);
+    let before: Vec<_> = views
+        .iter_mut()
+        .map(|v| v.borrow_and_update().clone())
+        .collect();
+    assert!(
+        before[1]
+            .get(
+                mesh_xds::resource::ENDPOINT,
+                "outbound_.80_.v2_.a.shop.svc.cluster.local"
+            )
+            .is_some(),
+        "the gateway has SNI-DNAT assignments"
+    );
+
+    store.apply_all(parse_str(&eds_mesh(A_AFTER, "ext.example.com"), "x"));
+    let summary = cache.push_changes();
+    assert!(summary.eds_only, "{summary:?}");
+    assert_eq!((summary.views, summary.changed), (2, 2));
+    for (i, (view, node)) in views.iter_mut().zip([&sidecar, &gateway]).enumerate() {
+        let after = view.borrow_and_update().clone();
+        assert_full_translation(&store, &MeshConfig::default(), node, &after);
+        // Clusters, listeners and routes are the previous push's own allocations.
+        for t in [
+            mesh_xds::resource::CLUSTER,
+            mesh_xds::resource::LISTENER,
+            mesh_xds::resource::ROUTE,
+        ] {
+            // The type's map itself is shared, so streams skip it without looking inside.
+            match (before[i].shared_type(t), after.shared_type(t)) {
+                (Some(a), Some(b)) => assert!(Arc::ptr_eq(a, b), "{t} map copied"),
+                (a, b) => assert_eq!(a.is_none(), b.is_none()),
+            }
+            let (old, new) = (before[i].of_type(t), after.of_type(t));
+            assert_eq!(old.map(|m| m.len()), new.map(|m| m.len()));
+            for (name, r) in new.into_iter().flatten() {
+                assert!(
+                    Arc::ptr_eq(r, &old.unwrap()[name]),
+                    "{t} {name} was re-encoded"
+                );
+            }
+        }
+        // b's assignment did not change either.
+        let eds = mesh_xds::resource::ENDPOINT;
+        let b = "outbound|80||b.shop.svc.cluster.local";
+        assert!(Arc::ptr_eq(
+            before[i].get(eds, b).unwrap(),
+            after.get(eds, b).unwrap()
+        ));
+    }
+    // The same store again: nothing to push.
+    let again = cache.push_changes();
+    assert!(again.eds_only);
+    assert_eq!(again.changed, 0);
+}
+
+#[test]
+fn changes_beyond_static_endpoints_translate_every_resource() {
+    let store = Arc::new(ConfigStore::new());
+    store.apply_all(parse_str(&eds_mesh(A_BEFORE, "ext.example.com"), "x"));
+    let cache = ViewCache::new(store.clone(), MeshConfig::default());
+    let sidecar = node("sidecar~1~p.shop~shop.svc.cluster.local", "shop", "web");
+    let mut view = cache.watch(&sidecar);
+    cache.push_changes();
+    let mut check = |what: &str, mesh: &MeshConfig, change: &dyn Fn()| {
+        change();
+        let summary = cache.push_changes();
+        assert!(!summary.eds_only, "{what}: {summary:?}");
+        assert_eq!(summary.changed, 1, "{what}");
+        assert_full_translation(&store, mesh, &sidecar, &view.borrow_and_update());
+    };
+    let default = MeshConfig::default();
+    // A DNS service's endpoints live in its cluster.
+    check("DNS endpoints", &default, &|| {
+        store.apply_all(parse_str(&eds_mesh(A_BEFORE, "ext2.example.com"), "x"));
+    });
+    // A new port.
+    check("ports", &default, &|| {
+        let yaml = eds_mesh(A_BEFORE, "ext2.example.com").replace(
+            "[{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.0.1.1}]",
+            "[{number: 80, name: http, protocol: HTTP}, {number: 81, name: http2, protocol: HTTP}]\n  endpoints: [{address: 10.0.1.1}]",
+        );
+        store.apply_all(parse_str(&yaml, "x"));
+    });
+    // A DestinationRule, together with endpoints.
+    check("DestinationRule", &default, &|| {
+        let yaml =
+            eds_mesh(A_AFTER, "ext2.example.com").replace("name: v2, labels", "name: v3, labels");
+        store.apply_all(parse_str(&yaml, "x"));
+    });
+    // Mesh settings.
+    let mesh = MeshConfig {
+        connect_timeout: mesh_model::duration::Duration::from_secs(3),
+        ..Default::default()
+    };
+    check("mesh settings", &mesh, &|| cache.set_mesh(mesh.clone()));
+}

@@ -13,6 +13,7 @@ use crate::server::SnapshotSource;
 use crate::server::status::{Connections, PushEvent};
 use crate::server::stream::{Protocol, StreamCore, drive};
 use crate::server::wire::Response;
+use crate::snapshot::TypedResources;
 
 #[derive(Debug, Default)]
 struct TypeState {
@@ -26,6 +27,12 @@ struct TypeState {
     nonce: String,
     /// The desired state the client rejected; not re-sent unchanged.
     nacked: Option<BTreeMap<String, String>>,
+    /// Bumped whenever the subscription or what the client holds changes other than by a
+    /// response of ours (a reconnect, (un)subscribing, a NACK).
+    state: u64,
+    /// The snapshot map and `state` the client was last brought up to date from: when both
+    /// are the same, nothing needs to be compared again.
+    synced_from: Option<(Option<Arc<TypedResources>>, u64)>,
 }
 
 pub(crate) struct DeltaStream<S> {
@@ -61,6 +68,12 @@ impl<S: SnapshotSource> DeltaStream<S> {
         let t = self.types.entry(type_url.clone()).or_default();
         let first = !t.requested;
         t.requested = true;
+        if first
+            || !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+        {
+            t.state += 1;
+        }
         if first {
             // Reconnect: the client tells us what it already holds.
             t.client = req
@@ -97,6 +110,7 @@ impl<S: SnapshotSource> DeltaStream<S> {
                     if let Some(prev) = t.before_last.take() {
                         // The client kept its old config.
                         t.nacked = Some(std::mem::replace(&mut t.client, prev));
+                        t.state += 1;
                     }
                     let detail = err.message.clone();
                     self.core.connections.update(id, &type_url, |s| {
@@ -140,7 +154,19 @@ impl<S: SnapshotSource> DeltaStream<S> {
         let Some(t) = self.types.get_mut(type_url) else {
             return true;
         };
-        let all = snapshot.of_type(type_url);
+        let map = snapshot.shared_type(type_url);
+        let from = (map.cloned(), t.state);
+        if !first
+            && t.synced_from
+                .as_ref()
+                .is_some_and(|s| crate::snapshot::same_source(s, &from))
+        {
+            // The client is up to date with this very map (an endpoint-only push leaves the
+            // other types' maps shared): nothing to compare or send.
+            return true;
+        }
+        t.synced_from = Some(from);
+        let all = map.map(|m| m.as_ref());
         let desired: BTreeMap<&String, &Arc<crate::resource::EncodedResource>> = match all {
             None => BTreeMap::new(),
             Some(m) if t.wildcard => m.iter().collect(),

@@ -7,17 +7,18 @@
 //! 100 ms, at most 10 s), re-translates every view once, and wakes only the streams whose
 //! resources changed.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use mesh_model::store::ConfigEvent;
-use mesh_model::{ConfigStore, MeshConfig};
+use mesh_model::{ConfigStore, Kind, MeshConfig};
 use tokio::sync::{broadcast, watch};
 
 use crate::proxy::Proxy;
+use crate::registry::ServiceRegistry;
 use crate::server::SnapshotSource;
 use crate::snapshot::Snapshot;
 use crate::translate::PushContext;
@@ -52,12 +53,18 @@ pub struct PushSummary {
     pub changed: usize,
     /// Time spent translating and encoding.
     pub elapsed: Duration,
+    /// Whether only EDS assignments were translated again (a change that touched nothing but
+    /// the endpoints of STATIC services; istiod's incremental EDS push).
+    pub eds_only: bool,
 }
 
 struct View {
     proxy: Proxy,
     tx: watch::Sender<Arc<Snapshot>>,
 }
+
+/// What the last push translated from.
+type LastPush = (Arc<mesh_model::store::Snapshot>, Arc<ServiceRegistry>);
 
 /// The key that decides which proxies share a view.
 pub fn view_key(p: &Proxy) -> String {
@@ -81,6 +88,10 @@ pub struct ViewCache {
     views: Mutex<BTreeMap<String, View>>,
     version: AtomicU64,
     pushes: broadcast::Sender<PushSummary>,
+    /// The store snapshot and registry of the last push, to find endpoint-only changes.
+    last: Mutex<Option<Arc<LastPush>>>,
+    /// Mesh settings or networks changed since the last push (every view needs translating).
+    settings_changed: AtomicBool,
 }
 
 impl std::fmt::Debug for ViewCache {
@@ -101,6 +112,8 @@ impl ViewCache {
             views: Mutex::new(BTreeMap::new()),
             version: AtomicU64::new(0),
             pushes: broadcast::channel(64).0,
+            last: Mutex::new(None),
+            settings_changed: AtomicBool::new(false),
         })
     }
 
@@ -115,11 +128,13 @@ impl ViewCache {
             .networks
             .write()
             .unwrap_or_else(PoisonError::into_inner) = networks;
+        self.settings_changed.store(true, Ordering::SeqCst);
     }
 
     /// Replaces the mesh settings (takes effect at the next push).
     pub fn set_mesh(&self, mesh: MeshConfig) {
         *self.mesh.write().unwrap_or_else(PoisonError::into_inner) = mesh;
+        self.settings_changed.store(true, Ordering::SeqCst);
     }
 
     /// How many views exist.
@@ -183,9 +198,63 @@ impl ViewCache {
     /// Re-translates every view once and wakes the streams whose resources changed. Views no
     /// stream watches any more are dropped.
     pub fn push_all(&self) -> PushSummary {
+        self.push(false)
+    }
+
+    /// Pushes what changed since the last push: when nothing changed but the endpoints of
+    /// STATIC services (every other resource of the store, and the mesh settings, are as they
+    /// were), only those services' EDS assignments are translated again and every other
+    /// resource of each view is kept as it is (istiod's incremental EDS push); otherwise every
+    /// view is translated again, as [`ViewCache::push_all`] does.
+    pub fn push_changes(&self) -> PushSummary {
+        self.push(true)
+    }
+
+    /// The hosts whose EDS assignments alone need translating again, if that is all that
+    /// changed since the last push.
+    fn eds_only(&self, ctx: &PushContext) -> Option<BTreeSet<String>> {
+        let last = self
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        let (old_config, old_registry) = (&last.0, &last.1);
+        // Every resource but the registry's own kinds must be the same (shared, or equal).
+        fn others(
+            s: &mesh_model::store::Snapshot,
+        ) -> impl Iterator<Item = (&mesh_model::ResourceKey, &Arc<mesh_model::Config>)> {
+            s.resources
+                .iter()
+                .filter(|(k, _)| !matches!(k.kind, Kind::ServiceEntry | Kind::WorkloadEntry))
+        }
+        let mut before = others(old_config);
+        let mut now = others(&ctx.snapshot);
+        let same = loop {
+            match (before.next(), now.next()) {
+                (None, None) => break true,
+                (Some((ka, a)), Some((kb, b))) if ka == kb && (Arc::ptr_eq(a, b) || a == b) => {}
+                _ => break false,
+            }
+        };
+        if !same {
+            return None;
+        }
+        ctx.registry.endpoint_changes(old_registry)
+    }
+
+    fn push(&self, incremental: bool) -> PushSummary {
         let start = Instant::now();
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        // Read before the context, so that a settings change racing this push is not lost.
+        let settings_changed = self.settings_changed.swap(false, Ordering::SeqCst);
         let ctx = self.context();
+        let eds_hosts = if incremental && !settings_changed {
+            self.eds_only(&ctx)
+        } else {
+            None
+        };
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Arc::new((ctx.snapshot.clone(), ctx.registry.clone())));
         let targets: Vec<(String, Proxy, Arc<Snapshot>)> = {
             let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
             views.retain(|_, v| v.tx.receiver_count() > 0);
@@ -196,7 +265,16 @@ impl ViewCache {
         };
         let mut changed = 0;
         for (key, proxy, prev) in &targets {
-            let next = self.build(&ctx, proxy, Some(prev), version);
+            let next = match &eds_hosts {
+                Some(hosts) => crate::snapshot::update_assignments(
+                    &ctx,
+                    proxy,
+                    prev,
+                    &|s| hosts.contains(&s.hostname),
+                    version.to_string(),
+                ),
+                None => self.build(&ctx, proxy, Some(prev), version),
+            };
             let views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(v) = views.get(key) {
                 let woke = v.tx.send_if_modified(|cur| {
@@ -217,6 +295,7 @@ impl ViewCache {
             views: targets.len(),
             changed,
             elapsed: start.elapsed(),
+            eds_only: eds_hosts.is_some(),
         };
         let _ = self.pushes.send(summary.clone());
         summary
@@ -245,7 +324,7 @@ impl ViewCache {
                         }
                     }
                     Ok(Err(broadcast::error::RecvError::Closed)) => {
-                        self.push_all();
+                        self.push_changes();
                         return;
                     }
                     Err(_) => break,
@@ -253,7 +332,7 @@ impl ViewCache {
             }
             let me = self.clone();
             // Translation is CPU work: keep it off the async workers.
-            let _ = tokio::task::spawn_blocking(move || me.push_all()).await;
+            let _ = tokio::task::spawn_blocking(move || me.push_changes()).await;
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::server::SnapshotSource;
 use crate::server::status::{Connections, PushEvent};
 use crate::server::stream::{Protocol, StreamCore, drive};
 use crate::server::wire::Response;
+use crate::snapshot::TypedResources;
 
 /// What the stream knows about one type.
 #[derive(Debug, Default)]
@@ -33,6 +34,11 @@ struct TypeState {
     /// Answer the next request even if it looks like an ACK (a dependency changed, so the
     /// client is warming and waits for this type).
     always_respond: bool,
+    /// Bumped whenever the subscription (names or wildcard) changes.
+    subscription: u64,
+    /// The snapshot map and subscription the last sent (or found unchanged) content came from:
+    /// when both are the same, nothing needs to be looked at again.
+    sent_from: Option<(Option<Arc<TypedResources>>, u64)>,
 }
 
 pub(crate) struct SotwStream<S> {
@@ -110,12 +116,16 @@ impl<S: SnapshotSource> SotwStream<S> {
         let added = names.iter().any(|n| !t.names.contains(n) && n != "*");
         let names_changed = names != t.names;
         t.requested = true;
+        let was_wildcard = t.wildcard;
         if wants_wildcard || (t.wildcard && (names.is_empty() || names.contains("*"))) {
             t.wildcard = true;
             t.names.clear();
         } else {
             t.wildcard = false;
             t.names = names;
+        }
+        if names_changed || was_wildcard != t.wildcard {
+            t.subscription += 1;
         }
         let respond = initial || t.always_respond || added || (names_changed && t.wildcard);
         if respond {
@@ -135,7 +145,18 @@ impl<S: SnapshotSource> SotwStream<S> {
         let Some(t) = self.types.get_mut(type_url) else {
             return true;
         };
-        let all = snapshot.of_type(type_url);
+        let map = snapshot.shared_type(type_url);
+        let from = (map.cloned(), t.subscription);
+        if !force
+            && t.sent_from
+                .as_ref()
+                .is_some_and(|s| crate::snapshot::same_source(s, &from))
+        {
+            // The very map and subscription the last response came from (an endpoint-only
+            // push leaves the other types' maps shared): nothing to hash or send.
+            return true;
+        }
+        let all = map.map(|m| m.as_ref());
         let chosen: Vec<&Arc<crate::resource::EncodedResource>> = match (t.wildcard, all) {
             (_, None) => Vec::new(),
             (true, Some(m)) => m.values().collect(),
@@ -146,9 +167,14 @@ impl<S: SnapshotSource> SotwStream<S> {
             (&r.name, &r.version).hash(&mut h);
         }
         let hash = h.finish();
-        if t.nacked_hash == Some(hash) || (!force && t.sent_hash == Some(hash)) {
+        if t.nacked_hash == Some(hash) {
             return true;
         }
+        if !force && t.sent_hash == Some(hash) {
+            t.sent_from = Some(from);
+            return true;
+        }
+        t.sent_from = Some(from);
         let nonce = self.core.next_nonce();
         let version = snapshot.version.clone();
         let bytes = chosen.iter().map(|r| r.value().len()).sum();

@@ -46,7 +46,15 @@ pub(crate) fn sidecar_clusters(
     scope: &SidecarScope<'_>,
     out: &mut dyn Sink,
 ) {
-    outbound_clusters(ctx, proxy, scope, naming::outbound_cluster, false, out);
+    outbound_clusters(
+        ctx,
+        proxy,
+        scope,
+        naming::outbound_cluster,
+        false,
+        &|_| true,
+        out,
+    );
     let blackhole = Cluster {
         name: naming::BLACKHOLE_CLUSTER.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
@@ -78,7 +86,39 @@ pub(crate) fn sni_dnat_clusters(
     scope: &SidecarScope<'_>,
     out: &mut dyn Sink,
 ) {
-    outbound_clusters(ctx, proxy, scope, naming::outbound_sni, true, out);
+    outbound_clusters(
+        ctx,
+        proxy,
+        scope,
+        naming::outbound_sni,
+        true,
+        &|_| true,
+        out,
+    );
+}
+
+/// The EDS assignments (and, as a by-product the sink may drop, the clusters) of the services
+/// `only` accepts: what an endpoint-only change needs translated again.
+pub(crate) fn outbound_assignments(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &SidecarScope<'_>,
+    sni_dnat: bool,
+    only: &dyn Fn(&Service) -> bool,
+    out: &mut dyn Sink,
+) {
+    outbound_clusters(
+        ctx,
+        proxy,
+        scope,
+        naming::outbound_cluster,
+        false,
+        only,
+        out,
+    );
+    if sni_dnat {
+        outbound_clusters(ctx, proxy, scope, naming::outbound_sni, true, only, out);
+    }
 }
 
 /// The clusters of every service in scope, port and subset, named by `name`.
@@ -88,10 +128,11 @@ fn outbound_clusters(
     scope: &SidecarScope<'_>,
     name: fn(u32, &str, &str) -> String,
     passthrough_tls: bool,
+    only: &dyn Fn(&Service) -> bool,
     out: &mut dyn Sink,
 ) {
     let mut templates = Templates::default();
-    for svc in &scope.services {
+    for svc in scope.services.iter().filter(|s| only(s)) {
         let dr = destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
         templates.local.clear();
         for port in &svc.ports {

@@ -34,8 +34,9 @@ pub use scope::SidecarScope;
 pub struct PushContext {
     /// Mesh-wide settings.
     pub mesh: MeshConfig,
-    /// Services from ServiceEntries and WorkloadEntries.
-    pub registry: ServiceRegistry,
+    /// Services from ServiceEntries and WorkloadEntries (shared with the push that follows,
+    /// which compares it to its own to find endpoint-only changes).
+    pub registry: Arc<ServiceRegistry>,
     /// The store snapshot.
     pub snapshot: Arc<Snapshot>,
     /// VirtualServices, oldest first (Istio's conflict order).
@@ -134,7 +135,7 @@ impl PushContext {
                 }
             }
         }
-        let registry = ServiceRegistry::from_snapshot(&snapshot);
+        let registry = Arc::new(ServiceRegistry::from_snapshot(&snapshot));
         let dynamic_dns = registry
             .services()
             .any(|s| s.resolution == mesh_model::networking::service_entry::Resolution::DynamicDns);
@@ -289,6 +290,27 @@ pub(crate) fn translate_into(ctx: &PushContext, proxy: &Proxy, out: &mut dyn Sin
                 cluster::sni_dnat_clusters(ctx, proxy, &scope, out);
             }
             listener::gateway_listeners(ctx, proxy, &scope, out);
+        }
+    }
+}
+
+/// Translates again only the EDS assignments of the services `only` accepts (for a change
+/// that touched nothing but their endpoints); the sink receives their clusters too.
+pub(crate) fn assignments_into(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    only: &dyn Fn(&crate::registry::Service) -> bool,
+    out: &mut dyn Sink,
+) {
+    match proxy.proxy_type {
+        ProxyType::Sidecar => {
+            let scope = SidecarScope::new(ctx, proxy);
+            cluster::outbound_assignments(ctx, proxy, &scope, false, only, out);
+        }
+        ProxyType::Router => {
+            let scope = SidecarScope::gateway(ctx, proxy);
+            let sni_dnat = listener::has_auto_passthrough(ctx, proxy);
+            cluster::outbound_assignments(ctx, proxy, &scope, sni_dnat, only, out);
         }
     }
 }
