@@ -273,6 +273,9 @@ async fn main() {
     let rss_connected = mesh_benches::rss_bytes();
     let heap_connected = ALLOCATOR.allocated();
     let mut latencies = Vec::new();
+    let mut pushes = cache.subscribe_pushes();
+    let mut push_times = Vec::new();
+    let mut eds_only = 0;
     for change in 0..CHANGES {
         let ip = format!("10.200.{change}.1");
         // Move one endpoint of service 0: an endpoint-only change.
@@ -310,6 +313,11 @@ async fn main() {
                 }
             }
         }
+        // The push that carried this change: how long translation took, and how.
+        if let Ok(Ok(p)) = tokio::time::timeout(Duration::from_secs(5), pushes.recv()).await {
+            push_times.push(p.elapsed);
+            eds_only += usize::from(p.eds_only);
+        }
     }
     // After the pushes settle: what every connected stream keeps.
     let heap_settled = ALLOCATOR.allocated();
@@ -325,6 +333,16 @@ async fn main() {
         percentile(&latencies, 0.9),
         percentile(&latencies, 0.99),
         latencies.last().unwrap()
+    );
+    push_times.sort();
+    println!(
+        "  pushes: {} ({eds_only} endpoint-only), translation per push (all {VIEWS} views): median {:?}, max {:?}",
+        push_times.len(),
+        push_times
+            .get(push_times.len() / 2)
+            .copied()
+            .unwrap_or_default(),
+        push_times.last().copied().unwrap_or_default()
     );
     println!(
         "  control-plane live heap per stream: {:.1} KiB right after connecting, {:.1} KiB after {CHANGES} pushes",

@@ -368,8 +368,10 @@ fn an_endpoint_only_change_translates_only_eds_and_gives_what_a_full_translation
     let sidecar = node("sidecar~1~p.shop~shop.svc.cluster.local", "shop", "web");
     let gateway = gateway_node();
     let mut views = [cache.watch(&sidecar), cache.watch(&gateway)];
-    // The first push has nothing to compare with.
-    assert!(!cache.push_changes().eds_only);
+    // Nothing changed since the views were translated: nothing to translate, nobody woken.
+    let idle = cache.push_changes();
+    assert!(idle.eds_only);
+    assert_eq!(idle.changed, 0);
     let before: Vec<_> = views
         .iter_mut()
         .map(|v| v.borrow_and_update().clone())
@@ -465,4 +467,41 @@ fn changes_beyond_static_endpoints_translate_every_resource() {
         ..Default::default()
     };
     check("mesh settings", &mesh, &|| cache.set_mesh(mesh.clone()));
+}
+
+#[test]
+fn each_view_is_compared_with_what_it_was_translated_from() {
+    let store = Arc::new(ConfigStore::new());
+    store.apply_all(parse_str(&eds_mesh(A_BEFORE, "ext.example.com"), "x"));
+    let cache = ViewCache::new(store.clone(), MeshConfig::default());
+    let old_node = node("sidecar~1~p.shop~shop.svc.cluster.local", "shop", "web");
+    let mut old_view = cache.watch(&old_node);
+    // A DestinationRule changes before the second view is first translated.
+    let renamed =
+        eds_mesh(A_BEFORE, "ext.example.com").replace("name: v2, labels", "name: v3, labels");
+    store.apply_all(parse_str(&renamed, "x"));
+    let new_node = node("sidecar~2~q.shop~shop.svc.cluster.local", "shop", "api");
+    let mut new_view = cache.watch(&new_node);
+    // Then only endpoints change: the second view needs EDS alone, the first everything.
+    let moved =
+        eds_mesh(A_AFTER, "ext.example.com").replace("name: v2, labels", "name: v3, labels");
+    store.apply_all(parse_str(&moved, "x"));
+    let summary = cache.push_changes();
+    assert!(
+        !summary.eds_only,
+        "the first view must be translated in full"
+    );
+    assert_eq!(summary.changed, 2);
+    let mesh = MeshConfig::default();
+    assert_full_translation(&store, &mesh, &old_node, &old_view.borrow_and_update());
+    assert_full_translation(&store, &mesh, &new_node, &new_view.borrow_and_update());
+    // Both are now translated from the same store: the next endpoint change is EDS-only.
+    store.apply_all(parse_str(
+        &eds_mesh(A_BEFORE, "ext.example.com").replace("name: v2, labels", "name: v3, labels"),
+        "x",
+    ));
+    let summary = cache.push_changes();
+    assert!(summary.eds_only, "{summary:?}");
+    assert_full_translation(&store, &mesh, &old_node, &old_view.borrow_and_update());
+    assert_full_translation(&store, &mesh, &new_node, &new_view.borrow_and_update());
 }

@@ -8,7 +8,7 @@
 //! resources changed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -53,18 +53,56 @@ pub struct PushSummary {
     pub changed: usize,
     /// Time spent translating and encoding.
     pub elapsed: Duration,
-    /// Whether only EDS assignments were translated again (a change that touched nothing but
-    /// the endpoints of STATIC services; istiod's incremental EDS push).
+    /// Whether every view had only EDS assignments translated again (a change that touched
+    /// nothing but the endpoints of STATIC services; istiod's incremental EDS push).
     pub eds_only: bool,
 }
 
 struct View {
     proxy: Proxy,
     tx: watch::Sender<Arc<Snapshot>>,
+    /// What the view's current snapshot was translated from.
+    from: Arc<Source>,
 }
 
-/// What the last push translated from.
-type LastPush = (Arc<mesh_model::store::Snapshot>, Arc<ServiceRegistry>);
+/// What a translation was made from: the store snapshot, its registry and the generation of
+/// the mesh settings. A later push compares it with its own to find endpoint-only changes.
+#[derive(Debug)]
+struct Source {
+    config: Arc<mesh_model::store::Snapshot>,
+    registry: Arc<ServiceRegistry>,
+    settings: u64,
+}
+
+impl Source {
+    /// The hosts whose EDS assignments alone changed between `self` and `now`, if that is all
+    /// that changed: every other resource of the store the same (shared, or equal), the same
+    /// mesh settings, and a registry that differs only in endpoints of STATIC services.
+    fn eds_changes(&self, now: &Source) -> Option<BTreeSet<String>> {
+        fn others(
+            s: &mesh_model::store::Snapshot,
+        ) -> impl Iterator<Item = (&mesh_model::ResourceKey, &Arc<mesh_model::Config>)> {
+            s.resources
+                .iter()
+                .filter(|(k, _)| !matches!(k.kind, Kind::ServiceEntry | Kind::WorkloadEntry))
+        }
+        if self.settings != now.settings {
+            return None;
+        }
+        let (mut before, mut after) = (others(&self.config), others(&now.config));
+        let same = loop {
+            match (before.next(), after.next()) {
+                (None, None) => break true,
+                (Some((ka, a)), Some((kb, b))) if ka == kb && (Arc::ptr_eq(a, b) || a == b) => {}
+                _ => break false,
+            }
+        };
+        if !same {
+            return None;
+        }
+        now.registry.endpoint_changes(&self.registry)
+    }
+}
 
 /// The key that decides which proxies share a view.
 pub fn view_key(p: &Proxy) -> String {
@@ -88,10 +126,12 @@ pub struct ViewCache {
     views: Mutex<BTreeMap<String, View>>,
     version: AtomicU64,
     pushes: broadcast::Sender<PushSummary>,
-    /// The store snapshot and registry of the last push, to find endpoint-only changes.
-    last: Mutex<Option<Arc<LastPush>>>,
-    /// Mesh settings or networks changed since the last push (every view needs translating).
-    settings_changed: AtomicBool,
+    /// Bumped whenever the mesh settings or networks change (every view then needs
+    /// translating again).
+    settings: AtomicU64,
+    /// The context of the latest store revision and settings, shared by the translations
+    /// made from them.
+    current: Mutex<Option<(Arc<PushContext>, Arc<Source>)>>,
 }
 
 impl std::fmt::Debug for ViewCache {
@@ -112,8 +152,8 @@ impl ViewCache {
             views: Mutex::new(BTreeMap::new()),
             version: AtomicU64::new(0),
             pushes: broadcast::channel(64).0,
-            last: Mutex::new(None),
-            settings_changed: AtomicBool::new(false),
+            settings: AtomicU64::new(0),
+            current: Mutex::new(None),
         })
     }
 
@@ -128,13 +168,13 @@ impl ViewCache {
             .networks
             .write()
             .unwrap_or_else(PoisonError::into_inner) = networks;
-        self.settings_changed.store(true, Ordering::SeqCst);
+        self.settings.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Replaces the mesh settings (takes effect at the next push).
     pub fn set_mesh(&self, mesh: MeshConfig) {
         *self.mesh.write().unwrap_or_else(PoisonError::into_inner) = mesh;
-        self.settings_changed.store(true, Ordering::SeqCst);
+        self.settings.fetch_add(1, Ordering::SeqCst);
     }
 
     /// How many views exist.
@@ -145,7 +185,23 @@ impl ViewCache {
             .len()
     }
 
-    fn context(&self) -> PushContext {
+    /// The context to translate with, and what it is made from. Translations of the same
+    /// store revision under the same settings share one context (and one registry), so views
+    /// first translated between two pushes do not each keep their own copy.
+    fn source(&self) -> (Arc<PushContext>, Arc<Source>) {
+        // The generation first: a settings change racing this read is seen by the next push.
+        let settings = self.settings.load(Ordering::SeqCst);
+        let config = self.store.snapshot();
+        if let Some((ctx, source)) = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            && source.config.revision == config.revision
+            && source.settings == settings
+        {
+            return (ctx.clone(), source.clone());
+        }
         let mesh = self
             .mesh
             .read()
@@ -156,7 +212,15 @@ impl ViewCache {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        PushContext::new(mesh, self.store.snapshot()).with_networks(networks)
+        let ctx = Arc::new(PushContext::new(mesh, config).with_networks(networks));
+        let source = Arc::new(Source {
+            config: ctx.snapshot.clone(),
+            registry: ctx.registry.clone(),
+            settings,
+        });
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((ctx.clone(), source.clone()));
+        (ctx, source)
     }
 
     fn build(
@@ -185,12 +249,13 @@ impl ViewCache {
             return v.tx.subscribe();
         }
         // Translate outside the lock: a slow translation must not block other streams.
-        let ctx = self.context();
+        let (ctx, from) = self.source();
         let snap = self.build(&ctx, proxy, None, self.version.load(Ordering::SeqCst));
         let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
         let v = views.entry(key).or_insert_with(|| View {
             proxy: proxy.clone(),
             tx: watch::channel(Arc::new(snap)).0,
+            from,
         });
         v.tx.subscribe()
     }
@@ -201,82 +266,66 @@ impl ViewCache {
         self.push(false)
     }
 
-    /// Pushes what changed since the last push: when nothing changed but the endpoints of
-    /// STATIC services (every other resource of the store, and the mesh settings, are as they
-    /// were), only those services' EDS assignments are translated again and every other
-    /// resource of each view is kept as it is (istiod's incremental EDS push); otherwise every
-    /// view is translated again, as [`ViewCache::push_all`] does.
+    /// Pushes what changed: a view whose translation is older than the store only by the
+    /// endpoints of STATIC services (every other resource of the store, and the mesh settings,
+    /// are as they were) gets only those services' EDS assignments translated again and keeps
+    /// every other resource as it is (istiod's incremental EDS push); any other view is
+    /// translated again, as [`ViewCache::push_all`] does.
     pub fn push_changes(&self) -> PushSummary {
         self.push(true)
-    }
-
-    /// The hosts whose EDS assignments alone need translating again, if that is all that
-    /// changed since the last push.
-    fn eds_only(&self, ctx: &PushContext) -> Option<BTreeSet<String>> {
-        let last = self
-            .last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()?;
-        let (old_config, old_registry) = (&last.0, &last.1);
-        // Every resource but the registry's own kinds must be the same (shared, or equal).
-        fn others(
-            s: &mesh_model::store::Snapshot,
-        ) -> impl Iterator<Item = (&mesh_model::ResourceKey, &Arc<mesh_model::Config>)> {
-            s.resources
-                .iter()
-                .filter(|(k, _)| !matches!(k.kind, Kind::ServiceEntry | Kind::WorkloadEntry))
-        }
-        let mut before = others(old_config);
-        let mut now = others(&ctx.snapshot);
-        let same = loop {
-            match (before.next(), now.next()) {
-                (None, None) => break true,
-                (Some((ka, a)), Some((kb, b))) if ka == kb && (Arc::ptr_eq(a, b) || a == b) => {}
-                _ => break false,
-            }
-        };
-        if !same {
-            return None;
-        }
-        ctx.registry.endpoint_changes(old_registry)
     }
 
     fn push(&self, incremental: bool) -> PushSummary {
         let start = Instant::now();
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
-        // Read before the context, so that a settings change racing this push is not lost.
-        let settings_changed = self.settings_changed.swap(false, Ordering::SeqCst);
-        let ctx = self.context();
-        let eds_hosts = if incremental && !settings_changed {
-            self.eds_only(&ctx)
-        } else {
-            None
-        };
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(Arc::new((ctx.snapshot.clone(), ctx.registry.clone())));
-        let targets: Vec<(String, Proxy, Arc<Snapshot>)> = {
+        let (ctx, now) = self.source();
+        let targets: Vec<(String, Proxy, Arc<Snapshot>, Arc<Source>)> = {
             let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
             views.retain(|_, v| v.tx.receiver_count() > 0);
             views
                 .iter()
-                .map(|(k, v)| (k.clone(), v.proxy.clone(), v.tx.borrow().clone()))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.proxy.clone(),
+                        v.tx.borrow().clone(),
+                        v.from.clone(),
+                    )
+                })
                 .collect()
         };
-        let mut changed = 0;
-        for (key, proxy, prev) in &targets {
-            let next = match &eds_hosts {
-                Some(hosts) => crate::snapshot::update_assignments(
-                    &ctx,
-                    proxy,
-                    prev,
-                    &|s| hosts.contains(&s.hostname),
-                    version.to_string(),
-                ),
+        // Views translated from the same source share one comparison.
+        let mut decided: Vec<(Arc<Source>, Option<BTreeSet<String>>)> = Vec::new();
+        let (mut changed, mut eds_only) = (0, 0);
+        for (key, proxy, prev, from) in &targets {
+            let hosts = if incremental {
+                let i = match decided.iter().position(|(s, _)| Arc::ptr_eq(s, from)) {
+                    Some(i) => i,
+                    None => {
+                        decided.push((from.clone(), from.eds_changes(&now)));
+                        decided.len() - 1
+                    }
+                };
+                decided[i].1.as_ref()
+            } else {
+                None
+            };
+            let next = match hosts {
+                Some(hosts) => {
+                    eds_only += 1;
+                    crate::snapshot::update_assignments(
+                        &ctx,
+                        proxy,
+                        prev,
+                        &|s| hosts.contains(&s.hostname),
+                        version.to_string(),
+                    )
+                }
                 None => self.build(&ctx, proxy, Some(prev), version),
             };
-            let views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(v) = views.get(key) {
+            let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(v) = views.get_mut(key) {
+                v.from = now.clone();
                 let woke = v.tx.send_if_modified(|cur| {
                     if cur.resources == next.resources {
                         false
@@ -295,7 +344,7 @@ impl ViewCache {
             views: targets.len(),
             changed,
             elapsed: start.elapsed(),
-            eds_only: eds_hosts.is_some(),
+            eds_only: !targets.is_empty() && eds_only == targets.len(),
         };
         let _ = self.pushes.send(summary.clone());
         summary
