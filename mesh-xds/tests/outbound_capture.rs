@@ -353,6 +353,22 @@ spec:
 }
 
 #[test]
+fn a_connection_made_to_virtual_outbound_itself_goes_nowhere() {
+    let out = resources("", InterceptionMode::Redirect);
+    let l = &out.listeners["virtualOutbound"];
+    let names: Vec<&str> = l.filter_chains.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["virtualOutbound-blackhole", "virtualOutbound-catchall-tcp"]
+    );
+    let m = l.filter_chains[0].filter_chain_match.as_ref().unwrap();
+    assert_eq!(m.destination_port.as_ref().unwrap().value, 15001);
+    assert_eq!(destination(&l.filter_chains[0]), ["BlackHoleCluster"]);
+    // ALLOW_ANY: everything else passes through.
+    assert_eq!(destination(&l.filter_chains[1]), ["PassthroughCluster"]);
+}
+
+#[test]
 fn without_capture_there_are_no_captured_listeners() {
     let out = resources("", InterceptionMode::None);
     assert!(

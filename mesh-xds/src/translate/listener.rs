@@ -258,6 +258,8 @@ fn bound_listener(
             sni.insert(0, sniffed_http_chain(hcm));
         }
         let default = tcp.unwrap_or_else(|| {
+            // DYNAMIC_DNS services are reached by their SNI chains only: their clusters
+            // cannot take a connection without a resolved name.
             let cluster = services
                 .iter()
                 .find(|s| s.resolution != Resolution::DynamicDns)
@@ -454,11 +456,27 @@ fn virtual_listeners(
         name: naming::VIRTUAL_OUTBOUND_LISTENER.into(),
         address: Some(socket("0.0.0.0", ctx.mesh.proxy_listen_port)),
         use_original_dst: Some(boolv(true)),
-        filter_chains: vec![FilterChain {
-            name: "virtualOutbound-catchall-tcp".into(),
-            filters: vec![tcp_proxy_to(catch_all, catch_all)],
-            ..Default::default()
-        }],
+        filter_chains: vec![
+            // A connection made to 15001 itself (not redirected) would loop back through
+            // PassthroughCluster: it goes nowhere.
+            FilterChain {
+                name: "virtualOutbound-blackhole".into(),
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(crate::pb::u32v(ctx.mesh.proxy_listen_port)),
+                    ..Default::default()
+                }),
+                filters: vec![tcp_proxy_to(
+                    naming::BLACKHOLE_CLUSTER,
+                    naming::BLACKHOLE_CLUSTER,
+                )],
+                ..Default::default()
+            },
+            FilterChain {
+                name: "virtualOutbound-catchall-tcp".into(),
+                filters: vec![tcp_proxy_to(catch_all, catch_all)],
+                ..Default::default()
+            },
+        ],
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Default::default()
     };
