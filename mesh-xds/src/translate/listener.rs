@@ -191,18 +191,36 @@ pub(crate) fn sidecar_listeners(
                 bound_listener(ctx, proxy, scope, eg, port, &imports, out);
             }
             Some(port) if capture && taken_ports.insert(port) => {
-                super::outbound::captured_port(ctx, proxy, scope, port, &imports, out);
-            }
-            None if capture => {
-                let ports: BTreeSet<u32> = scope
+                let services: Vec<&Service> = scope
                     .services
                     .iter()
-                    .filter(|s| imports(&s.namespace, &s.hostname))
-                    .flat_map(|s| s.ports.iter().map(|p| p.number))
+                    .copied()
+                    .filter(|s| s.port(port).is_some() && imports(&s.namespace, &s.hostname))
                     .collect();
-                for port in ports {
+                super::outbound::captured_port(ctx, proxy, scope, port, &services, &imports, out);
+            }
+            None if capture => {
+                // The imported services by port, built once (not one scan per port).
+                let mut by_port: BTreeMap<u32, Vec<&Service>> = BTreeMap::new();
+                for s in scope
+                    .services
+                    .iter()
+                    .copied()
+                    .filter(|s| imports(&s.namespace, &s.hostname))
+                {
+                    for p in &s.ports {
+                        let at = by_port.entry(p.number).or_default();
+                        // A service listing a port twice counts once.
+                        if !at.last().is_some_and(|l| std::ptr::eq(*l, s)) {
+                            at.push(s);
+                        }
+                    }
+                }
+                for (port, services) in by_port {
                     if taken_ports.insert(port) {
-                        super::outbound::captured_port(ctx, proxy, scope, port, &imports, out);
+                        super::outbound::captured_port(
+                            ctx, proxy, scope, port, &services, &imports, out,
+                        );
                     }
                 }
             }

@@ -86,21 +86,18 @@ fn captured(name: String, address: &str, port: u32, chains: Vec<FilterChain>) ->
     }
 }
 
-/// The listeners for one captured outbound port, over the services `imports` accepts.
+/// The listeners for one captured outbound port: `services` are the imported services with
+/// that port, in scope order; `imports` is the egress listener's import rule.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn captured_port(
     ctx: &PushContext,
     proxy: &Proxy,
     scope: &SidecarScope<'_>,
     port: u32,
+    services: &[&Service],
     imports: &dyn Fn(&str, &str) -> bool,
     out: &mut dyn Sink,
 ) {
-    let services: Vec<&Service> = scope
-        .services
-        .iter()
-        .copied()
-        .filter(|s| s.port(port).is_some() && imports(&s.namespace, &s.hostname))
-        .collect();
     let has_http = services
         .iter()
         .any(|s| s.port(port).is_some_and(|p| p.is_http()));
