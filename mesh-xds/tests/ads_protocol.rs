@@ -1,6 +1,7 @@
 //! The ADS service at the gRPC level, with tonic's generated client: responses decode as
-//! Envoy's messages, a stream without a node ends with INVALID_ARGUMENT in the trailers, and
-//! unknown methods are UNIMPLEMENTED.
+//! Envoy's messages, a stream without a node ends with INVALID_ARGUMENT in the trailers,
+//! unknown methods are UNIMPLEMENTED, and streams that skipped an unchanged type after an
+//! endpoint-only push still get the next change of that type (SotW and delta).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +10,9 @@ mod support;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use prost::Message;
 use support::ControlPlane;
 
@@ -147,3 +150,166 @@ async fn unknown_methods_are_unimplemented() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
 }
+
+const REVIEWS: &str = "outbound|9080||reviews.shop.svc.cluster.local";
+
+/// The endpoint addresses in an EDS resource.
+fn addresses(any: &[u8]) -> Vec<String> {
+    use envoy_types::pb::envoy::config::core::v3::address::Address;
+    use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+    ClusterLoadAssignment::decode(any)
+        .unwrap()
+        .endpoints
+        .iter()
+        .flat_map(|g| &g.lb_endpoints)
+        .filter_map(|e| match &e.host_identifier {
+            Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => {
+                match ep.address.as_ref()?.address.as_ref()? {
+                    Address::SocketAddress(sa) => Some(sa.address.clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// An endpoint-only change reaches a SotW stream as EDS alone (its CDS map is shared, so the
+/// stream skips CDS without looking inside), and a cluster change after it still arrives.
+#[tokio::test]
+async fn after_an_endpoint_only_push_sotw_streams_still_get_the_next_cluster_change() {
+    let cp = ControlPlane::new(CONFIG);
+    let (addr, _) = support::serve(cp.clone()).await;
+    let mut c = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let req = |type_url: &str, names: &[&str], r: Option<&DiscoveryResponse>| DiscoveryRequest {
+        node: node(),
+        type_url: type_url.into(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        version_info: r.map(|r| r.version_info.clone()).unwrap_or_default(),
+        response_nonce: r.map(|r| r.nonce.clone()).unwrap_or_default(),
+        ..Default::default()
+    };
+    tx.send(req(CDS, &[], None)).await.unwrap();
+    let mut responses = c
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let next = async |responses: &mut tonic::Streaming<DiscoveryResponse>| {
+        tokio::time::timeout(std::time::Duration::from_secs(10), responses.message())
+            .await
+            .expect("a response within 10 s")
+            .unwrap()
+            .unwrap()
+    };
+    let cds = next(&mut responses).await;
+    assert_eq!(cds.type_url, CDS);
+    tx.send(req(CDS, &[], Some(&cds))).await.unwrap();
+    tx.send(req(EDS, &[REVIEWS], None)).await.unwrap();
+    let eds = next(&mut responses).await;
+    assert_eq!(eds.type_url, EDS);
+    assert_eq!(addresses(&eds.resources[0].value), ["10.0.0.1"]);
+    tx.send(req(EDS, &[REVIEWS], Some(&eds))).await.unwrap();
+
+    cp.replace(&CONFIG.replace("10.0.0.1", "10.0.0.2"));
+    let eds = next(&mut responses).await;
+    assert_eq!(eds.type_url, EDS, "only EDS changed");
+    assert_eq!(addresses(&eds.resources[0].value), ["10.0.0.2"]);
+    tx.send(req(EDS, &[REVIEWS], Some(&eds))).await.unwrap();
+
+    cp.replace(&format!(
+        "{}{}",
+        CONFIG.replace("10.0.0.1", "10.0.0.2"),
+        ANOTHER
+    ));
+    let cds = next(&mut responses).await;
+    assert_eq!(cds.type_url, CDS, "the cluster change arrives");
+    assert!(cds.resources.iter().any(|a| {
+        Cluster::decode(a.value.as_slice()).unwrap().name
+            == "outbound|80||ratings.shop.svc.cluster.local"
+    }));
+}
+
+/// The same over delta: the endpoint change is one EDS resource, and the cluster change after
+/// it still arrives as the new cluster.
+#[tokio::test]
+async fn after_an_endpoint_only_push_delta_streams_still_get_the_next_cluster_change() {
+    let cp = ControlPlane::new(CONFIG);
+    let (addr, _) = support::serve(cp.clone()).await;
+    let mut c = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let ack = |r: &DeltaDiscoveryResponse| DeltaDiscoveryRequest {
+        type_url: r.type_url.clone(),
+        response_nonce: r.nonce.clone(),
+        ..Default::default()
+    };
+    tx.send(DeltaDiscoveryRequest {
+        node: node(),
+        type_url: CDS.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut responses = c
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let next = async |responses: &mut tonic::Streaming<DeltaDiscoveryResponse>| {
+        tokio::time::timeout(std::time::Duration::from_secs(10), responses.message())
+            .await
+            .expect("a response within 10 s")
+            .unwrap()
+            .unwrap()
+    };
+    let cds = next(&mut responses).await;
+    assert_eq!(cds.type_url, CDS);
+    tx.send(ack(&cds)).await.unwrap();
+    tx.send(DeltaDiscoveryRequest {
+        type_url: EDS.into(),
+        resource_names_subscribe: vec![REVIEWS.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let eds = next(&mut responses).await;
+    assert_eq!(eds.type_url, EDS);
+    tx.send(ack(&eds)).await.unwrap();
+
+    cp.replace(&CONFIG.replace("10.0.0.1", "10.0.0.2"));
+    let eds = next(&mut responses).await;
+    assert_eq!(eds.type_url, EDS, "only EDS changed");
+    assert_eq!(eds.resources.len(), 1);
+    let value = &eds.resources[0].resource.as_ref().unwrap().value;
+    assert_eq!(addresses(value), ["10.0.0.2"]);
+    tx.send(ack(&eds)).await.unwrap();
+
+    cp.replace(&format!(
+        "{}{}",
+        CONFIG.replace("10.0.0.1", "10.0.0.2"),
+        ANOTHER
+    ));
+    let cds = next(&mut responses).await;
+    assert_eq!(cds.type_url, CDS, "the cluster change arrives");
+    let names: Vec<&str> = cds.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["outbound|80||ratings.shop.svc.cluster.local"]);
+}
+
+const CDS: &str = mesh_xds::resource::CLUSTER;
+const EDS: &str = mesh_xds::resource::ENDPOINT;
+const ANOTHER: &str = "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.3}]
+";

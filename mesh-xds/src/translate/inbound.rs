@@ -61,14 +61,13 @@ pub(crate) fn sidecar_inbound(
             // HTTP/1.1 and h2c through the HTTP connection manager, other bytes as TCP (the
             // plaintext twin is needed because Envoy does not backtrack from the transport
             // protocol match).
-            let mut http = super::listener::sniffed_http_chain(http_filter(port, &name));
-            http.name = "http".into();
-            let mut chains = vec![http];
+            let mut chains = vec![super::listener::sniffed_http_chain(http_filter(
+                port, &name,
+            ))];
             super::listener::push_default_chain(
                 &mut chains,
                 super::listener::tcp_proxy_to(&name, &name),
             );
-            chains[1].name = "raw".into();
             chains
         } else {
             vec![FilterChain {
@@ -79,12 +78,18 @@ pub(crate) fn sidecar_inbound(
         };
         let base = naming::listener("0.0.0.0", port);
         for c in &mut chains {
-            // Chain names: 0.0.0.0_PORT, with the kind of traffic on sniffed ports.
-            c.name = if c.name.is_empty() {
-                base.clone()
-            } else {
-                format!("{base}-{}", c.name)
-            };
+            // Chain names: 0.0.0.0_PORT, with the kind of traffic on sniffed ports (named by
+            // what each chain matches, not by its position).
+            let kind = c.filter_chain_match.as_ref().map_or("", |m| {
+                if !m.application_protocols.is_empty() {
+                    "-http"
+                } else if m.transport_protocol == "raw_buffer" {
+                    "-raw"
+                } else {
+                    ""
+                }
+            });
+            c.name = format!("{base}{kind}");
         }
         if capture {
             for mut chain in chains {
