@@ -13,7 +13,6 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use mesh_model::MeshConfig;
 use mesh_xds::resource;
 use mesh_xds::server::{AdsServer, Debounce, ServerConfig, ViewCache};
@@ -31,40 +30,15 @@ const VIEWS: usize = 10;
 const CHANGES: usize = 5;
 
 fn node(i: usize) -> Node {
-    let labels = Struct {
-        fields: [(
-            "app".to_string(),
-            Value {
-                kind: Some(value::Kind::StringValue(format!("app-{}", i % VIEWS))),
-            },
-        )]
-        .into(),
-    };
-    Node {
-        id: format!(
+    mesh_test_support::node(
+        &format!(
             "sidecar~10.9.{}.{}~pod-{i}.bench~bench.svc.cluster.local",
             i / 250,
             i % 250
         ),
-        metadata: Some(Struct {
-            fields: [
-                (
-                    "NAMESPACE".to_string(),
-                    Value {
-                        kind: Some(value::Kind::StringValue("bench".into())),
-                    },
-                ),
-                (
-                    "LABELS".to_string(),
-                    Value {
-                        kind: Some(value::Kind::StructValue(labels)),
-                    },
-                ),
-            ]
-            .into(),
-        }),
-        ..Default::default()
-    }
+        "bench",
+        &format!("app-{}", i % VIEWS),
+    )
 }
 
 fn epoch_micros() -> u128 {

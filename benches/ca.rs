@@ -24,12 +24,7 @@ fn bench(c: &mut Criterion) {
     let td = TrustDomain::new("cluster.local").unwrap();
     let ca = CertificateAuthority::self_signed(&dir, CaConfig::new(td.clone())).unwrap();
     let id = SpiffeId::istio(td, "shop", "web").unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
+    let csr = mesh_test_support::identity::csr();
 
     let mut g = c.benchmark_group("ca");
     g.throughput(Throughput::Elements(1))

@@ -6,34 +6,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mesh_identity::agent::WorkloadCert;
 use mesh_identity::ca::{CaConfig, CertificateAuthority};
 use mesh_identity::spiffe::{SpiffeId, TrustDomain};
 use mesh_identity::tls::{IdentitySource, PeerPolicy, client_config, server_config};
+use mesh_test_support::identity::workload;
 use rustls::{ClientConnection, ServerConnection};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-
-fn workload(ca: &CertificateAuthority, id: &SpiffeId) -> WorkloadCert {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
-    let mut issued = ca.sign_csr(&csr, id, None).unwrap();
-    let root = issued.chain.pop().unwrap();
-    WorkloadCert {
-        chain: issued.chain,
-        key: key.serialize_pem(),
-        roots: vec![root],
-        not_after: issued.not_after,
-        issued_at: SystemTime::now(),
-    }
-}
 
 /// One full handshake between fresh connections, in memory.
 fn handshake(client: &Arc<rustls::ClientConfig>, server: &Arc<rustls::ServerConfig>) {

@@ -4,17 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../mesh-identity/tests/support/mod.rs"]
-mod support;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use mesh_test_support::identity::{Issuer, served_leaf};
+use mesh_test_support::{TempDir, eventually, free_port};
 use prost::Message;
-use support::{Issuer, TempDir, eventually, free_port};
 
 struct Killed(Child);
 impl Drop for Killed {
@@ -219,7 +217,8 @@ async fn agent_through_control_plane(tls: bool) {
 /// stream, and a configuration change made afterwards still reaches Envoy through the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_gets_xds_through_the_agents_proxy() {
-    use support::{envoy::Envoy, upstream};
+    use mesh_test_support::proxy::{Bootstrap, XdsAt};
+    use mesh_test_support::{Api, Proxy, ProxyKind, upstream};
     let dir = TempDir::new("agent-xds-proxy");
     let issuer = Issuer::new("k1");
     let (a, b) = (upstream::start("a").await, upstream::start("b").await);
@@ -283,7 +282,7 @@ spec:
     let first_leaf = eventually(
         "the control plane's TLS port",
         Duration::from_secs(20),
-        async || served_leaf(xds, &root_pem).await,
+        async || served_leaf(("127.0.0.1", xds), &root_pem).await,
     )
     .await;
     let xds_socket = path("xds.sock");
@@ -308,33 +307,17 @@ spec:
         async || std::path::Path::new(&xds_socket).exists().then_some(()),
     )
     .await;
-    let bootstrap = format!(
-        r#"node: {{id: "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local", cluster: web, metadata: {{NAMESPACE: shop, INTERCEPTION_MODE: NONE}}}}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds-grpc}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 0s}}
-  lds_config: {{ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 0s}}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{xds_socket}"}}}}}}}}]}}]
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-"#
-    );
-    let envoy = Envoy::start_with_bootstrap(&bootstrap).await;
+    // Istio's bootstrap: ADS to the agent's socket through the static cluster `xds-grpc`.
+    let node = r#"{id: "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local", cluster: web, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
+    let bootstrap = Bootstrap {
+        cluster: "xds-grpc",
+        ..Bootstrap::ads(
+            XdsAt::Pipe(std::path::Path::new(&xds_socket)),
+            Api::Sotw,
+            node,
+        )
+    };
+    let envoy = Proxy::start_with_bootstrap(ProxyKind::Envoy, &bootstrap.yaml()).await;
     envoy.wait_live().await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
     let served_by = async |want: &str| {
@@ -354,7 +337,7 @@ admin:
         "a re-issued serving certificate",
         Duration::from_secs(20),
         async || {
-            let leaf = served_leaf(xds, &root_pem).await?;
+            let leaf = served_leaf(("127.0.0.1", xds), &root_pem).await?;
             (leaf != first_leaf).then_some(())
         },
     )
@@ -367,33 +350,6 @@ admin:
         envoy.stat("cluster.xds-grpc.upstream_cx_total").await,
         Some(1)
     );
-}
-
-/// The control plane's current TLS certificate for `localhost`, verified against `root`.
-async fn served_leaf(port: u16, root: &str) -> Option<rustls_pki_types::CertificateDer<'static>> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_slice(root.as_bytes()).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .ok()?;
-    Some(tls.get_ref().1.peer_certificates()?[0].clone())
 }
 
 /// Development mode: `mesh-agent --identity` with no token gets a certificate for the claimed

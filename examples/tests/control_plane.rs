@@ -4,9 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../mesh-xds/tests/support/mod.rs"]
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::envoy::{Api, Envoy};
-use support::{eventually, free_port, upstream};
+use mesh_test_support::identity::ca_call;
+use mesh_test_support::{Api, Proxy, ProxyKind, eventually, free_port, upstream};
 
 struct ControlPlane {
     child: Child,
@@ -142,7 +139,7 @@ async fn control_plane_binary_serves_watches_and_reports() {
     let node = format!(
         r#"{{id: "{node_id}", cluster: client, metadata: {{NAMESPACE: shop, INTERCEPTION_MODE: NONE, ISTIO_VERSION: "1.30.0"}}}}"#
     );
-    let envoy = Envoy::start(xds, Api::Delta, &node).await;
+    let envoy = Proxy::start(ProxyKind::Envoy, xds, Api::Delta, &node).await;
     envoy.wait_live().await;
     let addr: SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
     let routed_to = async |want: &str| {
@@ -299,27 +296,13 @@ async fn control_plane_binary_serves_watches_and_reports() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let codec = tonic_prost::ProstCodec::<
-        mesh_identity::ca::api::IstioCertificateRequest,
-        mesh_identity::ca::api::IstioCertificateResponse,
-    >::default();
-    let err = grpc
-        .unary(
-            tonic::Request::new(mesh_identity::ca::api::IstioCertificateRequest::default()),
-            tonic::codegen::http::uri::PathAndQuery::from_static(
-                mesh_identity::ca::api::CREATE_CERTIFICATE,
-            ),
-            codec,
-        )
-        .await
-        .unwrap_err();
+    let err = ca_call(
+        xds,
+        None,
+        mesh_identity::ca::api::IstioCertificateRequest::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&ca_dir);
@@ -357,7 +340,14 @@ async fn envoy_gets_xds_over_tls() {
     })
     .await;
     let node = r#"{id: "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local", cluster: client, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
-    let envoy = Envoy::start_with_xds_tls(xds, Api::Sotw, node, Some((&root, "localhost"))).await;
+    let envoy = Proxy::start_with_xds_tls(
+        ProxyKind::Envoy,
+        xds,
+        Api::Sotw,
+        node,
+        Some((&root, "localhost")),
+    )
+    .await;
     envoy.wait_live().await;
     let addr: SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
     let r = eventually(
@@ -373,8 +363,14 @@ async fn envoy_gets_xds_over_tls() {
     assert_eq!(envoy.rejections().await, 0);
     // An Envoy that expects the control plane under another name refuses its certificate.
     // (It never becomes LIVE: it waits for its first config, so only its admin API is asked.)
-    let wrong =
-        Envoy::start_with_xds_tls(xds, Api::Sotw, node, Some((&root, "istiod.example"))).await;
+    let wrong = Proxy::start_with_xds_tls(
+        ProxyKind::Envoy,
+        xds,
+        Api::Sotw,
+        node,
+        Some((&root, "istiod.example")),
+    )
+    .await;
     eventually(
         "a refused TLS handshake",
         Duration::from_secs(20),

@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,18 +13,12 @@ use mesh_identity::ca::api::CaService;
 use mesh_identity::ca::auth::{AnyOf, Authenticator, JwtAuthenticator, SvidAuthenticator};
 use mesh_identity::ca::{CaConfig, CertificateAuthority};
 use mesh_identity::serving::{self, ServingCert};
-use mesh_identity::spiffe::{SpiffeId, TrustDomain};
+use mesh_identity::spiffe::SpiffeId;
+use mesh_test_support::identity::{
+    ISSUER, Issuer, ca_call_on, csr, der, key_and_csr, served_leaf, td,
+};
+use mesh_test_support::{TempDir, eventually};
 use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
-use support::{ISSUER, Issuer, TempDir, eventually};
-
-fn td() -> TrustDomain {
-    TrustDomain::new("cluster.local").unwrap()
-}
-
-fn der(pem: &str) -> CertificateDer<'static> {
-    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
-}
 
 fn serial(cert: &CertificateDer<'_>) -> Vec<u8> {
     use x509_parser::prelude::FromDer;
@@ -212,27 +204,6 @@ async fn insecure_identity_claims_need_the_cas_consent() {
     );
 }
 
-async fn served_leaf(addr: std::net::SocketAddr, root: &str) -> CertificateDer<'static> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der(root)).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
-    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
-}
-
 /// The serving certificate is replaced while a gRPC connection is open: new handshakes get the
 /// new certificate (verified against the root for `localhost`), the open connection keeps
 /// working, and `keep_renewed` renews on its own at the configured point.
@@ -240,7 +211,9 @@ async fn served_leaf(addr: std::net::SocketAddr, root: &str) -> CertificateDer<'
 async fn the_serving_certificate_rotates_under_open_connections() {
     let issuer = Issuer::new("k1");
     let ca = tls_ca("serving-rotation", jwt_then_svid(&issuer)).await;
-    let before = served_leaf(ca.addr, &ca.root).await;
+    let before = served_leaf(ca.addr, &ca.root)
+        .await
+        .expect("the CA's TLS certificate");
     assert_eq!(before, ca.cert.leaf());
     // One HTTP/2 connection, used before and after the rotation.
     let token = ca._dir.0.join("token");
@@ -256,31 +229,20 @@ async fn the_serving_certificate_rotates_under_open_connections() {
     let call = |channel: tonic::transport::Channel| {
         let token = issuer.token("shop", "web", |_| {});
         async move {
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await.unwrap();
-            let mut req = tonic::Request::new(mesh_identity::ca::api::IstioCertificateRequest {
-                csr: support::csr(),
+            let req = mesh_identity::ca::api::IstioCertificateRequest {
+                csr: csr(),
                 ..Default::default()
-            });
-            req.metadata_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-            grpc.unary(
-                req,
-                tonic::codegen::http::uri::PathAndQuery::from_static(
-                    mesh_identity::ca::api::CREATE_CERTIFICATE,
-                ),
-                tonic_prost::ProstCodec::<
-                    mesh_identity::ca::api::IstioCertificateRequest,
-                    mesh_identity::ca::api::IstioCertificateResponse,
-                >::default(),
-            )
-            .await
-            .map(|r| r.into_inner().cert_chain.len())
+            };
+            ca_call_on(channel, Some(&token), req)
+                .await
+                .map(|r| r.cert_chain.len())
         }
     };
     assert_eq!(call(channel.clone()).await.unwrap(), 2);
     ca.cert.renew(&ca.ca).unwrap();
-    let after = served_leaf(ca.addr, &ca.root).await;
+    let after = served_leaf(ca.addr, &ca.root)
+        .await
+        .expect("the CA's TLS certificate");
     assert_ne!(serial(&after), serial(&before));
     assert_eq!(after, ca.cert.leaf());
     assert_eq!(
@@ -319,12 +281,7 @@ async fn a_root_added_at_run_time_is_trusted_until_retired() {
     let new_ca = CertificateAuthority::self_signed(&other_dir.0, CaConfig::new(td())).unwrap();
     let new_root = new_ca.roots()[0].clone();
     // A workload certificate from the new root.
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
+    let (key, csr) = key_and_csr();
     let id = SpiffeId::istio(td(), "shop", "web").unwrap();
     let issued = new_ca.sign_csr(&csr, &id, None).unwrap();
     let from_new = WorkloadCert {

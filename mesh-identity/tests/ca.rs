@@ -5,29 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use mesh_identity::ca::{CaConfig, CaError, CertificateAuthority};
 use mesh_identity::spiffe::{SpiffeId, TrustDomain};
 use mesh_identity::svid::{self, SvidError};
+use mesh_test_support::identity::{csr, der, td};
+use mesh_test_support::temp_dir;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
-use support::csr;
-
-mod support;
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mesh-identity-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn td() -> TrustDomain {
-    TrustDomain::new("cluster.local").unwrap()
-}
 
 fn web() -> SpiffeId {
     SpiffeId::istio(td(), "shop", "web").unwrap()
@@ -58,10 +46,6 @@ fn openssl_csr(dir: &Path, name: &str, newkey: &[&str], addext: &[&str]) -> Stri
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::read_to_string(dir.join(csr)).unwrap()
-}
-
-fn der(pem: &str) -> CertificateDer<'static> {
-    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
 #[test]

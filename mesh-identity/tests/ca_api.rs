@@ -7,21 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_identity::ca::api::{
-    CREATE_CERTIFICATE, IstioCertificateRequest, IstioCertificateResponse,
-};
+use mesh_identity::ca::api::IstioCertificateRequest;
 use mesh_identity::ca::auth::{Authenticator, Credentials, SvidAuthenticator};
 use mesh_identity::ca::{CaConfig, CertificateAuthority};
-use mesh_identity::spiffe::{SpiffeId, TrustDomain};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
-use support::{Issuer, TempDir, csr, serve_ca};
-
-mod support;
-
-fn td() -> TrustDomain {
-    TrustDomain::new("cluster.local").unwrap()
-}
+use mesh_identity::spiffe::SpiffeId;
+use mesh_test_support::TempDir;
+use mesh_test_support::identity::{Issuer, ca_call, csr, der, serve_ca, td};
 
 struct Server {
     addr: std::net::SocketAddr,
@@ -40,32 +31,6 @@ async fn serve(issuer: &Issuer, tag: &str) -> Server {
     }
 }
 
-async fn call(
-    addr: std::net::SocketAddr,
-    bearer: Option<&str>,
-    req: IstioCertificateRequest,
-) -> Result<IstioCertificateResponse, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let mut request = tonic::Request::new(req);
-    if let Some(t) = bearer {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    let codec =
-        tonic_prost::ProstCodec::<IstioCertificateRequest, IstioCertificateResponse>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(CREATE_CERTIFICATE);
-    grpc.unary(request, path, codec)
-        .await
-        .map(|r| r.into_inner())
-}
-
 fn request(csr: &str, ttl: i64) -> IstioCertificateRequest {
     IstioCertificateRequest {
         csr: csr.to_string(),
@@ -74,15 +39,11 @@ fn request(csr: &str, ttl: i64) -> IstioCertificateRequest {
     }
 }
 
-fn der(pem: &str) -> CertificateDer<'static> {
-    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
-}
-
 #[tokio::test]
 async fn a_service_account_token_gets_a_certificate_for_exactly_its_identity() {
     let k = Issuer::new("k1");
     let s = serve(&k, "ok").await;
-    let resp = call(
+    let resp = ca_call(
         s.addr,
         Some(&k.token("shop", "web", |_| {})),
         request(&csr(), 3600),
@@ -184,7 +145,7 @@ async fn refusals_carry_the_right_status_and_never_the_token() {
         ),
     ];
     for (what, bearer, req, code) in cases {
-        let err = call(s.addr, bearer.as_deref(), req).await.unwrap_err();
+        let err = ca_call(s.addr, bearer.as_deref(), req).await.unwrap_err();
         assert_eq!(err.code(), code, "{what}: {err:?}");
         assert!(!err.message().is_empty(), "{what}: a reason");
         if let Some(t) = &bearer {
@@ -192,7 +153,11 @@ async fn refusals_carry_the_right_status_and_never_the_token() {
         }
     }
     // The good token still works.
-    assert!(call(s.addr, Some(&good), request(&csr(), 0)).await.is_ok());
+    assert!(
+        ca_call(s.addr, Some(&good), request(&csr(), 0))
+            .await
+            .is_ok()
+    );
 }
 
 fn prost_types_struct(identity: &str) -> prost_types::Struct {

@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,12 +15,8 @@ use mesh_identity::agent::{self, AgentConfig};
 use mesh_identity::ca::{CaConfig, CertificateAuthority};
 use mesh_identity::sds::SdsServer;
 use mesh_identity::spiffe::{SpiffeId, TrustDomain};
-use support::envoy::Envoy;
-use support::{Issuer, TempDir, eventually, free_port, serve_ca, upstream};
-
-fn td() -> TrustDomain {
-    TrustDomain::new("cluster.local").unwrap()
-}
+use mesh_test_support::identity::{Issuer, key_and_csr, serve_ca, td};
+use mesh_test_support::{Proxy, ProxyKind, TempDir, eventually, free_port, upstream};
 
 /// The SDS cluster and the two SDS secret references, as Istio's bootstrap has them.
 fn sds_cluster(socket: &Path) -> String {
@@ -146,7 +140,7 @@ fn curl(args: &[&str]) -> std::process::Output {
 }
 
 /// Serial numbers of the certificates an Envoy holds now (its admin `/certs`).
-async fn serials(envoy: &Envoy) -> Vec<String> {
+async fn serials(envoy: &Proxy) -> Vec<String> {
     let certs: serde_json::Value =
         serde_json::from_str(&envoy.admin_get("/certs").await.unwrap_or_default())
             .unwrap_or_default();
@@ -176,19 +170,15 @@ async fn envoys_get_certificates_over_sds_and_talk_mtls_through_rotation() {
     let (server_port, client_port) = (free_port(), free_port());
     let client_id = SpiffeId::istio(td(), "shop", "client").unwrap().to_string();
     let server_id = SpiffeId::istio(td(), "shop", "server").unwrap().to_string();
-    let server = Envoy::start_with_bootstrap(&server_bootstrap(
-        server_port,
-        app.port(),
-        &server_sock,
-        &client_id,
-    ))
+    let server = Proxy::start_with_bootstrap(
+        ProxyKind::Envoy,
+        &server_bootstrap(server_port, app.port(), &server_sock, &client_id),
+    )
     .await;
-    let client = Envoy::start_with_bootstrap(&client_bootstrap(
-        client_port,
-        server_port,
-        &client_sock,
-        &server_id,
-    ))
+    let client = Proxy::start_with_bootstrap(
+        ProxyKind::Envoy,
+        &client_bootstrap(client_port, server_port, &client_sock, &server_id),
+    )
     .await;
     let through: SocketAddr = format!("127.0.0.1:{client_port}").parse().unwrap();
     let r = eventually(
@@ -206,12 +196,7 @@ async fn envoys_get_certificates_over_sds_and_talk_mtls_through_rotation() {
     // refusals below)...
     let files = TempDir::new("envoy-sds-peers");
     let write_cert = |name: &str, ca: &CertificateAuthority, id: &SpiffeId| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let req = rcgen::CertificateParams::default()
-            .serialize_request(&key)
-            .unwrap()
-            .pem()
-            .unwrap();
+        let (key, req) = key_and_csr();
         let issued = ca.sign_csr(&req, id, None).unwrap();
         std::fs::write(files.0.join(format!("{name}.pem")), issued.chain.concat()).unwrap();
         std::fs::write(files.0.join(format!("{name}.key")), key.serialize_pem()).unwrap();

@@ -5,45 +5,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use mesh_identity::agent::WorkloadCert;
 use mesh_identity::ca::{CaConfig, CertificateAuthority};
 use mesh_identity::spiffe::{SpiffeId, TrustDomain};
 use mesh_identity::tls::{IdentitySource, PeerPolicy, client_config, peer_id, server_config};
-use support::TempDir;
+use mesh_test_support::TempDir;
+use mesh_test_support::identity::{td, workload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-fn td() -> TrustDomain {
-    TrustDomain::new("cluster.local").unwrap()
-}
-
 fn id(sa: &str) -> SpiffeId {
     SpiffeId::istio(td(), "shop", sa).unwrap()
-}
-
-/// A certificate for `id` from `ca`, as the agent would hold it.
-fn workload(ca: &CertificateAuthority, id: &SpiffeId) -> WorkloadCert {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
-    let mut issued = ca.sign_csr(&csr, id, None).unwrap();
-    let root = issued.chain.pop().unwrap();
-    WorkloadCert {
-        chain: issued.chain,
-        key: key.serialize_pem(),
-        roots: vec![root],
-        not_after: issued.not_after,
-        issued_at: SystemTime::now(),
-    }
 }
 
 fn source(cert: &WorkloadCert) -> Arc<IdentitySource> {
@@ -182,7 +158,7 @@ async fn mtls_with_spiffe_ids_policies_and_rotation() {
     let task = server_src.follow(rx);
     let next = workload(&ca, &id("web"));
     tx.send(Some(Arc::new(next))).unwrap();
-    let followed = support::eventually(
+    let followed = mesh_test_support::eventually(
         "the followed certificate",
         Duration::from_secs(10),
         async || {

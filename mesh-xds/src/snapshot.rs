@@ -90,6 +90,7 @@ pub fn translate_snapshot(
     enc.finish(version.into())
 }
 
+#[cfg(feature = "server")]
 /// `previous` with the EDS assignments of the services `only` accepts translated again, for a
 /// change that touched nothing but those services' endpoints (the caller checks that): every
 /// other resource is `previous`'s own, shared. Gives the same resources as a full
@@ -124,6 +125,7 @@ pub(crate) fn update_assignments(
     next
 }
 
+#[cfg(feature = "server")]
 /// Whether two (type map, subscription state) pairs are the same: the same shared map (or
 /// both absent) under the same state. Streams use it to skip a type nothing happened to.
 pub(crate) fn same_source(

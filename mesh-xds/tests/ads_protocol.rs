@@ -5,16 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use mesh_test_support::{ControlPlane, serve};
 use prost::Message;
-use support::ControlPlane;
 
 const CONFIG: &str = "
 apiVersion: networking.istio.io/v1
@@ -40,7 +38,7 @@ fn big_config() -> String {
 }
 
 async fn client() -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
-    let (addr, _) = support::serve(ControlPlane::new(&big_config())).await;
+    let (addr, _) = serve(ControlPlane::new(&big_config())).await;
     AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
@@ -128,7 +126,7 @@ async fn a_stream_without_a_node_ends_with_invalid_argument() {
 
 #[tokio::test]
 async fn unknown_methods_are_unimplemented() {
-    let (addr, _) = support::serve(ControlPlane::new(CONFIG)).await;
+    let (addr, _) = serve(ControlPlane::new(CONFIG)).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -179,7 +177,7 @@ fn addresses(any: &[u8]) -> Vec<String> {
 #[tokio::test]
 async fn after_an_endpoint_only_push_sotw_streams_still_get_the_next_cluster_change() {
     let cp = ControlPlane::new(CONFIG);
-    let (addr, _) = support::serve(cp.clone()).await;
+    let (addr, _) = serve(cp.clone()).await;
     let mut c = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -238,7 +236,7 @@ async fn after_an_endpoint_only_push_sotw_streams_still_get_the_next_cluster_cha
 #[tokio::test]
 async fn after_an_endpoint_only_push_delta_streams_still_get_the_next_cluster_change() {
     let cp = ControlPlane::new(CONFIG);
-    let (addr, _) = support::serve(cp.clone()).await;
+    let (addr, _) = serve(cp.clone()).await;
     let mut c = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();

@@ -8,14 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::envoy::{Api, Envoy};
-use support::tls::{TlsUpstream, self_signed, tls_get};
-use support::{ControlPlane, eventually, serve, upstream};
+use mesh_test_support::tls::{TlsUpstream, self_signed, tls_get};
+use mesh_test_support::{Api, ControlPlane, Proxy, ProxyKind, eventually, serve, upstream};
 
 /// Set in the environment of the run inside the namespace.
 const INSIDE: &str = "MESH_TEST_IN_CAPTURE_NETNS";
@@ -75,13 +72,17 @@ async fn captured_tcp_tls_http_and_inbound_traffic_follows_the_config() {
     {
         return;
     }
+    ProxyKind::each(captured_on).await;
+}
+
+async fn captured_on(kind: ProxyKind) {
     let web = upstream::start("web").await;
     let mysql = upstream::start("mysql").await;
     let ledger = upstream::start("ledger").await;
     let app = upstream::start("app").await;
     let orders = upstream::start("orders").await;
     let (dir, cert, key) = self_signed("mesh-capture", "db.example.com");
-    let tls_port = support::free_port();
+    let tls_port = mesh_test_support::free_port();
     let _db = TlsUpstream::start_at(&format!("127.0.0.1:{tls_port}"), &cert, &key, &[]);
     let config = format!(
         r#"apiVersion: networking.istio.io/v1
@@ -182,7 +183,7 @@ spec:
     let cp = ControlPlane::new(&config);
     let (xds, _conns) = serve(cp.clone()).await;
     let node = r#"{id: "sidecar~127.20.0.1~app.shop~shop.svc.cluster.local", cluster: app, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: REDIRECT}}"#;
-    let envoy = Envoy::start(xds, Api::Sotw, node).await;
+    let envoy = Proxy::start(kind, xds, Api::Sotw, node).await;
     envoy.wait_live().await;
 
     let body = async |addr: &str, host: &str| -> Option<String> {

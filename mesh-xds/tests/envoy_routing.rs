@@ -3,14 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::envoy::{Api, Envoy};
-use support::tls::{TlsUpstream, self_signed, tls_get};
-use support::{ControlPlane, eventually, free_port, serve, upstream};
+use mesh_test_support::tls::{TlsUpstream, self_signed, tls_get};
+use mesh_test_support::{
+    Api, ControlPlane, Proxy, ProxyKind, eventually, free_port, serve, upstream,
+};
 
 const NODE: &str = r#"{id: "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local", cluster: client, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE, LABELS: {app: client}}}"#;
 
@@ -74,14 +73,14 @@ spec:
 
 struct Harness {
     _cp: std::sync::Arc<ControlPlane>,
-    envoy: Envoy,
+    envoy: Proxy,
     listener: SocketAddr,
 }
 
-async fn start(config: &str, port: u16, api: Api) -> Harness {
+async fn start(kind: ProxyKind, config: &str, port: u16, api: Api) -> Harness {
     let cp = ControlPlane::new(config);
     let (xds, _conns) = serve(cp.clone()).await;
-    let envoy = Envoy::start(xds, api, NODE).await;
+    let envoy = Proxy::start(kind, xds, api, NODE).await;
     envoy.wait_live().await;
     let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     Harness {
@@ -102,6 +101,10 @@ async fn wait_routable(h: &Harness, host: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_entry_static_endpoints_are_all_reached() {
+    ProxyKind::each(service_entry_static_endpoints_are_all_reached_on).await;
+}
+
+async fn service_entry_static_endpoints_are_all_reached_on(kind: ProxyKind) {
     let a = upstream::start("a").await;
     let b = upstream::start("b").await;
     let c = upstream::start("c").await;
@@ -112,7 +115,7 @@ async fn service_entry_static_endpoints_are_all_reached() {
         service("reviews", port, &[&a, &b, &c])
     );
     for api in [Api::Sotw, Api::Delta] {
-        let h = start(&config, port, api).await;
+        let h = start(kind, &config, port, api).await;
         wait_routable(&h, "reviews.shop.svc.cluster.local").await;
         let before = [a.count(), b.count(), c.count()];
         let mut seen = std::collections::BTreeSet::new();
@@ -154,7 +157,11 @@ async fn service_entry_static_endpoints_are_all_reached() {
 
 /// Three versions of `reviews` (v1, v2, v3) behind one ServiceEntry, with a DestinationRule
 /// declaring a subset per version.
-async fn reviews_versions(port: u16, extra: &str) -> (Harness, [upstream::Upstream; 3]) {
+async fn reviews_versions(
+    kind: ProxyKind,
+    port: u16,
+    extra: &str,
+) -> (Harness, [upstream::Upstream; 3]) {
     let v1 = upstream::start("v1").await;
     let v2 = upstream::start("v2").await;
     let v3 = upstream::start("v3").await;
@@ -174,12 +181,16 @@ spec:
         sidecar(port),
         service("reviews", port, &[&v1, &v2, &v3]),
     );
-    let h = start(&config, port, Api::Sotw).await;
+    let h = start(kind, &config, port, Api::Sotw).await;
     (h, [v1, v2, v3])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_subsets_split_traffic() {
+    ProxyKind::each(weighted_subsets_split_traffic_on).await;
+}
+
+async fn weighted_subsets_split_traffic_on(kind: ProxyKind) {
     let port = free_port();
     let vs = r#"
 ---
@@ -193,7 +204,7 @@ spec:
     - {destination: {host: reviews, subset: v1}, weight: 80}
     - {destination: {host: reviews, subset: v3}, weight: 20}
 "#;
-    let (h, _ups) = reviews_versions(port, vs).await;
+    let (h, _ups) = reviews_versions(kind, port, vs).await;
     wait_routable(&h, "reviews").await;
     let n = 500;
     let mut counts = std::collections::BTreeMap::<String, u32>::new();
@@ -213,6 +224,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_cookie_and_uri_matches_pick_subsets() {
+    ProxyKind::each(header_cookie_and_uri_matches_pick_subsets_on).await;
+}
+
+async fn header_cookie_and_uri_matches_pick_subsets_on(kind: ProxyKind) {
     let port = free_port();
     let vs = r#"
 ---
@@ -233,7 +248,7 @@ spec:
   - match: [{uri: {prefix: /api/}}]
     route: [{destination: {host: reviews, subset: v1}}]
 "#;
-    let (h, _ups) = reviews_versions(port, vs).await;
+    let (h, _ups) = reviews_versions(kind, port, vs).await;
     let body = async |path: &str, headers: &[(&str, &str)]| {
         let r = upstream::get(h.listener, "reviews", path, headers)
             .await
@@ -269,6 +284,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_and_timeouts() {
+    ProxyKind::each(faults_and_timeouts_on).await;
+}
+
+async fn faults_and_timeouts_on(kind: ProxyKind) {
     let port = free_port();
     let vs = r#"
 ---
@@ -293,7 +312,7 @@ spec:
     route: [{destination: {host: reviews, subset: v2}}]
   - route: [{destination: {host: reviews, subset: v1}}]
 "#;
-    let (h, ups) = reviews_versions(port, vs).await;
+    let (h, ups) = reviews_versions(kind, port, vs).await;
     ups[1]
         .seen
         .delay_ms
@@ -340,6 +359,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_are_counted_at_the_upstream() {
+    ProxyKind::each(retries_are_counted_at_the_upstream_on).await;
+}
+
+async fn retries_are_counted_at_the_upstream_on(kind: ProxyKind) {
     let port = free_port();
     let vs = r#"
 ---
@@ -360,7 +383,7 @@ spec:
     retries: {attempts: 0}
     route: [{destination: {host: reviews, subset: v1}}]
 "#;
-    let (h, ups) = reviews_versions(port, vs).await;
+    let (h, ups) = reviews_versions(kind, port, vs).await;
     eventually("routes", Duration::from_secs(20), async || {
         (upstream::get(h.listener, "reviews", "/retry", &[])
             .await
@@ -412,6 +435,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_direct_response_rewrite_headers_and_mirror() {
+    ProxyKind::each(redirect_direct_response_rewrite_headers_and_mirror_on).await;
+}
+
+async fn redirect_direct_response_rewrite_headers_and_mirror_on(kind: ProxyKind) {
     let port = free_port();
     let vs = r#"
 ---
@@ -440,7 +467,7 @@ spec:
     mirror: {host: reviews, subset: v3}
     mirrorPercentage: {value: 100}
 "#;
-    let (h, ups) = reviews_versions(port, vs).await;
+    let (h, ups) = reviews_versions(kind, port, vs).await;
     wait_routable(&h, "reviews").await;
     let r = upstream::get(h.listener, "reviews", "/old", &[])
         .await
@@ -514,6 +541,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_pool_limits_overflow_with_503() {
+    ProxyKind::each(connection_pool_limits_overflow_with_503_on).await;
+}
+
+async fn connection_pool_limits_overflow_with_503_on(kind: ProxyKind) {
     let port = free_port();
     let dr = r#"
 ---
@@ -540,7 +571,7 @@ spec:
 "#;
     // reviews_versions adds its own DR for the same host; this one is older by name order and
     // carries the traffic policy, which merging keeps.
-    let (h, ups) = reviews_versions(port, dr).await;
+    let (h, ups) = reviews_versions(kind, port, dr).await;
     wait_routable(&h, "reviews").await;
     ups[0]
         .seen
@@ -583,6 +614,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_detection_ejects_a_failing_endpoint() {
+    ProxyKind::each(outlier_detection_ejects_a_failing_endpoint_on).await;
+}
+
+async fn outlier_detection_ejects_a_failing_endpoint_on(kind: ProxyKind) {
     let good = upstream::start("good").await;
     let bad = upstream::start("bad").await;
     bad.seen
@@ -611,7 +646,7 @@ spec:
         sidecar(port),
         service("ratings", port, &[&good, &bad])
     );
-    let h = start(&config, port, Api::Sotw).await;
+    let h = start(kind, &config, port, Api::Sotw).await;
     wait_routable(&h, "ratings").await;
     let stat = format!(
         "cluster.outbound|{port}||ratings.shop.svc.cluster.local.outlier_detection.ejections_active"
@@ -642,6 +677,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_serves_bound_virtual_services_on_a_loopback_port() {
+    ProxyKind::each(gateway_serves_bound_virtual_services_on_a_loopback_port_on).await;
+}
+
+async fn gateway_serves_bound_virtual_services_on_a_loopback_port_on(kind: ProxyKind) {
     let v1 = upstream::start("v1").await;
     let gw_port = free_port();
     let svc_port = 9080;
@@ -680,7 +719,7 @@ spec:
     let cp = ControlPlane::new(&config);
     let (xds, _conns) = serve(cp.clone()).await;
     let node = r#"{id: "router~127.0.0.1~gw.shop~shop.svc.cluster.local", cluster: gw, metadata: {NAMESPACE: shop, LABELS: {istio: ingressgateway}}}"#;
-    let envoy = Envoy::start(xds, Api::Delta, node).await;
+    let envoy = Proxy::start(kind, xds, Api::Delta, node).await;
     envoy.wait_live().await;
     let addr: SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
     let r = eventually("gateway route", Duration::from_secs(20), async || {
@@ -725,6 +764,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_and_delegation() {
+    ProxyKind::each(cors_and_delegation_on).await;
+}
+
+async fn cors_and_delegation_on(kind: ProxyKind) {
     let port = free_port();
     let vs = r#"
 ---
@@ -753,7 +796,7 @@ spec:
     route: [{destination: {host: reviews, subset: v2}}]
   - route: [{destination: {host: reviews, subset: v3}}]
 "#;
-    let (h, _ups) = reviews_versions(port, vs).await;
+    let (h, _ups) = reviews_versions(kind, port, vs).await;
     eventually("routes", Duration::from_secs(20), async || {
         (upstream::get(h.listener, "reviews", "/api/x", &[])
             .await
@@ -831,6 +874,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_terminates_https_with_certificate_files() {
+    ProxyKind::each(gateway_terminates_https_with_certificate_files_on).await;
+}
+
+async fn gateway_terminates_https_with_certificate_files_on(kind: ProxyKind) {
     let (dir, cert, key) = self_signed("mesh-gw-tls", "secure.example.com");
     let v1 = upstream::start("v1").await;
     let gw_port = free_port();
@@ -863,7 +910,7 @@ spec:
     let cp = ControlPlane::new(&config);
     let (xds, _conns) = serve(cp.clone()).await;
     let node = r#"{id: "router~127.0.0.1~gw.shop~shop.svc.cluster.local", cluster: gw, metadata: {NAMESPACE: shop, LABELS: {istio: ingressgateway}}}"#;
-    let envoy = Envoy::start(xds, Api::Sotw, node).await;
+    let envoy = Proxy::start(kind, xds, Api::Sotw, node).await;
     envoy.wait_live().await;
     let curl = |host: &str| {
         std::process::Command::new("curl")
@@ -892,6 +939,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_passes_tls_through_by_sni() {
+    ProxyKind::each(gateway_passes_tls_through_by_sni_on).await;
+}
+
+async fn gateway_passes_tls_through_by_sni_on(kind: ProxyKind) {
     let (dir, cert, key) = self_signed("mesh-gw-passthrough", "db.example.com");
     // The upstream terminates TLS itself: the gateway only routes the encrypted bytes by SNI.
     let backend_port = free_port();
@@ -933,7 +984,7 @@ spec:
     let cp = ControlPlane::new(&config);
     let (xds, _conns) = serve(cp.clone()).await;
     let node = r#"{id: "router~127.0.0.1~gw.shop~shop.svc.cluster.local", cluster: gw, metadata: {NAMESPACE: shop, LABELS: {istio: ingressgateway}}}"#;
-    let envoy = Envoy::start(xds, Api::Delta, node).await;
+    let envoy = Proxy::start(kind, xds, Api::Delta, node).await;
     envoy.wait_live().await;
     let curl = |host: &str| {
         std::process::Command::new("curl")
@@ -969,6 +1020,10 @@ spec:
 /// names (and only their endpoints), and an SNI for no cluster is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_auto_passthrough_routes_by_sni_dnat_names() {
+    ProxyKind::each(gateway_auto_passthrough_routes_by_sni_dnat_names_on).await;
+}
+
+async fn gateway_auto_passthrough_routes_by_sni_dnat_names_on(kind: ProxyKind) {
     let (dir, cert, key) = self_signed("mesh-gw-auto-passthrough", "db.example.com");
     let (v1_port, v2_port) = (free_port(), free_port());
     let _v1 = TlsUpstream::start(v1_port, &cert, &key, &[]);
@@ -1009,7 +1064,7 @@ spec:
     let cp = ControlPlane::new(&config);
     let (xds, _conns) = serve(cp.clone()).await;
     let node = r#"{id: "router~127.0.0.1~ew.shop~shop.svc.cluster.local", cluster: ew, metadata: {NAMESPACE: shop, LABELS: {istio: eastwestgateway}}}"#;
-    let envoy = Envoy::start(xds, Api::Sotw, node).await;
+    let envoy = Proxy::start(kind, xds, Api::Sotw, node).await;
     envoy.wait_live().await;
     // openssl s_client with the SNI-DNAT name; the backend's s_server answers a GET with its
     // status page, which names the port it accepted on.
@@ -1053,6 +1108,10 @@ spec:
 /// (Envoy's c-ares resolver is pointed at it in the bootstrap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_dns_forwards_by_host_through_dns() {
+    ProxyKind::each(dynamic_dns_forwards_by_host_through_dns_on).await;
+}
+
+async fn dynamic_dns_forwards_by_host_through_dns_on(kind: ProxyKind) {
     let dns = Dns::start().await;
     let (a, b) = (upstream::start("a").await, upstream::start("b").await);
     let listener_port = free_port();
@@ -1080,7 +1139,7 @@ spec:
     );
     let cp = ControlPlane::new(&config);
     let (xds, _conns) = serve(cp.clone()).await;
-    let envoy = dns.sidecar(xds).await;
+    let envoy = dns.sidecar(kind, xds).await;
     let addr: SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
     for (name, up) in [("a", &a), ("b", &b)] {
         let host = format!("{name}.mesh.test:{}", up.port());
@@ -1121,6 +1180,10 @@ spec:
 /// TLS goes through untouched (the backend's `openssl s_server` answers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_dns_forwards_tls_by_sni_through_dns() {
+    ProxyKind::each(dynamic_dns_forwards_tls_by_sni_through_dns_on).await;
+}
+
+async fn dynamic_dns_forwards_tls_by_sni_through_dns_on(kind: ProxyKind) {
     let dns = Dns::start().await;
     let (dir, cert, key) = self_signed("mesh-dfp-tls", "db.mesh.test");
     // The backend listens on 127.0.0.1 and the sidecar on 127.0.0.2, on the same port: the
@@ -1150,7 +1213,7 @@ spec:
     );
     let cp = ControlPlane::new(&config);
     let (xds, _conns) = serve(cp.clone()).await;
-    let envoy = dns.sidecar(xds).await;
+    let envoy = dns.sidecar(kind, xds).await;
     let sidecar = format!("127.0.0.2:{port}");
     let fetch = async |sni: &str| tls_get(&sidecar, sni).await;
     eventually(
@@ -1211,7 +1274,7 @@ impl Dns {
 
     /// A live sidecar Envoy (namespace shop, no capture) on `xds` whose c-ares resolver asks
     /// this server.
-    async fn sidecar(&self, xds: SocketAddr) -> Envoy {
+    async fn sidecar(&self, kind: ProxyKind, xds: SocketAddr) -> Proxy {
         let node = r#"{id: "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local", cluster: web, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
         let resolver = format!(
             r#"typed_dns_resolver_config:
@@ -1221,7 +1284,7 @@ impl Dns {
     resolvers: [{{socket_address: {{address: 127.0.0.1, port_value: {}, protocol: UDP}}}}]"#,
             self.port
         );
-        let envoy = Envoy::start_with_extra(xds, Api::Sotw, node, None, &resolver).await;
+        let envoy = Proxy::start_with_extra(kind, xds, Api::Sotw, node, None, &resolver).await;
         envoy.wait_live().await;
         envoy
     }
@@ -1269,6 +1332,10 @@ fn dns_answer(q: &[u8]) -> Option<(String, Vec<u8>)> {
 /// forwarding to its `defaultEndpoint` through an `inbound|PORT||` cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_ingress_listeners_forward_to_the_default_endpoint() {
+    ProxyKind::each(sidecar_ingress_listeners_forward_to_the_default_endpoint_on).await;
+}
+
+async fn sidecar_ingress_listeners_forward_to_the_default_endpoint_on(kind: ProxyKind) {
     let app = upstream::start("app").await;
     let other = upstream::start("other").await;
     let (http_port, tcp_port, egress_port) = (free_port(), free_port(), free_port());
@@ -1296,7 +1363,7 @@ spec:
         app_port = app.port(),
         other_service = service("other", egress_port, &[&other]),
     );
-    let h = start(&config, egress_port, Api::Delta).await;
+    let h = start(kind, &config, egress_port, Api::Delta).await;
     for port in [http_port, tcp_port] {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let r = eventually(
@@ -1329,6 +1396,10 @@ spec:
 /// own service), and TLS routes become SNI filter chains that Envoy accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_tcp_routes_follow_the_virtual_service() {
+    ProxyKind::each(sidecar_tcp_routes_follow_the_virtual_service_on).await;
+}
+
+async fn sidecar_tcp_routes_follow_the_virtual_service_on(kind: ProxyKind) {
     let primary = upstream::start("primary").await;
     let replica = upstream::start("replica").await;
     let port = free_port();
@@ -1360,7 +1431,7 @@ spec:
         service_with_protocol("db", port, "TCP", &[&primary]),
         service_with_protocol("db-replica", port, "TCP", &[&replica]),
     );
-    let h = start(&config, port, Api::Sotw).await;
+    let h = start(kind, &config, port, Api::Sotw).await;
     let r = eventually("the TCP listener", Duration::from_secs(20), async || {
         let r = upstream::get(h.listener, "db", "/", &[]).await.ok()?;
         (r.status == 200).then_some(r)
@@ -1386,6 +1457,10 @@ spec:
 /// the region next, and the other region last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locality_distribute_and_failover_priority() {
+    ProxyKind::each(locality_distribute_and_failover_priority_on).await;
+}
+
+async fn locality_distribute_and_failover_priority_on(kind: ProxyKind) {
     let (a, b, c) = (
         upstream::start("a").await,
         upstream::start("b").await,
@@ -1432,7 +1507,7 @@ spec:
     let cp = ControlPlane::new(&distribute);
     let (xds, _conns) = serve(cp.clone()).await;
     let node = r#"{id: "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local", cluster: client, locality: {region: us-east, zone: a}, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE, LABELS: {app: client}}}"#;
-    let envoy = Envoy::start(xds, Api::Sotw, node).await;
+    let envoy = Proxy::start(kind, xds, Api::Sotw, node).await;
     envoy.wait_live().await;
     let h = Harness {
         _cp: cp.clone(),
@@ -1504,6 +1579,10 @@ spec:
 /// client certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_rule_originates_tls_with_files() {
+    ProxyKind::each(destination_rule_originates_tls_with_files_on).await;
+}
+
+async fn destination_rule_originates_tls_with_files_on(kind: ProxyKind) {
     let (_dir, cert, key) = self_signed("mesh-dr-tls-server", "secure.example.com");
     let (_cdir, client_cert, client_key) = self_signed("mesh-dr-tls-client", "client.example.com");
     let (simple_port, mutual_port) = (free_port(), free_port());
@@ -1572,7 +1651,7 @@ spec:
             "{{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {cc}, privateKey: {ck}, sni: secure.example.com}}"
         ),
     );
-    let h = start(&good, port, Api::Sotw).await;
+    let h = start(kind, &good, port, Api::Sotw).await;
     for host in ["simple", "mutual"] {
         let r = eventually("TLS origination", Duration::from_secs(20), async || {
             let r = upstream::get(h.listener, host, "/", &[]).await.ok()?;

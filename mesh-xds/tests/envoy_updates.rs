@@ -4,15 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mesh_test_support::{
+    Api, ControlPlane, Proxy, ProxyKind, eventually, free_port, serve_at, upstream,
+};
 use mesh_xds::resource;
 use mesh_xds::server::SyncStatus;
-use support::envoy::{Api, Envoy};
-use support::{ControlPlane, eventually, free_port, serve_at, upstream};
 
 const NODE_ID: &str = "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local";
 const NODE: &str = r#"{id: "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local", cluster: client, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
@@ -77,6 +76,10 @@ async fn body(addr: SocketAddr, host: &str) -> Option<(u16, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_follows_config_changes_and_deletions() {
+    ProxyKind::each(routing_follows_config_changes_and_deletions_on).await;
+}
+
+async fn routing_follows_config_changes_and_deletions_on(kind: ProxyKind) {
     for api in [Api::Sotw, Api::Delta] {
         let a = upstream::start("a").await;
         let b = upstream::start("b").await;
@@ -109,7 +112,7 @@ spec:
         };
         let cp = ControlPlane::new(&two("a", true));
         let served = serve_at(cp.clone(), "127.0.0.1:0".parse().unwrap()).await;
-        let envoy = Envoy::start(served.addr, api, NODE).await;
+        let envoy = Proxy::start(kind, served.addr, api, NODE).await;
         envoy.wait_live().await;
         eventually("v=a", Duration::from_secs(20), async || {
             (body(listener, "reviews").await? == (200, "a".into())).then_some(())
@@ -164,6 +167,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nacked_listener_keeps_the_last_good_config_and_shows_error() {
+    ProxyKind::each(a_nacked_listener_keeps_the_last_good_config_and_shows_error_on).await;
+}
+
+async fn a_nacked_listener_keeps_the_last_good_config_and_shows_error_on(kind: ProxyKind) {
     let ups = upstream::start("a").await;
     let good_port = free_port();
     // Hold a port so that Envoy cannot bind a listener there and must NACK it.
@@ -172,7 +179,7 @@ async fn a_nacked_listener_keeps_the_last_good_config_and_shows_error() {
     let base = config(good_port, &[("reviews", &ups)], None);
     let cp = ControlPlane::new(&base);
     let served = serve_at(cp.clone(), "127.0.0.1:0".parse().unwrap()).await;
-    let envoy = Envoy::start(served.addr, Api::Sotw, NODE).await;
+    let envoy = Proxy::start(kind, served.addr, Api::Sotw, NODE).await;
     envoy.wait_live().await;
     let good: SocketAddr = format!("127.0.0.1:{good_port}").parse().unwrap();
     eventually("routable", Duration::from_secs(20), async || {

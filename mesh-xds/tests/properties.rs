@@ -4,14 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use mesh_model::strategy::{self, MeshSet};
 use mesh_model::{ConfigStore, MeshConfig};
+use mesh_test_support::{Api, ControlPlane, ProxyKind, eventually, free_port, serve_at};
 use mesh_xds::{Proxy, PushContext, Snapshot, translate};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -122,14 +121,16 @@ proptest! {
 async fn generated_sets_are_accepted_by_real_envoy() {
     const SAMPLES: u64 = 12;
     let mesh = MeshConfig {
-        proxy_listen_port: u32::from(support::free_port()),
-        proxy_inbound_listen_port: u32::from(support::free_port()),
+        proxy_listen_port: u32::from(free_port()),
+        proxy_inbound_listen_port: u32::from(free_port()),
         ..Default::default()
     };
-    let cp = support::ControlPlane::with_mesh("", mesh);
-    let served = support::serve_at(cp.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let cp = ControlPlane::with_mesh("", mesh);
+    let served = serve_at(cp.clone(), "127.0.0.1:0".parse().unwrap()).await;
     let node = r#"{id: "sidecar~127.0.0.1~sample.default~default.svc.cluster.local", cluster: sample, metadata: {NAMESPACE: default}}"#;
-    let envoy = support::envoy::Envoy::start(served.addr, support::envoy::Api::Sotw, node).await;
+    // (`Proxy` alone is mesh-xds's proxy model.)
+    let envoy =
+        mesh_test_support::Proxy::start(ProxyKind::Envoy, served.addr, Api::Sotw, node).await;
     envoy.wait_live().await;
     let mut runner = TestRunner::deterministic();
     let strategy = strategy::mesh_set();
@@ -150,7 +151,7 @@ async fn generated_sets_are_accepted_by_real_envoy() {
             report.rejected
         );
         // Wait until the new clusters are ACKed and every type is in sync.
-        last_cds = support::eventually(
+        last_cds = eventually(
             &format!("sample {i} ACKed"),
             Duration::from_secs(20),
             async || {

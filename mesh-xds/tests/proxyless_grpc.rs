@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use mesh_test_support::{ControlPlane, free_port, serve_at};
 use mesh_xds::server::PushEvent;
-use support::{ControlPlane, free_port, serve_at};
 
 fn python() -> PathBuf {
     if let Ok(p) = std::env::var("MESH_PYTHON") {

@@ -9,40 +9,8 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use mesh_model::{ConfigStore, MeshConfig, parse_str};
+use mesh_test_support::node;
 use mesh_xds::server::{Debounce, SnapshotSource, ViewCache};
-
-fn node(id: &str, ns: &str, app: &str) -> Node {
-    let labels = Struct {
-        fields: [(
-            "app".to_string(),
-            Value {
-                kind: Some(value::Kind::StringValue(app.into())),
-            },
-        )]
-        .into(),
-    };
-    Node {
-        id: id.into(),
-        metadata: Some(Struct {
-            fields: [
-                (
-                    "NAMESPACE".to_string(),
-                    Value {
-                        kind: Some(value::Kind::StringValue(ns.into())),
-                    },
-                ),
-                (
-                    "LABELS".to_string(),
-                    Value {
-                        kind: Some(value::Kind::StructValue(labels)),
-                    },
-                ),
-            ]
-            .into(),
-        }),
-        ..Default::default()
-    }
-}
 
 fn service(name: &str, ns: &str, ip: &str, export: &str) -> String {
     format!(

@@ -69,6 +69,13 @@ pub enum DumpError {
     },
 }
 
+/// Envoy's descriptor pool (every message of the `envoy-types` crate in use, with the well-known
+/// types), loaded once from the embedded descriptor set. Other crates use it for Envoy's proto3
+/// JSON mapping, e.g. to read a bootstrap from YAML or JSON into its message.
+pub fn descriptor_pool() -> Result<&'static DescriptorPool, DumpError> {
+    pool()
+}
+
 fn pool() -> Result<&'static DescriptorPool, DumpError> {
     static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
     POOL.get_or_init(|| DescriptorPool::decode(ENVOY_DESCRIPTORS).map_err(|e| e.to_string()))

@@ -294,6 +294,7 @@ pub(crate) fn translate_into(ctx: &PushContext, proxy: &Proxy, out: &mut dyn Sin
     }
 }
 
+#[cfg(feature = "server")]
 /// Translates again only the EDS assignments of the services `only` accepts (for a change
 /// that touched nothing but their endpoints); the sink receives their clusters too.
 pub(crate) fn assignments_into(

@@ -4,22 +4,17 @@
 use std::time::Duration;
 
 /// An `openssl s_server` upstream (TLS, `-www`), killed when dropped.
-pub(crate) struct TlsUpstream(std::process::Child);
+pub struct TlsUpstream(std::process::Child);
 
 impl TlsUpstream {
     /// Serves TLS on `port` with `cert`/`key`; `extra` adds s_server options (client
     /// verification).
-    pub(crate) fn start(
-        port: u16,
-        cert: &std::path::Path,
-        key: &std::path::Path,
-        extra: &[&str],
-    ) -> Self {
+    pub fn start(port: u16, cert: &std::path::Path, key: &std::path::Path, extra: &[&str]) -> Self {
         Self::start_at(&port.to_string(), cert, key, extra)
     }
 
     /// [`TlsUpstream::start`] on an `-accept` address of openssl's (`PORT` or `HOST:PORT`).
-    pub(crate) fn start_at(
+    pub fn start_at(
         accept: &str,
         cert: &std::path::Path,
         key: &std::path::Path,
@@ -51,7 +46,7 @@ impl Drop for TlsUpstream {
 
 /// A self-signed P-256 certificate for `host`, made with the openssl CLI in a fresh temp dir:
 /// returns (dir, cert, key).
-pub(crate) fn self_signed(
+pub fn self_signed(
     tag: &str,
     host: &str,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
@@ -92,7 +87,7 @@ pub(crate) fn self_signed(
 
 /// One HTTP/1.0 GET over TLS to `addr` with `sni`, by `openssl s_client` (no certificate
 /// checks: the tests look at which backend answered); what came back, or nothing after 5 s.
-pub(crate) async fn tls_get(addr: &str, sni: &str) -> String {
+pub async fn tls_get(addr: &str, sni: &str) -> String {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("openssl")
         .args(["s_client", "-quiet", "-connect", addr, "-servername", sni])

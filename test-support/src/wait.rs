@@ -1,9 +1,9 @@
-//! Waiting on conditions with deadlines, and free ports (shared with other crates' tests).
+//! Waiting on conditions with deadlines, free ports, and temporary directories.
 
 use std::time::{Duration, Instant};
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
-pub(crate) async fn eventually<T>(
+pub async fn eventually<T>(
     what: &str,
     timeout: Duration,
     mut f: impl AsyncFnMut() -> Option<T>,
@@ -25,7 +25,7 @@ pub(crate) async fn eventually<T>(
 /// released here. It comes from below the kernel's ephemeral range (32768 and up on Linux), so
 /// that no socket bound to port 0 in the meantime (upstream servers, client connections) can
 /// take it before the test binds it; each test process walks its own slice of ports.
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     const FIRST: u16 = 20_000;
     const SLICE: u16 = 200;
@@ -39,4 +39,29 @@ pub(crate) fn free_port() -> u16 {
         }
     }
     panic!("no free port in {base}..{}", base + SLICE);
+}
+
+/// A fresh directory `mesh-test-<tag>-<pid>` under the system's temp dir (emptied if it was
+/// there), left in place.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mesh-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A directory made by [`temp_dir`], removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Makes it with [`temp_dir`]`(tag)`.
+    pub fn new(tag: &str) -> TempDir {
+        TempDir(temp_dir(tag))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -1,4 +1,5 @@
-//! Upstream HTTP servers that answer with their own name and count what they receive.
+//! Upstream HTTP servers that answer with their own name and count what they receive, and a
+//! one-request HTTP/1.1 client.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -12,9 +13,12 @@ use hyper::{Request, Response, StatusCode};
 
 /// What an upstream saw.
 #[derive(Default)]
-pub(crate) struct Seen {
+pub struct Seen {
+    /// Requests received.
     pub requests: AtomicU64,
+    /// The path and query of each request, in order.
     pub paths: Mutex<Vec<String>>,
+    /// The headers of each request, in order (repeated ones joined with `, `).
     pub headers: Mutex<Vec<BTreeMap<String, String>>>,
     /// Answer the first N requests with 503.
     pub fail_first: AtomicU64,
@@ -22,25 +26,31 @@ pub(crate) struct Seen {
     pub delay_ms: AtomicU64,
 }
 
-pub(crate) struct Upstream {
+/// A running upstream server (it stops with the test's runtime).
+pub struct Upstream {
+    /// What it answers with (body and `x-upstream`).
     pub name: String,
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// What it saw.
     pub seen: Arc<Seen>,
 }
 
 impl Upstream {
-    pub(crate) fn port(&self) -> u16 {
+    /// Its port.
+    pub fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    pub(crate) fn count(&self) -> u64 {
+    /// How many requests it received.
+    pub fn count(&self) -> u64 {
         self.seen.requests.load(Ordering::SeqCst)
     }
 }
 
 /// Starts an HTTP/1.1 keep-alive server on 127.0.0.1 answering `200 <name>` (with
 /// `x-upstream: <name>`), recording each request.
-pub(crate) async fn start(name: &str) -> Upstream {
+pub async fn start(name: &str) -> Upstream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
@@ -116,16 +126,19 @@ pub(crate) async fn start(name: &str) -> Upstream {
     }
 }
 
-/// The answer to one request sent through Envoy.
+/// The answer to one request (sent through a proxy, say).
 #[derive(Debug)]
-pub(crate) struct Reply {
+pub struct Reply {
+    /// The status code.
     pub status: u16,
+    /// The response headers.
     pub headers: BTreeMap<String, String>,
+    /// The body, as (lossy) UTF-8.
     pub body: String,
 }
 
 /// Sends one HTTP/1.1 GET to `addr` with the given Host and headers (a fresh connection).
-pub(crate) async fn get(
+pub async fn get(
     addr: SocketAddr,
     host: &str,
     path: &str,
@@ -135,7 +148,7 @@ pub(crate) async fn get(
 }
 
 /// Sends one HTTP/1.1 request with any method.
-pub(crate) async fn request(
+pub async fn request(
     addr: SocketAddr,
     method: &str,
     host: &str,

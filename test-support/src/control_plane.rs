@@ -1,20 +1,11 @@
-//! Test support: an in-process control plane, upstream HTTP servers that answer with their own
-//! name, and real Envoy processes driven over ADS.
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
-pub(crate) mod envoy;
-pub(crate) mod tls;
-pub(crate) mod upstream;
-mod wait;
-
-#[allow(unused_imports)]
-pub(crate) use wait::{eventually, free_port};
+//! An in-process control plane for tests: a config store translated per node on demand, served
+//! over ADS by mesh-xds's server on loopback.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use mesh_model::{ConfigStore, MeshConfig, parse_str};
 use mesh_xds::server::{AdsServer, Connections, SnapshotSource};
 use mesh_xds::{Proxy, PushContext, Snapshot, translate};
@@ -22,19 +13,24 @@ use tokio::sync::watch;
 
 /// A control plane for tests: a config store, translated per node on demand and re-pushed
 /// whenever the test calls [`ControlPlane::update`].
-pub(crate) struct ControlPlane {
+pub struct ControlPlane {
+    /// The configuration every view is translated from.
     pub store: ConfigStore,
+    /// The mesh settings translations use.
     pub mesh: MeshConfig,
     views: std::sync::Mutex<Vec<(Proxy, watch::Sender<Arc<Snapshot>>)>>,
     version: std::sync::atomic::AtomicU64,
 }
 
 impl ControlPlane {
-    pub(crate) fn new(yaml: &str) -> Arc<Self> {
+    /// A control plane for `yaml` (manifests; every invalid one fails the test) with the default
+    /// mesh settings.
+    pub fn new(yaml: &str) -> Arc<Self> {
         Self::with_mesh(yaml, MeshConfig::default())
     }
 
-    pub(crate) fn with_mesh(yaml: &str, mesh: MeshConfig) -> Arc<Self> {
+    /// [`ControlPlane::new`] with `mesh` settings.
+    pub fn with_mesh(yaml: &str, mesh: MeshConfig) -> Arc<Self> {
         let cp = Arc::new(ControlPlane {
             store: ConfigStore::new(),
             mesh,
@@ -46,13 +42,13 @@ impl ControlPlane {
     }
 
     /// Applies manifests; every invalid one fails the test.
-    pub(crate) fn apply(&self, yaml: &str) {
+    pub fn apply(&self, yaml: &str) {
         let report = self.store.apply_all(parse_str(yaml, "test.yaml"));
         assert!(report.rejected.is_empty(), "{:#?}", report.rejected);
     }
 
     /// Replaces the whole configuration (deleting what is gone) and pushes.
-    pub(crate) fn replace(&self, yaml: &str) -> mesh_model::store::ApplyReport {
+    pub fn replace(&self, yaml: &str) -> mesh_model::store::ApplyReport {
         let label = if yaml.trim_start().starts_with('{') {
             "test.json"
         } else {
@@ -74,7 +70,7 @@ impl ControlPlane {
     }
 
     /// Re-translates every connected view and pushes what changed.
-    pub(crate) fn update(&self) {
+    pub fn update(&self) {
         let views = self.views.lock().unwrap();
         for (proxy, tx) in views.iter() {
             let prev = tx.borrow().clone();
@@ -102,7 +98,7 @@ impl SnapshotSource for ControlPlane {
 }
 
 /// Serves ADS for `cp` on 127.0.0.1 (an ephemeral port).
-pub(crate) async fn serve(cp: Arc<ControlPlane>) -> (SocketAddr, Arc<Connections>) {
+pub async fn serve(cp: Arc<ControlPlane>) -> (SocketAddr, Arc<Connections>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = AdsServer::new(cp);
@@ -121,8 +117,10 @@ pub(crate) async fn serve(cp: Arc<ControlPlane>) -> (SocketAddr, Arc<Connections
 /// A control-plane server that can be stopped and restarted on the same address. It runs on
 /// its own runtime in its own thread, so stopping it cuts every stream at once, as a control
 /// plane restart does.
-pub(crate) struct Served {
+pub struct Served {
+    /// Where it serves.
     pub addr: SocketAddr,
+    /// Its ADS connections (sync status, push events).
     pub connections: Arc<Connections>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -130,7 +128,7 @@ pub(crate) struct Served {
 
 impl Served {
     /// Stops serving and drops every connection.
-    pub(crate) async fn stop(mut self) {
+    pub async fn stop(mut self) {
         self.shutdown();
     }
 
@@ -151,7 +149,7 @@ impl Drop for Served {
 }
 
 /// Serves ADS for `cp` on `addr` (port 0 for an ephemeral one) until stopped.
-pub(crate) async fn serve_at(cp: Arc<ControlPlane>, addr: SocketAddr) -> Served {
+pub async fn serve_at(cp: Arc<ControlPlane>, addr: SocketAddr) -> Served {
     let std_listener = std::net::TcpListener::bind(addr).unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
@@ -181,5 +179,40 @@ pub(crate) async fn serve_at(cp: Arc<ControlPlane>, addr: SocketAddr) -> Served 
         connections,
         stop: Some(stop),
         thread: Some(thread),
+    }
+}
+
+/// An Envoy node `id` in namespace `ns` (`NAMESPACE` metadata) with the label `app: <app>`
+/// (`LABELS` metadata), as a proxy sends it on its first ADS request.
+pub fn node(id: &str, ns: &str, app: &str) -> Node {
+    let labels = Struct {
+        fields: [(
+            "app".to_string(),
+            Value {
+                kind: Some(value::Kind::StringValue(app.into())),
+            },
+        )]
+        .into(),
+    };
+    Node {
+        id: id.into(),
+        metadata: Some(Struct {
+            fields: [
+                (
+                    "NAMESPACE".to_string(),
+                    Value {
+                        kind: Some(value::Kind::StringValue(ns.into())),
+                    },
+                ),
+                (
+                    "LABELS".to_string(),
+                    Value {
+                        kind: Some(value::Kind::StructValue(labels)),
+                    },
+                ),
+            ]
+            .into(),
+        }),
+        ..Default::default()
     }
 }

@@ -1,0 +1,24 @@
+//! What the workspace's integration tests share (a dev-dependency of every crate whose tests
+//! need it; never used from a library's own `#[cfg(test)]` unit tests):
+//!
+//! - [`control_plane`]: an in-process control plane ([`ControlPlane`]) served over ADS
+//!   ([`serve`], [`serve_at`]), and Envoy nodes for it ([`node`]).
+//! - [`proxy`]: real proxy processes (Envoy or mesh-sidecar, a [`ProxyKind`]) driven over ADS,
+//!   with their admin API.
+//! - [`upstream`]: upstream HTTP servers that answer with their own name, and an HTTP client.
+//! - [`tls`]: TLS peers from the openssl CLI (self-signed certificates, `s_server`, `s_client`).
+//! - [`identity`]: service-account tokens, CSRs, workload certificates, the CA API on loopback.
+//! - [`wait`]: waiting on conditions with deadlines, free ports, temporary directories.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
+
+pub mod control_plane;
+pub mod identity;
+pub mod proxy;
+pub mod tls;
+pub mod upstream;
+pub mod wait;
+
+pub use control_plane::{ControlPlane, Served, node, serve, serve_at};
+pub use proxy::{Api, Proxy, ProxyKind};
+pub use wait::{TempDir, eventually, free_port, temp_dir};
