@@ -49,7 +49,8 @@ use tokio::sync::watch;
 #[command(
     name = "proxy_compare",
     about = "Envoy and mesh-sidecar side by side: added latency, CPU per request, peak \
-             throughput, RSS and config apply time, with ratios against the issue's targets."
+             throughput, RSS and config apply time, with ratios against the issue's targets.",
+    after_help = "Relative paths are taken from the workspace root."
 )]
 struct Args {
     /// Proxies to run, a comma list of `envoy` and `mesh` (or `mesh-sidecar`).
@@ -300,9 +301,9 @@ fn tool_version(bin: &Path, arg: &str) -> String {
 
 fn envoy_version(bin: &Path) -> String {
     let v = tool_version(bin, "--version");
-    // "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
-    v.split('/')
-        .nth(1)
+    // "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+    v.split_once("version:")
+        .and_then(|(_, rest)| rest.trim().split('/').nth(1))
         .map_or(v.clone(), |s| format!("Envoy {s}"))
 }
 
@@ -952,7 +953,9 @@ impl ProxyProc {
 
     /// A gauge from `/stats?format=json` (`type=Gauges` when the proxy takes it).
     async fn gauge(&mut self, name: &str) -> Option<u64> {
-        let filter = name.replace('.', "\\.");
+        // The name itself as the filter: a regex in Envoy (where `.` matches itself too), and
+        // right for a proxy that matches substrings; the exact name is picked from the answer.
+        let filter = name;
         for _ in 0..2 {
             let path = if self.typed_stats {
                 format!("/stats?format=json&type=Gauges&filter={filter}")
@@ -1077,6 +1080,8 @@ struct LoadResult {
     rps: f64,
     ok: u64,
     failed: u64,
+    /// Failures by kind, as the load generator names them.
+    errors: BTreeMap<String, u64>,
     /// CPU seconds the proxy used during the run.
     cpu: Option<f64>,
 }
@@ -1159,11 +1164,16 @@ async fn run_oha(
             }
         }
     }
+    let mut errors = BTreeMap::new();
     if let Some(m) = v["errorDistribution"].as_object() {
-        failed += m
-            .values()
-            .filter_map(serde_json::Value::as_u64)
-            .sum::<u64>();
+        for (e, n) in m {
+            let n = n.as_u64().unwrap_or(0);
+            // Requests oha had scheduled but not finished when the run ended: not failures.
+            if e != "aborted due to deadline" {
+                failed += n;
+                errors.insert(e.clone(), n);
+            }
+        }
     }
     Ok(LoadResult {
         p50: ms("p50"),
@@ -1172,6 +1182,7 @@ async fn run_oha(
         rps: ok as f64 / duration.as_secs_f64(),
         ok,
         failed,
+        errors,
         cpu: cpu0.zip(cpu1).map(|(a, b)| b - a),
     })
 }
@@ -1540,7 +1551,7 @@ async fn traffic_phase(ctx: &Ctx, upstream: SocketAddr) -> Result<()> {
                 )
                 .await?;
                 eprintln!(
-                    "[latency {}/{} {}] {:<12} p50 {:.3} p99 {:.3} p99.9 {:.3} ms, {} ok, {} failed{}",
+                    "[latency {}/{} {}] {:<12} p50 {:.3} p99 {:.3} p99.9 {:.3} ms, {} ok, {} failed{}{}",
                     r + 1,
                     args.repeats,
                     proto.name(),
@@ -1550,6 +1561,11 @@ async fn traffic_phase(ctx: &Ctx, upstream: SocketAddr) -> Result<()> {
                     res.p999,
                     res.ok,
                     res.failed,
+                    if res.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {:?}", res.errors)
+                    },
                     res.cpu
                         .map(|c| format!(", proxy CPU {c:.2} s"))
                         .unwrap_or_default()
@@ -1851,6 +1867,10 @@ struct ConfigRun {
     rss_loaded: f64,
     apply_ms: f64,
     cds_ack_ms: f64,
+    /// Proxy CPU seconds from the push to every cluster active.
+    apply_cpu: f64,
+    /// Stats polls after the CDS ACK.
+    polls: u32,
     clusters_idle: usize,
     clusters_loaded: usize,
     last_poll_ms: f64,
@@ -1971,16 +1991,36 @@ async fn config_run(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = p.rss_kib().unwrap_or(0) as f64;
     let want = before + (loaded_clusters as u64).saturating_sub(idle_clusters as u64);
-    // Push, then poll the same stat until every new cluster is active.
+    // Push. Until the proxy ACKs (or NACKs) the new CDS, nothing is asked of its admin API
+    // (a stats request walks every stat on the proxy's main thread, where CDS is applied);
+    // then the stat is polled, each poll after a pause as long as the previous poll took.
+    let nacks_before = ctx.xds_log.nacks_of(&node.id).len();
+    let cpu0 = cpu_seconds(p.pid);
     let t0 = Instant::now();
     ctx.cp.set(&node.id, target.clone());
-    let mut last_poll = Duration::ZERO;
     let limit = Duration::from_secs(180);
+    let mut cds_ack = None;
+    // A proxy that never ACKs this version still gets polled after a minute.
+    while t0.elapsed() < Duration::from_secs(60) {
+        cds_ack = ctx
+            .xds_log
+            .acked(&node.id, resource::CLUSTER, &target.version, t0);
+        if cds_ack.is_some() || ctx.xds_log.nacks_of(&node.id).len() > nacks_before {
+            break;
+        }
+        if p.exited().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut last_poll = Duration::ZERO;
+    let mut polls = 0u32;
     let mut reached = None;
     while t0.elapsed() < limit {
         let q = Instant::now();
         let v = p.gauge("cluster_manager.active_clusters").await;
         last_poll = q.elapsed();
+        polls += 1;
         if v.is_some_and(|v| v >= want) {
             reached = Some(Instant::now());
             break;
@@ -1992,8 +2032,10 @@ async fn config_run(
                 p.log_tail()
             );
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(last_poll.clamp(Duration::from_millis(5), Duration::from_millis(500)))
+            .await;
     }
+    let cpu1 = cpu_seconds(p.pid);
     let Some(done) = reached else {
         bail!(
             "{}: not all {want} clusters active after {limit:?} (NACKs: {:?})\n{}",
@@ -2002,10 +2044,7 @@ async fn config_run(
             p.log_tail()
         );
     };
-    let cds_ack = ctx
-        .xds_log
-        .acked(&node.id, resource::CLUSTER, &target.version, t0)
-        .map_or(f64::NAN, |a| (a - t0).as_secs_f64() * 1000.0);
+    let cds_ack = cds_ack.map_or(f64::NAN, |a| (a - t0).as_secs_f64() * 1000.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_loaded = p.rss_kib().unwrap_or(0) as f64;
     let nacks = ctx.xds_log.nacks_of(&node.id);
@@ -2019,6 +2058,8 @@ async fn config_run(
         rss_loaded,
         apply_ms: (done - t0).as_secs_f64() * 1000.0,
         cds_ack_ms: cds_ack,
+        apply_cpu: cpu0.zip(cpu1).map_or(f64::NAN, |(a, b)| b - a),
+        polls,
         clusters_idle: idle_clusters,
         clusters_loaded: loaded_clusters,
         last_poll_ms: last_poll.as_secs_f64() * 1000.0,
@@ -2053,7 +2094,8 @@ async fn config_phase(ctx: &Ctx, root: &Path) -> Result<()> {
                 let run = config_run(ctx, &snaps, k, n, r).await?;
                 eprintln!(
                     "[config {}/{}] {:<12} idle {} KiB ({} clusters); +{n}: {} KiB ({} clusters), \
-                     all active after {:.0} ms (CDS ACK {:.0} ms; last poll took {:.1} ms)",
+                     all active after {:.0} ms (CDS ACK {:.0} ms, proxy CPU {:.2} s; {} polls, \
+                     the last took {:.1} ms)",
                     r + 1,
                     args.repeats,
                     k.name(),
@@ -2063,6 +2105,8 @@ async fn config_phase(ctx: &Ctx, root: &Path) -> Result<()> {
                     run.clusters_loaded,
                     run.apply_ms,
                     run.cds_ack_ms,
+                    run.apply_cpu,
+                    run.polls,
                     run.last_poll_ms
                 );
                 runs.entry((k, n)).or_default().push(run);
@@ -2177,7 +2221,8 @@ fn report_config(ctx: &Ctx, runs: &BTreeMap<(Kind, usize), Vec<ConfigRun>>, size
             "ratio mesh/envoy",
             "target",
             "met",
-            "CDS ACKed after (envoy / mesh)",
+            "CDS ACKed after, ms (envoy / mesh)",
+            "proxy CPU s (envoy / mesh)",
         ],
     );
     for &n in sizes {
@@ -2199,19 +2244,24 @@ fn report_config(ctx: &Ctx, runs: &BTreeMap<(Kind, usize), Vec<ConfigRun>>, size
             });
         }
         cells.extend(ratio_cells(both, r, goal));
-        let acks: Vec<String> = [Kind::Envoy, Kind::Mesh]
-            .iter()
-            .map(|&k| {
-                if ctx.kinds.contains(&k) {
-                    fmt(median(&at(k, n, &|r| r.cds_ack_ms)), 0)
-                } else {
-                    "—".into()
-                }
-            })
-            .collect();
-        cells.push(acks.join(" / "));
+        let pair = |f: &dyn Fn(&ConfigRun) -> f64, digits: usize| -> String {
+            [Kind::Envoy, Kind::Mesh]
+                .iter()
+                .map(|&k| {
+                    if ctx.kinds.contains(&k) {
+                        fmt(median(&at(k, n, f)), digits)
+                    } else {
+                        "—".into()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        cells.push(pair(&|r| r.cds_ack_ms, 0));
+        cells.push(pair(&|r| r.apply_cpu, 2));
         t.row(cells);
     }
+    let largest = sizes.iter().copied().max().unwrap_or(0);
     let polls: Vec<String> = ctx
         .kinds
         .iter()
@@ -2219,12 +2269,15 @@ fn report_config(ctx: &Ctx, runs: &BTreeMap<(Kind, usize), Vec<ConfigRun>>, size
             format!(
                 "{} {} ms",
                 k.name(),
-                fmt(median(&col(k, &|r| r.last_poll_ms)), 1)
+                fmt(median(&at(k, largest, &|r| r.last_poll_ms)), 1)
             )
         })
         .collect();
     t.notes.push(format!(
-        "One stats poll at the largest size takes {} (median): the resolution of these times.",
+        "The admin API is left alone until the proxy ACKs the new CDS (seen by the control \
+         plane); then `active_clusters` is polled, pausing between polls as long as a poll \
+         takes. One poll with +{largest} clusters takes {} (median): the resolution of the \
+         times above. Proxy CPU is utime+stime over the same interval.",
         polls.join(", ")
     ));
     t.print();
@@ -2232,7 +2285,17 @@ fn report_config(ctx: &Ctx, runs: &BTreeMap<(Kind, usize), Vec<ConfigRun>>, size
 
 // ---------------------------------------------------------------------------------------------
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxy_compare: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args = Args::parse();
     if !args.bench {
         println!(
@@ -2242,6 +2305,22 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let root = workspace_root();
+    let mut args = args;
+    // `cargo bench` runs this in benches/: relative paths are taken from the workspace root.
+    for p in [
+        &mut args.envoy,
+        &mut args.sidecar,
+        &mut args.oha,
+        &mut args.examples,
+        &mut args.work_dir,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if p.is_relative() {
+            *p = root.join(&*p);
+        }
+    }
     let kinds = parse_proxies(&args.proxies)?;
     let mut bins = BTreeMap::new();
     for &k in &kinds {
@@ -2250,6 +2329,7 @@ fn main() -> Result<()> {
     if args.repeats == 0 || args.repeats > 50 {
         bail!("--repeats must be 1..=50");
     }
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let pinning = Pinning::decide(args.pin)?;
     pinning.pin_self()?;
     let tools = if args.skip_traffic {
@@ -2297,8 +2377,7 @@ fn main() -> Result<()> {
         println!("proxy_compare");
         println!("  proxies: {}", versions.join("; "));
         println!(
-            "  machine: {} CPUs available, load average {} at start; {}",
-            std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            "  machine: {cpus} CPUs available, load average {} at start; {}",
             loadavg(),
             pinning.describe()
         );

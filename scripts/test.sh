@@ -60,5 +60,10 @@ echo "== cargo clippy (default features, then all features)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+# mesh-sidecar runs beside Envoy in the conformance tests (mesh-test-support finds it here).
+echo "== cargo build mesh-sidecar"
+cargo build -p mesh-examples --bin mesh-sidecar --locked
+export MESH_SIDECAR="$PWD/target/debug/mesh-sidecar"
+
 echo "== cargo test (all features: proptest strategies and the kube integration included)"
 cargo test --workspace --all-features --locked

@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use crate::config::cluster::DnsLookupFamily;
 
+/// Answers by (DNS cache name, host), with when they were fetched.
+type Answers = HashMap<(String, String), (Vec<IpAddr>, tokio::time::Instant)>;
+
 /// A resolver with a per-cache memory of answers.
 #[derive(Debug, Default)]
 pub struct Resolver {
     servers: Vec<SocketAddr>,
-    cache: Mutex<HashMap<(String, String), (Vec<IpAddr>, tokio::time::Instant)>>,
+    cache: Mutex<Answers>,
 }
 
 /// How long a dynamic forward proxy answer is kept (Envoy's default `dns_refresh_rate`).
@@ -45,11 +48,10 @@ impl Resolver {
         let key = (cache.to_string(), host.to_ascii_lowercase());
         {
             let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((ips, at)) = c.get(&key) {
-                if at.elapsed() < CACHE_TTL {
+            if let Some((ips, at)) = c.get(&key)
+                && at.elapsed() < CACHE_TTL {
                     return ips.first().copied();
                 }
-            }
         }
         let ips = self.lookup(host, family).await;
         let first = ips.first().copied();

@@ -141,7 +141,13 @@ spec:
             async || (!envoy.clusters().await.contains(&ratings_cluster)).then_some(()),
         )
         .await;
-        assert_eq!(body(listener, "ratings").await.unwrap().0, 502);
+        // The route update follows the cluster removal in its own response: wait for it.
+        eventually(
+            "ratings unknown (502)",
+            Duration::from_secs(10),
+            async || (body(listener, "ratings").await?.0 == 502).then_some(()),
+        )
+        .await;
 
         if api == Api::Delta {
             // Control-plane restart: Envoy reconnects with initial_resource_versions; the new

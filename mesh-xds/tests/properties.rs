@@ -119,6 +119,10 @@ proptest! {
 /// every push must be ACKed and none rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_sets_are_accepted_by_real_envoy() {
+    ProxyKind::each(generated_sets_accepted_by).await;
+}
+
+async fn generated_sets_accepted_by(kind: ProxyKind) {
     const SAMPLES: u64 = 12;
     let mesh = MeshConfig {
         proxy_listen_port: u32::from(free_port()),
@@ -129,8 +133,7 @@ async fn generated_sets_are_accepted_by_real_envoy() {
     let served = serve_at(cp.clone(), "127.0.0.1:0".parse().unwrap()).await;
     let node = r#"{id: "sidecar~127.0.0.1~sample.default~default.svc.cluster.local", cluster: sample, metadata: {NAMESPACE: default}}"#;
     // (`Proxy` alone is mesh-xds's proxy model.)
-    let envoy =
-        mesh_test_support::Proxy::start(ProxyKind::Envoy, served.addr, Api::Sotw, node).await;
+    let envoy = mesh_test_support::Proxy::start(kind, served.addr, Api::Sotw, node).await;
     envoy.wait_live().await;
     let mut runner = TestRunner::deterministic();
     let strategy = strategy::mesh_set();

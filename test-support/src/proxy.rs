@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::wait::eventually;
 
 /// The proxies run when `MESH_PROXIES` is unset or empty.
-pub const DEFAULT_PROXIES: &str = "envoy";
+pub const DEFAULT_PROXIES: &str = "envoy,mesh-sidecar";
 
 /// Which proxy binary a [`Proxy`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -517,7 +517,7 @@ mod tests {
         );
         assert_eq!(
             ProxyKind::parse_list(DEFAULT_PROXIES).unwrap(),
-            [ProxyKind::Envoy]
+            [ProxyKind::Envoy, ProxyKind::MeshSidecar]
         );
         assert!(ProxyKind::parse_list("").unwrap().is_empty());
         let err = ProxyKind::parse_list("envoy,nginx").unwrap_err();

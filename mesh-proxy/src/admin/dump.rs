@@ -10,7 +10,7 @@ use crate::xds::type_url;
 /// Why a dump failed.
 #[derive(Debug, thiserror::Error)]
 #[error("config dump: {0}")]
-pub struct DumpError(String);
+pub(super) struct DumpError(String);
 
 fn any(name: &str, t: &str, raw: &[u8]) -> Result<Value, DumpError> {
     mesh_xds::dump::resource_json(name, t, raw).map_err(|e| DumpError(e.to_string()))

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri, Version};
-use http_body::{Body as _, Frame};
+use http_body::Frame;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpSocket;
@@ -116,10 +116,13 @@ impl std::fmt::Debug for ConnectParams {
     }
 }
 
+/// What tells a host's pools apart: the protocol and the SNI.
+type PoolKey = (PoolProtocol, Option<String>);
+
 /// A host's pools, by protocol and SNI.
 #[derive(Debug, Default)]
 pub struct HostPools {
-    pools: Mutex<HashMap<(PoolProtocol, Option<String>), Arc<Pool>>>,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
 }
 
 impl HostPools {
@@ -488,12 +491,11 @@ impl Pool {
             SocketAddr::V6(_) => TcpSocket::new_v6(),
         }
         .map_err(|_| Failure::ConnectFailure)?;
-        if let Some(bind) = p.bind {
-            if socket.bind(bind).is_err() {
+        if let Some(bind) = p.bind
+            && socket.bind(bind).is_err() {
                 p.stats.cx_connect_fail.inc();
                 return Err(Failure::ConnectFailure);
             }
-        }
         let tcp = match tokio::time::timeout(p.connect_timeout, socket.connect(addr)).await {
             Err(_) => {
                 p.stats.cx_connect_timeout.inc();
@@ -639,13 +641,11 @@ where
 
 /// Origin-form URI and a Host header for HTTP/1.1.
 fn to_h1(mut req: Request<Body>) -> Request<Body> {
-    if let Some(auth) = req.uri().authority().cloned() {
-        if !req.headers().contains_key(http::header::HOST) {
-            if let Ok(v) = http::HeaderValue::from_str(auth.as_str()) {
+    if let Some(auth) = req.uri().authority().cloned()
+        && !req.headers().contains_key(http::header::HOST)
+            && let Ok(v) = http::HeaderValue::from_str(auth.as_str()) {
                 req.headers_mut().insert(http::header::HOST, v);
             }
-        }
-    }
     let pq = req
         .uri()
         .path_and_query()
@@ -687,11 +687,10 @@ fn classify_send(e: &hyper::Error) -> Failure {
     use std::error::Error as _;
     let mut src = e.source();
     while let Some(s) = src {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        if let Some(h2) = s.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
                 return Failure::RefusedStream;
             }
-        }
         src = s.source();
     }
     if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
@@ -727,8 +726,8 @@ impl std::fmt::Debug for PooledBody {
 
 impl PooledBody {
     fn give_back(&mut self) {
-        if let Some(mut r) = self.ret.take() {
-            if let (Some(pool), Some(mut conn)) = (r.pool.upgrade(), r.conn.take()) {
+        if let Some(mut r) = self.ret.take()
+            && let (Some(pool), Some(mut conn)) = (r.pool.upgrade(), r.conn.take()) {
                 // The connection is ready for its next request once hyper has seen the end
                 // of this response; usually at once, else shortly.
                 if conn.send.is_ready() {
@@ -741,7 +740,6 @@ impl PooledBody {
                     });
                 }
             }
-        }
     }
 }
 

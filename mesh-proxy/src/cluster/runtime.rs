@@ -12,7 +12,7 @@ use super::host::{Host, HostSpec};
 use super::lb::{HostSet, LbContext, LbParams};
 use super::outlier::{OutlierDetector, OutlierStats};
 use super::pool::{
-    Admission, ConnectParams, HostPools, Permit, PoolProtocol, PoolStats, PooledBody, SendError,
+    Admission, ConnectParams, Permit, PoolProtocol, PoolStats, PooledBody, SendError,
 };
 use super::resources::{ResourceManager, ResourceStats};
 use crate::classify::{Failure, Outcome};
@@ -143,7 +143,6 @@ pub struct ClusterRuntime {
     resources: ResourceManager,
     outlier: Option<OutlierDetector>,
     transports: Vec<Transport>,
-    tls_configs: Mutex<HashMap<(usize, PoolProtocol, Option<String>), Arc<rustls::ClientConfig>>>,
 }
 
 impl std::fmt::Debug for ClusterRuntime {
@@ -225,18 +224,13 @@ impl ClusterRuntime {
             hosts: ArcSwap::from_pointee(HostSet::new(Vec::new(), &LbParams::new(&config, None))),
             members: Mutex::new(Members::default()),
             transports,
-            tls_configs: Mutex::new(HashMap::new()),
             stats,
             config,
         };
         // Load TLS material now, so that a broken certificate rejects the cluster.
-        for (i, t) in rt.transports.iter().enumerate() {
+        for t in &rt.transports {
             if let Some(tls) = &t.tls {
-                let c = crate::tls::client_config(tls, None, None)?;
-                rt.tls_configs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((i, PoolProtocol::Http1, None), c);
+                crate::tls::client_config(tls, None, None)?;
             }
         }
         let rt = Arc::new(rt);
@@ -415,20 +409,18 @@ impl ClusterRuntime {
 
     /// Reports an attempt's outcome to outlier detection.
     pub fn report(&self, host: &Arc<Host>, outcome: &Outcome<'_>) {
-        if let Some(od) = &self.outlier {
-            if od.report(host, outcome) {
+        if let Some(od) = &self.outlier
+            && od.report(host, outcome) {
                 self.health_changed();
             }
-        }
     }
 
     /// Runs outlier detection's interval work; true when host health changed.
     pub fn outlier_tick(&self) {
-        if let Some(od) = &self.outlier {
-            if od.tick(tokio::time::Instant::now()) {
+        if let Some(od) = &self.outlier
+            && od.tick(tokio::time::Instant::now()) {
                 self.health_changed();
             }
-        }
     }
 
     /// Outlier detection's interval, if enabled.

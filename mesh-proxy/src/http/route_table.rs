@@ -67,8 +67,8 @@ impl RouteTable {
             }
         }
         // Longest first; equal lengths keep configuration order.
-        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         RouteTable {
             config,
             exact,
@@ -172,11 +172,10 @@ pub fn matches(m: &RouteMatch, req: &RouteRequest<'_>) -> bool {
             return false;
         }
     }
-    if let Some(f) = &m.runtime_fraction {
-        if !f.sample() {
+    if let Some(f) = &m.runtime_fraction
+        && !f.sample() {
             return false;
         }
-    }
     true
 }
 

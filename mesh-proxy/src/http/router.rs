@@ -3,10 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -333,11 +332,10 @@ pub async fn forward(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     if let Some(new_path) = rewrite_path(action, &matched, &path) {
-        if !ctx.suppress_envoy_headers {
-            if let Ok(v) = HeaderValue::from_str(&path) {
+        if !ctx.suppress_envoy_headers
+            && let Ok(v) = HeaderValue::from_str(&path) {
                 parts.headers.insert("x-envoy-original-path", v);
             }
-        }
         set_path(&mut parts, &new_path);
     }
     let host_literal =

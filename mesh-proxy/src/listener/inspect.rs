@@ -32,9 +32,10 @@ pub fn client_hello(buf: &[u8]) -> TlsHello {
     let mut at = 0;
     loop {
         if buf.len() < at + 5 {
-            return if at == 0 && !buf.is_empty() && buf[0] != 0x16 {
-                TlsHello::NotTls
-            } else if at == 0 && buf.len() >= 3 && (buf[1] != 3 || buf[2] > 4) {
+            let not_tls = at == 0
+                && ((!buf.is_empty() && buf[0] != 0x16)
+                    || (buf.len() >= 3 && (buf[1] != 3 || buf[2] > 4)));
+            return if not_tls {
                 TlsHello::NotTls
             } else {
                 TlsHello::NeedMore

@@ -30,10 +30,13 @@ use crate::listener::{ListenerManager, Workers};
 use crate::stats::{Counter, Gauge, Store};
 use crate::xds::{Handler, RawResource, Rejected, Update, type_url};
 
+/// A route configuration's slot and the stat prefixes of the HCMs that use it.
+type RouteUse = (Arc<RdsSlot>, BTreeSet<String>);
+
 /// Route configurations by name, as the HCMs that use them see them.
 #[derive(Debug, Default)]
 pub struct RouteRegistry {
-    slots: Mutex<HashMap<String, (Arc<RdsSlot>, BTreeSet<String>)>>,
+    slots: Mutex<HashMap<String, RouteUse>>,
 }
 
 impl RouteRegistry {
@@ -336,11 +339,10 @@ impl Server {
         version: String,
         dynamic: bool,
     ) -> Result<(), String> {
-        if let Some(e) = st.listeners.get(&l.name) {
-            if e.raw == raw {
+        if let Some(e) = st.listeners.get(&l.name)
+            && e.raw == raw {
                 return Ok(());
             }
-        }
         let config = Arc::new(l);
         let waiting = rds_names(&config)
             .iter()
@@ -460,14 +462,13 @@ impl Server {
             removed
         };
         for name in gone {
-            if st.clusters.get(&name).is_some_and(|e| e.dynamic) {
-                if let Some(e) = st.clusters.remove(&name) {
+            if st.clusters.get(&name).is_some_and(|e| e.dynamic)
+                && let Some(e) = st.clusters.remove(&name) {
                     if let Some(rt) = self.shared.clusters.remove(&name) {
                         rt.remove_stats(&self.shared.stats);
                     }
                     drop(e);
                 }
-            }
         }
         st.cds_version = version.to_string();
         self.cds.record(!rejected.is_empty(), version);
@@ -801,13 +802,11 @@ impl Server {
 fn rds_names(l: &Listener) -> Vec<String> {
     let mut v = Vec::new();
     for c in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
-        if let crate::config::listener::TerminalFilter::Http(h) = &c.terminal {
-            if let crate::config::http::RouteSource::Rds(n) = &h.routes {
-                if !v.contains(n) {
+        if let crate::config::listener::TerminalFilter::Http(h) = &c.terminal
+            && let crate::config::http::RouteSource::Rds(n) = &h.routes
+                && !v.contains(n) {
                     v.push(n.clone());
                 }
-            }
-        }
     }
     v
 }

@@ -141,8 +141,8 @@ impl Verify {
                 rustls::CertificateError::Expired,
             ));
         }
-        if !self.accept_untrusted && !is_anchor {
-            if let Some(roots) = &self.roots {
+        if !self.accept_untrusted && !is_anchor
+            && let Some(roots) = &self.roots {
                 let anchors = roots
                     .iter()
                     .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
@@ -170,7 +170,6 @@ impl Verify {
                     ))
                 })?;
             }
-        }
         let mut matchers = self.sans.clone();
         if let Some(sni) = sni {
             matchers.push(SanMatcher {
@@ -240,11 +239,10 @@ fn dns_san_matches(san: &str, m: &StringMatcher) -> bool {
     if m.matches(san) {
         return true;
     }
-    if let (StringPattern::Exact(want), Some(suffix)) = (&m.pattern, san.strip_prefix("*.")) {
-        if let Some((first, rest)) = want.split_once('.') {
+    if let (StringPattern::Exact(want), Some(suffix)) = (&m.pattern, san.strip_prefix("*."))
+        && let Some((first, rest)) = want.split_once('.') {
             return !first.is_empty() && rest.eq_ignore_ascii_case(suffix);
         }
-    }
     false
 }
 
