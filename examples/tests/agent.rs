@@ -217,8 +217,12 @@ async fn agent_through_control_plane(tls: bool) {
 /// stream, and a configuration change made afterwards still reaches Envoy through the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_gets_xds_through_the_agents_proxy() {
+    mesh_test_support::ProxyKind::each(xds_through_the_agents_proxy).await;
+}
+
+async fn xds_through_the_agents_proxy(kind: mesh_test_support::ProxyKind) {
     use mesh_test_support::proxy::{Bootstrap, XdsAt};
-    use mesh_test_support::{Api, Proxy, ProxyKind, upstream};
+    use mesh_test_support::{Api, Proxy, upstream};
     let dir = TempDir::new("agent-xds-proxy");
     let issuer = Issuer::new("k1");
     let (a, b) = (upstream::start("a").await, upstream::start("b").await);
@@ -317,7 +321,7 @@ spec:
             node,
         )
     };
-    let envoy = Proxy::start_with_bootstrap(ProxyKind::Envoy, &bootstrap.yaml()).await;
+    let envoy = Proxy::start_with_bootstrap(kind, &bootstrap.yaml()).await;
     envoy.wait_live().await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
     let served_by = async |want: &str| {

@@ -110,6 +110,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_binary_serves_watches_and_reports() {
+    ProxyKind::each(serves_watches_and_reports).await;
+}
+
+async fn serves_watches_and_reports(kind: ProxyKind) {
     let a = upstream::start("a").await;
     let b = upstream::start("b").await;
     let dir = std::env::temp_dir().join(format!("mesh-cp-{}", std::process::id()));
@@ -139,7 +143,7 @@ async fn control_plane_binary_serves_watches_and_reports() {
     let node = format!(
         r#"{{id: "{node_id}", cluster: client, metadata: {{NAMESPACE: shop, INTERCEPTION_MODE: NONE, ISTIO_VERSION: "1.30.0"}}}}"#
     );
-    let envoy = Proxy::start(ProxyKind::Envoy, xds, Api::Delta, &node).await;
+    let envoy = Proxy::start(kind, xds, Api::Delta, &node).await;
     envoy.wait_live().await;
     let addr: SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
     let routed_to = async |want: &str| {

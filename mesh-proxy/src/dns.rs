@@ -49,9 +49,10 @@ impl Resolver {
         {
             let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((ips, at)) = c.get(&key)
-                && at.elapsed() < CACHE_TTL {
-                    return ips.first().copied();
-                }
+                && at.elapsed() < CACHE_TTL
+            {
+                return ips.first().copied();
+            }
         }
         let ips = self.lookup(host, family).await;
         let first = ips.first().copied();

@@ -89,23 +89,25 @@ fn extract(name: &str, clusters: &[&String]) -> (String, String) {
         ("tcp.", "envoy_tcp_prefix"),
     ] {
         if let Some(rest) = name.strip_prefix(prefix)
-            && let Some((p, stat)) = rest.split_once('.') {
-                return (
-                    format!("{prefix}{stat}"),
-                    format!("{{{label}=\"{}\"}}", escape(p)),
-                );
-            }
+            && let Some((p, stat)) = rest.split_once('.')
+        {
+            return (
+                format!("{prefix}{stat}"),
+                format!("{{{label}=\"{}\"}}", escape(p)),
+            );
+        }
     }
     if let Some(rest) = name.strip_prefix("listener.") {
         // `ADDRESS_PORT.stat`: the address ends at the first dot after the port's `_`.
         if let Some(u) = rest.find('_')
-            && let Some(dot) = rest[u..].find('.') {
-                let (addr, stat) = (&rest[..u + dot], &rest[u + dot + 1..]);
-                return (
-                    format!("listener.{stat}"),
-                    format!("{{envoy_listener_address=\"{}\"}}", escape(addr)),
-                );
-            }
+            && let Some(dot) = rest[u..].find('.')
+        {
+            let (addr, stat) = (&rest[..u + dot], &rest[u + dot + 1..]);
+            return (
+                format!("listener.{stat}"),
+                format!("{{envoy_listener_address=\"{}\"}}", escape(addr)),
+            );
+        }
     }
     (name.to_string(), String::new())
 }

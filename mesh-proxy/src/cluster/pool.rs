@@ -492,10 +492,11 @@ impl Pool {
         }
         .map_err(|_| Failure::ConnectFailure)?;
         if let Some(bind) = p.bind
-            && socket.bind(bind).is_err() {
-                p.stats.cx_connect_fail.inc();
-                return Err(Failure::ConnectFailure);
-            }
+            && socket.bind(bind).is_err()
+        {
+            p.stats.cx_connect_fail.inc();
+            return Err(Failure::ConnectFailure);
+        }
         let tcp = match tokio::time::timeout(p.connect_timeout, socket.connect(addr)).await {
             Err(_) => {
                 p.stats.cx_connect_timeout.inc();
@@ -643,9 +644,10 @@ where
 fn to_h1(mut req: Request<Body>) -> Request<Body> {
     if let Some(auth) = req.uri().authority().cloned()
         && !req.headers().contains_key(http::header::HOST)
-            && let Ok(v) = http::HeaderValue::from_str(auth.as_str()) {
-                req.headers_mut().insert(http::header::HOST, v);
-            }
+        && let Ok(v) = http::HeaderValue::from_str(auth.as_str())
+    {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
     let pq = req
         .uri()
         .path_and_query()
@@ -688,9 +690,10 @@ fn classify_send(e: &hyper::Error) -> Failure {
     let mut src = e.source();
     while let Some(s) = src {
         if let Some(h2) = s.downcast_ref::<h2::Error>()
-            && h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return Failure::RefusedStream;
-            }
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return Failure::RefusedStream;
+        }
         src = s.source();
     }
     if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
@@ -727,19 +730,20 @@ impl std::fmt::Debug for PooledBody {
 impl PooledBody {
     fn give_back(&mut self) {
         if let Some(mut r) = self.ret.take()
-            && let (Some(pool), Some(mut conn)) = (r.pool.upgrade(), r.conn.take()) {
-                // The connection is ready for its next request once hyper has seen the end
-                // of this response; usually at once, else shortly.
-                if conn.send.is_ready() {
-                    pool.release(conn);
-                } else {
-                    tokio::spawn(async move {
-                        if conn.send.ready().await.is_ok() {
-                            pool.release(conn);
-                        }
-                    });
-                }
+            && let (Some(pool), Some(mut conn)) = (r.pool.upgrade(), r.conn.take())
+        {
+            // The connection is ready for its next request once hyper has seen the end
+            // of this response; usually at once, else shortly.
+            if conn.send.is_ready() {
+                pool.release(conn);
+            } else {
+                tokio::spawn(async move {
+                    if conn.send.ready().await.is_ok() {
+                        pool.release(conn);
+                    }
+                });
             }
+        }
     }
 }
 

@@ -410,17 +410,19 @@ impl ClusterRuntime {
     /// Reports an attempt's outcome to outlier detection.
     pub fn report(&self, host: &Arc<Host>, outcome: &Outcome<'_>) {
         if let Some(od) = &self.outlier
-            && od.report(host, outcome) {
-                self.health_changed();
-            }
+            && od.report(host, outcome)
+        {
+            self.health_changed();
+        }
     }
 
     /// Runs outlier detection's interval work; true when host health changed.
     pub fn outlier_tick(&self) {
         if let Some(od) = &self.outlier
-            && od.tick(tokio::time::Instant::now()) {
-                self.health_changed();
-            }
+            && od.tick(tokio::time::Instant::now())
+        {
+            self.health_changed();
+        }
     }
 
     /// Outlier detection's interval, if enabled.

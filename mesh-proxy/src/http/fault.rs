@@ -107,9 +107,10 @@ pub fn decide(
         return (d, None);
     }
     if let Some(c) = &cfg.upstream_cluster
-        && cluster != Some(c.as_str()) {
-            return (d, None);
-        }
+        && cluster != Some(c.as_str())
+    {
+        return (d, None);
+    }
     if !cfg.downstream_nodes.is_empty() {
         let node = headers
             .get("x-envoy-downstream-service-node")
@@ -172,10 +173,11 @@ pub fn decide(
         return (d, None);
     }
     if let Some(max) = cfg.max_active_faults
-        && ACTIVE.load(Ordering::Relaxed) >= u64::from(max) {
-            stats.faults_overflow.inc();
-            return (Decision::default(), None);
-        }
+        && ACTIVE.load(Ordering::Relaxed) >= u64::from(max)
+    {
+        stats.faults_overflow.inc();
+        return (Decision::default(), None);
+    }
     ACTIVE.fetch_add(1, Ordering::Relaxed);
     stats.active_faults.inc();
     if d.delay.is_some() {

@@ -299,10 +299,12 @@ async fn route_request(
             "missing_host_header",
         );
     };
-    if parts.version != Version::HTTP_2 && !parts.headers.contains_key(http::header::HOST)
-        && let Ok(v) = HeaderValue::from_str(&authority) {
-            parts.headers.insert(http::header::HOST, v);
-        }
+    if parts.version != Version::HTTP_2
+        && !parts.headers.contains_key(http::header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&authority)
+    {
+        parts.headers.insert(http::header::HOST, v);
+    }
     let path = parts
         .uri
         .path_and_query()
@@ -504,10 +506,9 @@ async fn filters_then_router(
                 if let Some(abort) = d.abort {
                     hcm.fault_stats.aborts_injected.inc();
                     let mut r = abort.response();
-                    if delayed
-                        && let Some(i) = r.extensions_mut().get_mut::<ResponseInfo>() {
-                            i.flags.insert(0, "DI");
-                        }
+                    if delayed && let Some(i) = r.extensions_mut().get_mut::<ResponseInfo>() {
+                        i.flags.insert(0, "DI");
+                    }
                     return r;
                 }
             }
@@ -588,10 +589,9 @@ async fn filters_then_router(
                 for (name, v) in cors_headers {
                     r.headers_mut().insert(name, v);
                 }
-                if delayed
-                    && let Some(i) = r.extensions_mut().get_mut::<ResponseInfo>() {
-                        i.flags.insert(0, "DI");
-                    }
+                if delayed && let Some(i) = r.extensions_mut().get_mut::<ResponseInfo>() {
+                    i.flags.insert(0, "DI");
+                }
                 drop(fault_guard);
                 return r;
             }
@@ -604,13 +604,14 @@ async fn filters_then_router(
 /// `host:port` split, with `default` for a missing port.
 pub fn split_host_port(authority: &str, default: u16) -> (String, u16) {
     if let Some(rest) = authority.strip_prefix('[')
-        && let Some((h, p)) = rest.split_once(']') {
-            let port = p
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(default);
-            return (h.to_string(), port);
-        }
+        && let Some((h, p)) = rest.split_once(']')
+    {
+        let port = p
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(default);
+        return (h.to_string(), port);
+    }
     match authority.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
             (h.to_string(), p.parse().unwrap_or(default))

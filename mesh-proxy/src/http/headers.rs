@@ -64,9 +64,10 @@ pub fn request(
 ) -> bool {
     strip_hop_by_hop(headers, upgrade);
     if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(header::TE);
-        }
+        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        headers.remove(header::TE);
+    }
     let edge = hcm.use_remote_address;
     if hcm.use_remote_address && !hcm.skip_xff_append {
         let ip = if conn.remote.ip().is_loopback() {
@@ -135,16 +136,18 @@ pub fn response(
         }
         T::AppendIfAbsent => {
             if !headers.contains_key(header::SERVER)
-                && let Ok(v) = HeaderValue::from_str(&hcm.server_name) {
-                    headers.insert(header::SERVER, v);
-                }
+                && let Ok(v) = HeaderValue::from_str(&hcm.server_name)
+            {
+                headers.insert(header::SERVER, v);
+            }
         }
         T::PassThrough => {}
     }
     if hcm.always_set_request_id_in_response
-        && let Some(id) = request_id {
-            headers.insert("x-request-id", id.clone());
-        }
+        && let Some(id) = request_id
+    {
+        headers.insert("x-request-id", id.clone());
+    }
     if let Some(via) = &hcm.via {
         append_value(headers, header::VIA, via);
     }

@@ -173,9 +173,10 @@ pub fn matches(m: &RouteMatch, req: &RouteRequest<'_>) -> bool {
         }
     }
     if let Some(f) = &m.runtime_fraction
-        && !f.sample() {
-            return false;
-        }
+        && !f.sample()
+    {
+        return false;
+    }
     true
 }
 

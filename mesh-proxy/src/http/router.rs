@@ -333,9 +333,10 @@ pub async fn forward(
         .unwrap_or_else(|| "/".into());
     if let Some(new_path) = rewrite_path(action, &matched, &path) {
         if !ctx.suppress_envoy_headers
-            && let Ok(v) = HeaderValue::from_str(&path) {
-                parts.headers.insert("x-envoy-original-path", v);
-            }
+            && let Ok(v) = HeaderValue::from_str(&path)
+        {
+            parts.headers.insert("x-envoy-original-path", v);
+        }
         set_path(&mut parts, &new_path);
     }
     let host_literal =

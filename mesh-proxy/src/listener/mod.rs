@@ -594,14 +594,16 @@ async fn handle_connection(
     };
     // `use_original_dst` implies the original-destination listener filter, as in Envoy.
     if (lr.config.listener_filters.original_dst || lr.config.use_original_dst)
-        && let Some(dst) = original_dst(&stream) {
-            local = dst;
-        }
+        && let Some(dst) = original_dst(&stream)
+    {
+        local = dst;
+    }
     if lr.config.use_original_dst
         && let Some(target) = shared.listeners.lookup(local)
-            && !Arc::ptr_eq(&target, &slot) {
-                lr = target.load_full();
-            }
+        && !Arc::ptr_eq(&target, &slot)
+    {
+        lr = target.load_full();
+    }
     tracing::debug!(listener = %lr.config.name, %remote, %local, "connection accepted");
     lr.stats.cx_total.inc();
     lr.stats.cx_active.inc();

@@ -340,9 +340,10 @@ impl Server {
         dynamic: bool,
     ) -> Result<(), String> {
         if let Some(e) = st.listeners.get(&l.name)
-            && e.raw == raw {
-                return Ok(());
-            }
+            && e.raw == raw
+        {
+            return Ok(());
+        }
         let config = Arc::new(l);
         let waiting = rds_names(&config)
             .iter()
@@ -463,12 +464,13 @@ impl Server {
         };
         for name in gone {
             if st.clusters.get(&name).is_some_and(|e| e.dynamic)
-                && let Some(e) = st.clusters.remove(&name) {
-                    if let Some(rt) = self.shared.clusters.remove(&name) {
-                        rt.remove_stats(&self.shared.stats);
-                    }
-                    drop(e);
+                && let Some(e) = st.clusters.remove(&name)
+            {
+                if let Some(rt) = self.shared.clusters.remove(&name) {
+                    rt.remove_stats(&self.shared.stats);
                 }
+                drop(e);
+            }
         }
         st.cds_version = version.to_string();
         self.cds.record(!rejected.is_empty(), version);
@@ -804,9 +806,10 @@ fn rds_names(l: &Listener) -> Vec<String> {
     for c in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
         if let crate::config::listener::TerminalFilter::Http(h) = &c.terminal
             && let crate::config::http::RouteSource::Rds(n) = &h.routes
-                && !v.contains(n) {
-                    v.push(n.clone());
-                }
+            && !v.contains(n)
+        {
+            v.push(n.clone());
+        }
     }
     v
 }

@@ -113,12 +113,13 @@ pub fn validate(opts: &SidecarOptions) -> Result<(), SidecarError> {
     let proto = load_bootstrap(opts)?;
     let b = crate::proto::bootstrap(proto).map_err(|e| SidecarError::Invalid(e.to_string()))?;
     if let Some(ads) = &b.ads
-        && !b.static_clusters.iter().any(|c| c.name == ads.cluster) {
-            return Err(SidecarError::Invalid(format!(
-                "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: unknown cluster '{}'",
-                ads.cluster
-            )));
-        }
+        && !b.static_clusters.iter().any(|c| c.name == ads.cluster)
+    {
+        return Err(SidecarError::Invalid(format!(
+            "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: unknown cluster '{}'",
+            ads.cluster
+        )));
+    }
     Ok(())
 }
 
@@ -213,9 +214,10 @@ impl Sidecar {
         })?;
         let mut shared = Shared::new(workers, b.dns_resolvers.clone());
         if let Some(d) = opts.drain_time
-            && let Some(s) = Arc::get_mut(&mut shared) {
-                s.drain_time = d;
-            }
+            && let Some(s) = Arc::get_mut(&mut shared)
+        {
+            s.drain_time = d;
+        }
         let expect_cds = b.cds_over_ads && ads.is_some();
         let expect_lds = b.lds_over_ads && ads.is_some();
         let server = Server::new(shared.clone(), expect_cds, expect_lds);
@@ -284,6 +286,11 @@ impl Sidecar {
                     connect_timeout,
                     backoff_base: Duration::from_millis(500),
                     backoff_max: Duration::from_secs(30),
+                    connections: Some(
+                        shared
+                            .stats
+                            .counter(format!("cluster.{}.upstream_cx_total", ads.cluster)),
+                    ),
                 },
                 server.clone(),
             );

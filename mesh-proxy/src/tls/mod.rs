@@ -141,35 +141,37 @@ impl Verify {
                 rustls::CertificateError::Expired,
             ));
         }
-        if !self.accept_untrusted && !is_anchor
-            && let Some(roots) = &self.roots {
-                let anchors = roots
-                    .iter()
-                    .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| rustls::Error::General(format!("bad trust anchor: {e}")))?;
-                let ee = webpki::EndEntityCert::try_from(end_entity)
-                    .map_err(|e| rustls::Error::General(format!("bad certificate: {e}")))?;
-                let usage = if client {
-                    webpki::KeyUsage::client_auth()
-                } else {
-                    webpki::KeyUsage::server_auth()
-                };
-                ee.verify_for_usage(
-                    webpki::ALL_VERIFICATION_ALGS,
-                    &anchors,
-                    intermediates,
-                    now,
-                    usage,
-                    None,
-                    None,
-                )
-                .map_err(|e| {
-                    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
-                        rustls::OtherError(Arc::new(WebpkiError(format!("{e:?}")))),
-                    ))
-                })?;
-            }
+        if !self.accept_untrusted
+            && !is_anchor
+            && let Some(roots) = &self.roots
+        {
+            let anchors = roots
+                .iter()
+                .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| rustls::Error::General(format!("bad trust anchor: {e}")))?;
+            let ee = webpki::EndEntityCert::try_from(end_entity)
+                .map_err(|e| rustls::Error::General(format!("bad certificate: {e}")))?;
+            let usage = if client {
+                webpki::KeyUsage::client_auth()
+            } else {
+                webpki::KeyUsage::server_auth()
+            };
+            ee.verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &anchors,
+                intermediates,
+                now,
+                usage,
+                None,
+                None,
+            )
+            .map_err(|e| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(WebpkiError(format!("{e:?}")))),
+                ))
+            })?;
+        }
         let mut matchers = self.sans.clone();
         if let Some(sni) = sni {
             matchers.push(SanMatcher {
@@ -240,9 +242,10 @@ fn dns_san_matches(san: &str, m: &StringMatcher) -> bool {
         return true;
     }
     if let (StringPattern::Exact(want), Some(suffix)) = (&m.pattern, san.strip_prefix("*."))
-        && let Some((first, rest)) = want.split_once('.') {
-            return !first.is_empty() && rest.eq_ignore_ascii_case(suffix);
-        }
+        && let Some((first, rest)) = want.split_once('.')
+    {
+        return !first.is_empty() && rest.eq_ignore_ascii_case(suffix);
+    }
     false
 }
 

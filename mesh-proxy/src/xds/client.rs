@@ -50,6 +50,8 @@ pub struct ClientConfig {
     pub backoff_base: Duration,
     /// Longest reconnect delay (Envoy: 30 s).
     pub backoff_max: Duration,
+    /// Counts connections made to the control plane (the xDS cluster's `upstream_cx_total`).
+    pub connections: Option<crate::stats::Counter>,
 }
 
 /// The ADS client. [`XdsClient::run`] keeps a stream open (reconnecting with back-off, keeping
@@ -90,25 +92,41 @@ impl XdsClient {
     }
 
     fn channel(&self) -> Result<Channel, String> {
-        match &self.config.transport {
-            XdsTransport::Tcp(addr) => Ok(Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| e.to_string())?
-                .connect_timeout(self.config.connect_timeout)
-                .tcp_nodelay(true)
-                .connect_lazy()),
+        let counter = self.config.connections.clone();
+        let endpoint = Endpoint::from_static("http://xds")
+            .connect_timeout(self.config.connect_timeout)
+            .tcp_nodelay(true);
+        let count = move || {
+            if let Some(c) = &counter {
+                c.inc();
+            }
+        };
+        Ok(match &self.config.transport {
+            XdsTransport::Tcp(addr) => {
+                let addr = *addr;
+                endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                    let count = count.clone();
+                    async move {
+                        let s = tokio::net::TcpStream::connect(addr).await?;
+                        let _ = s.set_nodelay(true);
+                        count();
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                }))
+            }
             XdsTransport::Unix(path) => {
                 let path = path.clone();
-                Ok(Endpoint::from_static("http://localhost")
-                    .connect_timeout(self.config.connect_timeout)
-                    .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            let s = tokio::net::UnixStream::connect(path).await?;
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                        }
-                    })))
+                endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    let count = count.clone();
+                    async move {
+                        let s = tokio::net::UnixStream::connect(path).await?;
+                        count();
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                }))
             }
-        }
+        })
     }
 
     /// Runs forever: connects, streams, and reconnects with jittered exponential back-off.
