@@ -621,7 +621,7 @@ pub fn split_host_port(authority: &str, default: u16) -> (String, u16) {
 }
 
 /// A redirect response for `rd`.
-fn redirect(
+pub(crate) fn redirect(
     rd: &RedirectAction,
     path_match: &crate::config::route::PathMatch,
     scheme: &str,

@@ -198,7 +198,7 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// Rewrites the path (prefix or regex rewrite); returns the original when it changed.
-fn rewrite_path(action: &ForwardAction, matched: &Matched<'_>, path: &str) -> Option<String> {
+pub(crate) fn rewrite_path(action: &ForwardAction, matched: &Matched<'_>, path: &str) -> Option<String> {
     let (p, q) = match path.find('?') {
         Some(i) => (&path[..i], &path[i..]),
         None => (path, ""),
@@ -510,7 +510,7 @@ fn protocol_name(v: Version) -> &'static str {
     }
 }
 
-fn set_path(parts: &mut http::request::Parts, path: &str) {
+pub(crate) fn set_path(parts: &mut http::request::Parts, path: &str) {
     let mut b = http::uri::Builder::new();
     if let Some(s) = parts.uri.scheme() {
         b = b.scheme(s.clone());
@@ -523,7 +523,7 @@ fn set_path(parts: &mut http::request::Parts, path: &str) {
     }
 }
 
-fn set_authority(parts: &mut http::request::Parts, host: &str) {
+pub(crate) fn set_authority(parts: &mut http::request::Parts, host: &str) {
     if let Ok(v) = HeaderValue::from_str(host) {
         parts.headers.insert(http::header::HOST, v);
     }

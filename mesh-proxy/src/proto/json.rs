@@ -46,6 +46,22 @@ pub enum BootstrapParseError {
 
 /// Parses a bootstrap from YAML or JSON text (Envoy's proto3 JSON mapping).
 pub fn parse_bootstrap(text: &str) -> Result<Bootstrap, BootstrapParseError> {
+    parse_yaml::<Bootstrap>(text)
+}
+
+/// Parses any Envoy message from YAML or JSON text (Envoy's proto3 JSON mapping): a route
+/// configuration, a cluster, a listener, as they are written in Envoy's docs.
+///
+/// ```
+/// use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+///
+/// let rc: RouteConfiguration = mesh_proxy::proto::parse_yaml(
+///     "name: local\nvirtual_hosts: [{name: all, domains: ['*']}]",
+/// )
+/// .unwrap();
+/// assert_eq!(rc.virtual_hosts[0].domains, ["*"]);
+/// ```
+pub fn parse_yaml<M: Message + Default + prost::Name>(text: &str) -> Result<M, BootstrapParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| BootstrapParseError::Json {
@@ -81,9 +97,10 @@ pub fn parse_bootstrap(text: &str) -> Result<Bootstrap, BootstrapParseError> {
     let proto =
         |message: String, path: Option<String>| BootstrapParseError::Proto { message, path };
     let pool = mesh_xds::dump::descriptor_pool().map_err(|e| proto(e.to_string(), None))?;
+    let full_name = M::full_name();
     let descriptor = pool
-        .get_message_by_name("envoy.config.bootstrap.v3.Bootstrap")
-        .ok_or_else(|| proto("Envoy's descriptors have no Bootstrap".into(), None))?;
+        .get_message_by_name(&full_name)
+        .ok_or_else(|| proto(format!("Envoy's descriptors have no {full_name}"), None))?;
     // Unknown fields first, for an error that says where they are.
     let mut path = String::new();
     if let Some((path, message)) = unknown_field(&descriptor, &value, &mut path) {
@@ -91,7 +108,7 @@ pub fn parse_bootstrap(text: &str) -> Result<Bootstrap, BootstrapParseError> {
     }
     let message =
         DynamicMessage::deserialize(descriptor, value).map_err(|e| proto(e.to_string(), None))?;
-    Bootstrap::decode(message.encode_to_vec().as_slice()).map_err(|e| proto(e.to_string(), None))
+    M::decode(message.encode_to_vec().as_slice()).map_err(|e| proto(e.to_string(), None))
 }
 
 /// The first key in `v` that is not a field of `desc` (or of a nested message, or of the type

@@ -27,7 +27,7 @@ pub use bootstrap::bootstrap;
 pub use cluster::cluster;
 pub use endpoint::load_assignment;
 #[cfg(feature = "sidecar")]
-pub use json::{BootstrapParseError, parse_bootstrap};
+pub use json::{BootstrapParseError, parse_bootstrap, parse_yaml};
 pub use listener::listener;
 pub use route::route_configuration;
 
