@@ -1678,3 +1678,107 @@ spec:
     }
     assert_eq!(h.envoy.rejections().await, 0);
 }
+
+/// An upstream that accepts one WebSocket upgrade per connection and then echoes bytes.
+async fn websocket_echo() -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !head.contains("upgrade: websocket") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n")
+                    .await;
+                let mut buf = [0u8; 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through() {
+    ProxyKind::each(websocket_upgrades_pass_through_on).await;
+}
+
+async fn websocket_upgrades_pass_through_on(kind: ProxyKind) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (echo_port, _echo) = websocket_echo().await;
+    let port = free_port();
+    let config = format!(
+        r#"{}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: chat, namespace: shop}}
+spec:
+  hosts: [chat.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {echo_port}}}}}]
+"#,
+        sidecar(port)
+    );
+    let h = start(kind, &config, port, Api::Sotw).await;
+    let upgrade = async || -> Option<String> {
+        let mut c = tokio::net::TcpStream::connect(h.listener).await.ok()?;
+        c.write_all(b"GET /chat HTTP/1.1\r\nhost: chat\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if c.read(&mut b).await.ok()? == 0 {
+                return None;
+            }
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        if !head.starts_with("HTTP/1.1 101") {
+            return None;
+        }
+        // After the upgrade the connection carries raw bytes both ways.
+        c.write_all(b"ping over the upgraded connection")
+            .await
+            .ok()?;
+        let mut got = vec![0u8; 33];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut got))
+            .await
+            .ok()?
+            .ok()?;
+        Some(String::from_utf8_lossy(&got).to_string())
+    };
+    let echoed = eventually("a WebSocket upgrade", Duration::from_secs(20), upgrade).await;
+    assert_eq!(echoed, "ping over the upgraded connection");
+    assert_eq!(h.envoy.rejections().await, 0);
+}

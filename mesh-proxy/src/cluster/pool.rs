@@ -573,7 +573,8 @@ impl Pool {
                     .map_err(|_| Failure::ConnectFailure)?;
                 p.stats.cx_http1_total.inc();
                 let guard = permit.clone();
-                tokio::spawn(drive(conn, idle, guard));
+                // `with_upgrades`: a 101 response hands the connection to the router (WebSocket).
+                tokio::spawn(drive(conn.with_upgrades(), idle, guard));
                 Ok(Conn::H1(H1Conn {
                     send,
                     served: 0,

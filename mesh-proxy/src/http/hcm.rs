@@ -325,7 +325,12 @@ async fn route_request(
     } else {
         path
     };
-    let upgrade = parts.headers.contains_key(http::header::UPGRADE);
+    // Upgrades pass only when the HCM allows them (`upgrade_configs: websocket`).
+    let upgrade = cfg.websocket
+        && parts
+            .headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let downstream = Downstream {
         remote: meta.remote,
         local: meta.local,

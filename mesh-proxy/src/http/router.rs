@@ -316,6 +316,17 @@ pub async fn forward(
     req: Request<Body>,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
+    // A WebSocket upgrade the HCM let through (its headers are still there), unless the route
+    // turns upgrades off.
+    let mut downstream_upgrade = None;
+    if parts.headers.contains_key(http::header::UPGRADE) {
+        if action.upgrade_websocket == Some(false) {
+            parts.headers.remove(http::header::UPGRADE);
+            parts.headers.remove(http::header::CONNECTION);
+        } else {
+            downstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        }
+    }
     let (cluster_name, weighted) = pick_cluster(action, &parts.headers);
     let Some(cluster_name) = cluster_name else {
         return local_reply::no_cluster(status(action.cluster_not_found_response_code));
@@ -457,6 +468,26 @@ pub async fn forward(
         None => attempt.await,
     };
     let (mut resp, tries) = result;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        match (downstream_upgrade, resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()) {
+            (Some(down), Some(up)) => {
+                tokio::spawn(async move {
+                    if let (Ok(d), Ok(u)) = (down.await, up.await) {
+                        let _ = crate::tcp::splice(
+                            hyper_util::rt::TokioIo::new(d),
+                            hyper_util::rt::TokioIo::new(u),
+                            None,
+                        )
+                        .await;
+                    }
+                });
+            }
+            _ => {
+                // An upgrade nobody asked for cannot be completed.
+                return local_reply::upstream_failure("protocol error", "UPE", false, None);
+            }
+        }
+    }
     if vhost.include_attempt_count_in_response && !ctx.suppress_envoy_headers {
         resp.headers_mut()
             .insert("x-envoy-attempt-count", HeaderValue::from(tries));

@@ -276,6 +276,10 @@ fn http_filter(port: u32, cluster: &str) -> Filter {
             "envoy.filters.http.router",
             &Router::default(),
         )],
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     Filter {

@@ -130,6 +130,15 @@ fn hcm(
             route_config_name: route_config.to_string(),
         })),
         http_filters: filters,
+        // Istio lets WebSocket upgrades through on every sidecar and gateway HCM.
+        upgrade_configs: if proxyless {
+            Vec::new()
+        } else {
+            vec![http_connection_manager::UpgradeConfig {
+                upgrade_type: "websocket".into(),
+                ..Default::default()
+            }]
+        },
         ..Default::default()
     }
 }
