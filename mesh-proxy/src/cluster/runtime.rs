@@ -63,6 +63,7 @@ pub struct ClusterStats {
     pub pool: PoolStats,
     prefix: String,
     store: Arc<Store>,
+    codes: Arc<std::sync::RwLock<Vec<(u16, Counter)>>>,
 }
 
 impl ClusterStats {
@@ -113,6 +114,7 @@ impl ClusterStats {
             },
             prefix: p,
             store: store.clone(),
+            codes: Arc::default(),
         }
     }
 
@@ -121,9 +123,22 @@ impl ClusterStats {
         if (100..600).contains(&code) {
             self.rq_class[usize::from(code / 100 - 1)].inc();
         }
-        self.store
-            .counter(format!("{}upstream_rq_{code}", self.prefix))
-            .inc();
+        // The per-code counters a cluster sees are few: found under a read lock.
+        {
+            let codes = self.codes.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, c)) = codes.iter().find(|(k, _)| *k == code) {
+                c.inc();
+                return;
+            }
+        }
+        let c = self
+            .store
+            .counter(format!("{}upstream_rq_{code}", self.prefix));
+        c.inc();
+        self.codes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((code, c));
     }
 }
 

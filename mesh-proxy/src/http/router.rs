@@ -376,7 +376,16 @@ pub async fn forward(
         hostname: &ctx.shared.hostname,
         request_headers: None,
     };
-    let request_headers_for_response = parts.headers.clone();
+    // `%REQ(...)%` in response headers needs the request's headers after the upstream answered.
+    let needs_request_headers = levels.iter().any(|l| {
+        l.response_add.iter().any(|o| {
+            o.value
+                .parts
+                .iter()
+                .any(|p| matches!(p, crate::config::route::TemplatePart::Request(_)))
+        })
+    });
+    let request_headers_for_response = needs_request_headers.then(|| parts.headers.clone());
     mutate::apply_levels(&mut parts.headers, &levels, Side::Request, &tctx);
 
     let (hash, set_cookie) = hash_request(
@@ -450,7 +459,7 @@ pub async fn forward(
         &cluster,
         policy.as_deref(),
         retry,
-        &parts,
+        &mut parts,
         &mut body,
         hash,
         vhost.include_request_attempt_count && !ctx.suppress_envoy_headers,
@@ -501,7 +510,7 @@ pub async fn forward(
         .and_then(|i| i.upstream_host);
     let rctx = TemplateContext {
         upstream_remote: upstream,
-        request_headers: Some(&request_headers_for_response),
+        request_headers: request_headers_for_response.as_ref(),
         ..tctx
     };
     mutate::apply_levels(resp.headers_mut(), &levels, Side::Response, &rctx);
@@ -637,7 +646,7 @@ async fn attempts(
     cluster: &Arc<ClusterRuntime>,
     policy: Option<&RetryPolicy>,
     mut retry: Option<crate::retry::RetryState>,
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     body: &mut ReqBody,
     hash: Option<u64>,
     attempt_header: bool,
@@ -682,7 +691,12 @@ async fn attempts(
         let mut req = Request::new(b);
         *req.method_mut() = parts.method.clone();
         *req.uri_mut() = parts.uri.clone();
-        *req.headers_mut() = parts.headers.clone();
+        // Without retries there is one attempt: the headers move instead of being copied.
+        *req.headers_mut() = if retry.is_none() {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
         if attempt_header {
             req.headers_mut()
                 .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
