@@ -1782,3 +1782,71 @@ spec:
     assert_eq!(echoed, "ping over the upgraded connection");
     assert_eq!(h.envoy.rejections().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_close_when_idle_or_too_old() {
+    ProxyKind::each(upstream_connections_close_when_idle_or_too_old_on).await;
+}
+
+async fn upstream_connections_close_when_idle_or_too_old_on(kind: ProxyKind) {
+    let idle_up = upstream::start("idle").await;
+    let old_up = upstream::start("old").await;
+    let port = free_port();
+    let config = format!(
+        r#"{}{}{}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: idle, namespace: shop}}
+spec:
+  host: idle
+  trafficPolicy: {{connectionPool: {{http: {{idleTimeout: 1s}}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: old, namespace: shop}}
+spec:
+  host: old
+  trafficPolicy: {{connectionPool: {{tcp: {{maxConnectionDuration: 1s}}}}}}
+"#,
+        sidecar(port),
+        service("idle", port, &[&idle_up]),
+        service("old", port, &[&old_up]),
+    );
+    let h = start(kind, &config, port, Api::Sotw).await;
+    wait_routable(&h, "idle").await;
+    wait_routable(&h, "old").await;
+    let stat = |name: &str| {
+        format!(
+            "cluster.outbound|{port}||{name}.shop.svc.cluster.local.{}",
+            ""
+        )
+    };
+    // Idle: the connection closes about a second after the last request.
+    eventually(
+        "idle connection closed",
+        Duration::from_secs(10),
+        async || {
+            let s = format!("{}upstream_cx_idle_timeout", stat("idle"));
+            (h.envoy.stat(&s).await? >= 1).then_some(())
+        },
+    )
+    .await;
+    // Too old: the connection closes at its age limit even though it was just used.
+    eventually(
+        "old connection closed",
+        Duration::from_secs(10),
+        async || {
+            let _ = upstream::get(h.listener, "old", "/", &[]).await;
+            let s = format!("{}upstream_cx_max_duration_reached", stat("old"));
+            (h.envoy.stat(&s).await? >= 1).then_some(())
+        },
+    )
+    .await;
+    // Both clusters keep answering with new connections.
+    for host in ["idle", "old"] {
+        let r = upstream::get(h.listener, host, "/", &[]).await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, host));
+    }
+    assert_eq!(h.envoy.rejections().await, 0);
+}

@@ -61,6 +61,8 @@ pub struct PoolStats {
     pub cx_idle_timeout: Counter,
     /// `upstream_cx_max_requests`.
     pub cx_max_requests: Counter,
+    /// `upstream_cx_max_duration_reached`.
+    pub cx_max_duration_reached: Counter,
     /// `upstream_cx_overflow`.
     pub cx_overflow: Counter,
     /// `upstream_rq_pending_total`.
@@ -100,6 +102,8 @@ pub struct ConnectParams {
     pub idle_timeout: Option<Duration>,
     /// Requests per connection at most.
     pub max_requests_per_connection: Option<u32>,
+    /// Close connections after this long (`max_connection_duration`).
+    pub max_connection_duration: Option<Duration>,
     /// HTTP/2 settings.
     pub http2: Http2Options,
     /// Stats.
@@ -212,9 +216,22 @@ struct ConnPermit {
     pool: Weak<Pool>,
     in_use: std::sync::atomic::AtomicUsize,
     last_active: Mutex<tokio::time::Instant>,
+    /// `max_connection_duration` reached: no new requests.
+    expired: std::sync::atomic::AtomicBool,
 }
 
 impl ConnPermit {
+    /// Takes the connection off the pool's lists (it is closing).
+    fn unlist(self: &Arc<Self>) {
+        if let Some(pool) = self.pool.upgrade() {
+            let mut st = pool.lock();
+            st.idle.retain(|c| !Arc::ptr_eq(&c._permit, self));
+            if st.h2.as_ref().is_some_and(|h| Arc::ptr_eq(&h._permit, self)) {
+                st.h2 = None;
+            }
+        }
+    }
+
     fn begin(self: &Arc<Self>) -> InUse {
         self.in_use
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -376,7 +393,7 @@ impl Pool {
             match self.protocol {
                 PoolProtocol::Http1 => {
                     while let Some(c) = st.idle.pop() {
-                        if c.send.is_ready() {
+                        if c.send.is_ready() && !c._permit.expired.load(std::sync::atomic::Ordering::Relaxed) {
                             return Ok(Conn::H1(c));
                         }
                     }
@@ -468,6 +485,9 @@ impl Pool {
 
     /// An HTTP/1.1 connection is free: the oldest waiter gets it, else it goes idle.
     fn release(&self, c: H1Conn) {
+        if c._permit.expired.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let mut st = self.lock();
         let mut c = Some(c);
         while let Some(w) = st.waiters.pop_front() {
@@ -531,6 +551,7 @@ impl Pool {
             pool: Arc::downgrade(self),
             in_use: std::sync::atomic::AtomicUsize::new(0),
             last_active: Mutex::new(tokio::time::Instant::now()),
+            expired: std::sync::atomic::AtomicBool::new(false),
         });
         self.lock().open += 1;
         match &p.tls {
@@ -565,6 +586,7 @@ impl Pool {
     {
         let p = &self.params;
         let idle = p.idle_timeout;
+        let max_duration = p.max_connection_duration;
         match self.protocol {
             PoolProtocol::Http1 => {
                 let (send, conn) = hyper::client::conn::http1::Builder::new()
@@ -574,7 +596,7 @@ impl Pool {
                 p.stats.cx_http1_total.inc();
                 let guard = permit.clone();
                 // `with_upgrades`: a 101 response hands the connection to the router (WebSocket).
-                tokio::spawn(drive(conn.with_upgrades(), idle, guard));
+                tokio::spawn(drive(conn.with_upgrades(), idle, max_duration, guard));
                 Ok(Conn::H1(H1Conn {
                     send,
                     served: 0,
@@ -593,7 +615,7 @@ impl Pool {
                     .map_err(|_| Failure::ConnectFailure)?;
                 p.stats.cx_http2_total.inc();
                 let guard = permit.clone();
-                tokio::spawn(drive(conn, idle, guard));
+                tokio::spawn(drive(conn, idle, max_duration, guard));
                 Ok(Conn::H2(H2Conn {
                     send,
                     served: Arc::new(std::sync::atomic::AtomicU32::new(0)),
@@ -604,37 +626,61 @@ impl Pool {
     }
 }
 
-/// Drives a connection until it closes, or until no request has used it for `idle`.
-async fn drive<F>(conn: F, idle: Option<Duration>, permit: Arc<ConnPermit>)
-where
+/// Drives a connection until it closes, until no request has used it for `idle`, or until it
+/// has lived `max_duration` (then it takes no new requests and closes once the last ends).
+async fn drive<F>(
+    conn: F,
+    idle: Option<Duration>,
+    max_duration: Option<Duration>,
+    permit: Arc<ConnPermit>,
+) where
     F: std::future::Future + Send,
 {
-    let Some(idle) = idle else {
+    if idle.is_none() && max_duration.is_none() {
         let _ = conn.await;
         return;
-    };
+    }
     tokio::pin!(conn);
+    let far = Duration::from_secs(u64::from(u32::MAX));
+    let expires = tokio::time::Instant::now() + max_duration.unwrap_or(far);
+    let mut expired = false;
     loop {
+        let busy = permit.in_use.load(std::sync::atomic::Ordering::Relaxed) > 0;
         let last = *permit.last_active.lock().unwrap_or_else(|p| p.into_inner());
+        let next = if expired {
+            // Waiting for the last request: look again shortly.
+            tokio::time::Instant::now() + Duration::from_millis(50)
+        } else {
+            expires.min(last + idle.unwrap_or(far))
+        };
         tokio::select! {
             _ = &mut conn => return,
-            _ = tokio::time::sleep_until(last + idle) => {
-                let busy = permit.in_use.load(std::sync::atomic::Ordering::Relaxed) > 0;
-                let last_now = *permit.last_active.lock().unwrap_or_else(|p| p.into_inner());
-                if !busy && last_now + idle <= tokio::time::Instant::now() {
-                    permit.stats.cx_idle_timeout.inc();
-                    if let Some(pool) = permit.pool.upgrade() {
-                        let mut st = pool.lock();
-                        st.idle.retain(|c| !Arc::ptr_eq(&c._permit, &permit));
-                        if st.h2.as_ref().is_some_and(|h| Arc::ptr_eq(&h._permit, &permit)) {
-                            st.h2 = None;
-                        }
-                    }
-                    return;
+            _ = tokio::time::sleep_until(next) => {
+                let now = tokio::time::Instant::now();
+                if !expired && now >= expires {
+                    expired = true;
+                    permit.expired.store(true, std::sync::atomic::Ordering::Relaxed);
+                    permit.stats.cx_max_duration_reached.inc();
+                    permit.unlist();
                 }
-                if busy {
-                    // Look again one period after it was last seen busy.
-                    *permit.last_active.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+                let busy_now = permit.in_use.load(std::sync::atomic::Ordering::Relaxed) > 0;
+                if expired {
+                    if !busy_now {
+                        return;
+                    }
+                    continue;
+                }
+                let last_now = *permit.last_active.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(idle) = idle {
+                    if !busy_now && last_now + idle <= now {
+                        permit.stats.cx_idle_timeout.inc();
+                        permit.unlist();
+                        return;
+                    }
+                    if busy && busy_now {
+                        // Look again one period after it was last seen busy.
+                        *permit.last_active.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                    }
                 }
             }
         }

@@ -106,6 +106,7 @@ impl ClusterStats {
                 cx_destroy: c("upstream_cx_destroy"),
                 cx_idle_timeout: c("upstream_cx_idle_timeout"),
                 cx_max_requests: c("upstream_cx_max_requests"),
+                cx_max_duration_reached: c("upstream_cx_max_duration_reached"),
                 cx_overflow: c("upstream_cx_overflow"),
                 rq_pending_total: c("upstream_rq_pending_total"),
                 rq_pending_active: g("upstream_rq_pending_active"),
@@ -519,6 +520,7 @@ impl ClusterRuntime {
             tls,
             idle_timeout: c.http.idle_timeout,
             max_requests_per_connection: c.http.max_requests_per_connection,
+            max_connection_duration: c.http.max_connection_duration,
             http2: c.http.http2,
             stats: self.stats.pool.clone(),
         }

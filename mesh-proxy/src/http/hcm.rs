@@ -71,6 +71,10 @@ pub struct HcmStats {
     pub rq_completed: Counter,
     /// `downstream_rq_idle_timeout`.
     pub rq_idle_timeout: Counter,
+    /// `downstream_cx_idle_timeout`.
+    pub cx_idle_timeout: Counter,
+    /// `downstream_rq_max_duration_reached`.
+    pub rq_max_duration_reached: Counter,
     /// `no_route`.
     pub no_route: Counter,
     /// `no_cluster`.
@@ -107,6 +111,8 @@ impl HcmStats {
             ],
             rq_completed: c("downstream_rq_completed"),
             rq_idle_timeout: c("downstream_rq_idle_timeout"),
+            cx_idle_timeout: c("downstream_cx_idle_timeout"),
+            rq_max_duration_reached: c("downstream_rq_max_duration_reached"),
             no_route: c("no_route"),
             no_cluster: c("no_cluster"),
             rq_redirect: c("rq_redirect"),
@@ -193,6 +199,9 @@ pub async fn serve<IO>(
         .max_concurrent_streams(cfg.http2.max_concurrent_streams)
         .initial_stream_window_size(cfg.http2.initial_stream_window_size)
         .initial_connection_window_size(cfg.http2.initial_connection_window_size);
+    if let Some(t) = cfg.request_headers_timeout {
+        builder.http1().header_read_timeout(t);
+    }
     let builder = match cfg.codec {
         Codec::Http1 => builder.http1_only(),
         Codec::Http2 => builder.http2_only(),
@@ -200,13 +209,19 @@ pub async fn serve<IO>(
         Codec::Auto => builder,
     };
     let svc_meta = Arc::new(meta);
+    // Requests in flight on this connection, and when the last one ended (idle timeout).
+    let activity = Arc::new(Activity::default());
+    let svc_activity = activity.clone();
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let hcm = hcm.clone();
         let shared = shared.clone();
         let meta = svc_meta.clone();
+        let busy = svc_activity.begin();
         async move {
             let req = req.map(super::boxed);
-            Ok::<_, std::convert::Infallible>(handle(&hcm, &shared, &meta, req).await)
+            let r = handle(&hcm, &shared, &meta, req).await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(r)
         }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
@@ -215,7 +230,10 @@ pub async fn serve<IO>(
     if draining {
         conn.as_mut().graceful_shutdown();
     }
+    let idle = cfg.idle_timeout;
+    let far = Duration::from_secs(u64::from(u32::MAX));
     loop {
+        let idle_deadline = activity.last() + idle.unwrap_or(far);
         tokio::select! {
             _ = conn.as_mut() => break,
             changed = drain.changed(), if !draining => {
@@ -224,7 +242,55 @@ pub async fn serve<IO>(
                     conn.as_mut().graceful_shutdown();
                 }
             }
+            _ = tokio::time::sleep_until(idle_deadline), if idle.is_some() && !draining => {
+                if activity.idle_for(idle.unwrap_or(far)) {
+                    stats.cx_idle_timeout.inc();
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
         }
+    }
+}
+
+/// Requests in flight on a connection and when it last had one.
+#[derive(Debug)]
+struct Activity {
+    busy: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            busy: std::sync::atomic::AtomicUsize::new(0),
+            last: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// No request in flight, and none for `d`.
+    fn idle_for(&self, d: Duration) -> bool {
+        self.busy.load(std::sync::atomic::Ordering::Relaxed) == 0 && self.last().elapsed() >= d
+    }
+}
+
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        self.0.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -253,7 +319,21 @@ pub async fn handle(
     }
     let version = req.version();
     let cfg = &hcm.config;
-    let mut resp = route_request(hcm, shared, meta, req).await;
+    let mut resp = match cfg.max_stream_duration {
+        Some(t) if !t.is_zero() => match tokio::time::timeout(t, route_request(hcm, shared, meta, req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                stats.rq_max_duration_reached.inc();
+                local_reply::reply(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "downstream duration timeout",
+                    &["DT"],
+                    "max_duration_timeout",
+                )
+            }
+        },
+        _ => route_request(hcm, shared, meta, req).await,
+    };
     let request_id = resp.extensions_mut().remove::<RequestId>();
     headers::response(cfg, resp.headers_mut(), request_id.as_ref().map(|r| &r.0));
     let code = resp.status().as_u16();
@@ -695,6 +775,3 @@ pub(crate) fn redirect(
     r
 }
 
-/// How long an idle HTTP/1.1 keep-alive connection stays open by default.
-#[allow(dead_code)]
-const DEFAULT_IDLE: Duration = Duration::from_secs(3600);

@@ -107,6 +107,25 @@ pub fn mutation_levels<'a>(
     levels
 }
 
+/// A `grpc-timeout` header's value (`100m`, `2S`: digits then H, M, S, m, u or n).
+pub fn grpc_timeout(v: &Option<HeaderValue>) -> Option<std::time::Duration> {
+    let s = v.as_ref()?.to_str().ok()?;
+    let (n, unit) = s.split_at(s.len().checked_sub(1)?);
+    if n.is_empty() || n.len() > 8 {
+        return None;
+    }
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => std::time::Duration::from_secs(n * 3600),
+        "M" => std::time::Duration::from_secs(n * 60),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Envoy's hash of the hash policies: each policy's xxHash64, combined as
 /// `rotl(previous, 1) ^ next`, stopping after a terminal policy that produced one.
 /// Also returns a `Set-Cookie` value when a cookie policy generated one.
@@ -454,6 +473,7 @@ pub async fn forward(
         mirror(ctx.shared, m, &parts, &body);
     }
 
+    let request_grpc_timeout = parts.headers.get("grpc-timeout").cloned();
     let attempt = attempts(
         &ctx,
         &cluster,
@@ -464,7 +484,34 @@ pub async fn forward(
         hash,
         vhost.include_request_attempt_count && !ctx.suppress_envoy_headers,
     );
-    let result = match action.timeout {
+    // `grpc-timeout` replaces the route timeout when the route honours it (capped by
+    // `grpc_timeout_header_max` unless that is zero).
+    let mut timeout = action.timeout;
+    if let Some(cap) = action.grpc_timeout_header_max
+        && let Some(t) = grpc_timeout(&request_grpc_timeout) {
+            timeout = Some(match cap {
+                Some(c) if !c.is_zero() => t.min(c),
+                _ => t,
+            });
+        }
+    let attempt = async {
+        match action.max_stream_duration {
+            Some(d) if !d.is_zero() => match tokio::time::timeout(d, attempt).await {
+                Ok(r) => r,
+                Err(_) => (
+                    local_reply::reply(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "upstream max stream duration reached",
+                        &["UMSDR"],
+                        "upstream_max_stream_duration_reached",
+                    ),
+                    1,
+                ),
+            },
+            _ => attempt.await,
+        }
+    };
+    let result = match timeout {
         Some(t) => match tokio::time::timeout(t, attempt).await {
             Ok(r) => r,
             Err(_) => {
@@ -656,12 +703,24 @@ async fn attempts(
     let mut attempt: u32 = 0;
     let previous_hosts = policy.is_some_and(|p| p.previous_hosts);
     let selection_attempts = policy.map_or(1, |p| p.host_selection_retry_max_attempts);
+    // ORIGINAL_DST with `use_http_header`: `x-envoy-original-dst-host` names the host.
+    let original_dst = match cluster.config().discovery {
+        crate::config::cluster::Discovery::OriginalDst {
+            use_http_header: true,
+        } => parts
+            .headers
+            .get("x-envoy-original-dst-host")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<SocketAddr>().ok())
+            .unwrap_or(ctx.local),
+        _ => ctx.local,
+    };
     loop {
         attempt += 1;
         let predicate = |h: &Host| tried.contains(&h.address());
         let host = cluster.choose(&HostRequest {
             hash,
-            original_dst: Some(ctx.local),
+            original_dst: Some(original_dst),
             resolved: ctx.resolved,
             should_select_another: (previous_hosts && !tried.is_empty())
                 .then_some(&predicate as &dyn Fn(&Host) -> bool),
@@ -815,5 +874,59 @@ impl<G: Unpin> http_body::Body for Guarded<G> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts() {
+        let v = |s: &str| Some(HeaderValue::from_str(s).unwrap());
+        assert_eq!(grpc_timeout(&v("100m")), Some(std::time::Duration::from_millis(100)));
+        assert_eq!(grpc_timeout(&v("2S")), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(grpc_timeout(&v("1H")), Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout(&v("123456789S")), None);
+        assert_eq!(grpc_timeout(&v("S")), None);
+        assert_eq!(grpc_timeout(&v("5x")), None);
+        assert_eq!(grpc_timeout(&None), None);
+    }
+
+    #[test]
+    fn hash_policies_combine_like_envoy() {
+        let headers = {
+            let mut h = HeaderMap::new();
+            h.insert("x-user", "alice".parse().unwrap());
+            h
+        };
+        let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let header = |terminal| HashPolicy {
+            kind: HashKind::Header {
+                name: http::header::HeaderName::from_static("x-user"),
+                rewrite: None,
+            },
+            terminal,
+        };
+        let ip = HashPolicy {
+            kind: HashKind::SourceIp,
+            terminal: false,
+        };
+        let h1 = xxh(b"alice");
+        let h2 = xxh(b"10.0.0.1");
+        assert_eq!(hash_request(&[header(false)], &headers, "/", a, a).0, Some(h1));
+        assert_eq!(
+            hash_request(&[header(false), ip.clone()], &headers, "/", a, a).0,
+            Some(h1.rotate_left(1) ^ h2)
+        );
+        // A terminal policy that hashed stops the walk.
+        assert_eq!(hash_request(&[header(true), ip], &headers, "/", a, a).0, Some(h1));
+        // No value, no hash.
+        assert_eq!(hash_request(&[header(false)], &HeaderMap::new(), "/", a, a).0, None);
+        let q = HashPolicy {
+            kind: HashKind::QueryParameter("k".into()),
+            terminal: false,
+        };
+        assert_eq!(hash_request(&[q], &headers, "/p?a=1&k=v", a, a).0, Some(xxh(b"v")));
     }
 }

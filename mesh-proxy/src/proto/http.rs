@@ -280,7 +280,10 @@ pub(crate) fn http_connection_manager(
             Some(Duration::from_secs(300)),
             "stream_idle_timeout",
         )?,
-        request_timeout: timeout_or(request_timeout, None, "request_timeout")?,
+        request_timeout: match timeout_or(request_timeout, None, "request_timeout")? {
+            None => None,
+            Some(_) => return Err(InvalidField::unsupported("request_timeout")),
+        },
         request_headers_timeout: timeout_or(
             request_headers_timeout,
             None,
