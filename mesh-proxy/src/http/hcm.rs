@@ -217,12 +217,31 @@ pub async fn serve<IO>(
         let shared = shared.clone();
         let meta = svc_meta.clone();
         let busy = svc_activity.begin();
-        async move {
-            let req = req.map(super::boxed);
-            let r = handle(&hcm, &shared, &meta, req).await;
-            drop(busy);
-            Ok::<_, std::convert::Infallible>(r)
-        }
+        // A span per request (free when its level is off).
+        let span = tracing::debug_span!(
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            stat_prefix = %hcm.config.stat_prefix,
+        );
+        tracing::Instrument::instrument(
+            async move {
+                let req = req.map(super::boxed);
+                let r = handle(&hcm, &shared, &meta, req).await;
+                if let Some(info) = r.extensions().get::<ResponseInfo>() {
+                    tracing::debug!(
+                        status = r.status().as_u16(),
+                        flags = ?info.flags,
+                        cluster = ?info.cluster,
+                        upstream = ?info.upstream_host,
+                        "response"
+                    );
+                }
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(r)
+            },
+            span,
+        )
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
