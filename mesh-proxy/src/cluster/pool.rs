@@ -226,7 +226,11 @@ impl ConnPermit {
         if let Some(pool) = self.pool.upgrade() {
             let mut st = pool.lock();
             st.idle.retain(|c| !Arc::ptr_eq(&c._permit, self));
-            if st.h2.as_ref().is_some_and(|h| Arc::ptr_eq(&h._permit, self)) {
+            if st
+                .h2
+                .as_ref()
+                .is_some_and(|h| Arc::ptr_eq(&h._permit, self))
+            {
                 st.h2 = None;
             }
         }
@@ -393,7 +397,9 @@ impl Pool {
             match self.protocol {
                 PoolProtocol::Http1 => {
                     while let Some(c) = st.idle.pop() {
-                        if c.send.is_ready() && !c._permit.expired.load(std::sync::atomic::Ordering::Relaxed) {
+                        if c.send.is_ready()
+                            && !c._permit.expired.load(std::sync::atomic::Ordering::Relaxed)
+                        {
                             return Ok(Conn::H1(c));
                         }
                     }

@@ -309,7 +309,9 @@ struct Busy(Arc<Activity>);
 impl Drop for Busy {
     fn drop(&mut self) {
         *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
-        self.0.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -339,18 +341,20 @@ pub async fn handle(
     let version = req.version();
     let cfg = &hcm.config;
     let mut resp = match cfg.max_stream_duration {
-        Some(t) if !t.is_zero() => match tokio::time::timeout(t, route_request(hcm, shared, meta, req)).await {
-            Ok(r) => r,
-            Err(_) => {
-                stats.rq_max_duration_reached.inc();
-                local_reply::reply(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "downstream duration timeout",
-                    &["DT"],
-                    "max_duration_timeout",
-                )
+        Some(t) if !t.is_zero() => {
+            match tokio::time::timeout(t, route_request(hcm, shared, meta, req)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    stats.rq_max_duration_reached.inc();
+                    local_reply::reply(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "downstream duration timeout",
+                        &["DT"],
+                        "max_duration_timeout",
+                    )
+                }
             }
-        },
+        }
         _ => route_request(hcm, shared, meta, req).await,
     };
     let request_id = resp.extensions_mut().remove::<RequestId>();
@@ -793,4 +797,3 @@ pub(crate) fn redirect(
     });
     r
 }
-

@@ -217,7 +217,11 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// Rewrites the path (prefix or regex rewrite); returns the original when it changed.
-pub(crate) fn rewrite_path(action: &ForwardAction, matched: &Matched<'_>, path: &str) -> Option<String> {
+pub(crate) fn rewrite_path(
+    action: &ForwardAction,
+    matched: &Matched<'_>,
+    path: &str,
+) -> Option<String> {
     let (p, q) = match path.find('?') {
         Some(i) => (&path[..i], &path[i..]),
         None => (path, ""),
@@ -488,12 +492,13 @@ pub async fn forward(
     // `grpc_timeout_header_max` unless that is zero).
     let mut timeout = action.timeout;
     if let Some(cap) = action.grpc_timeout_header_max
-        && let Some(t) = grpc_timeout(&request_grpc_timeout) {
-            timeout = Some(match cap {
-                Some(c) if !c.is_zero() => t.min(c),
-                _ => t,
-            });
-        }
+        && let Some(t) = grpc_timeout(&request_grpc_timeout)
+    {
+        timeout = Some(match cap {
+            Some(c) if !c.is_zero() => t.min(c),
+            _ => t,
+        });
+    }
     let attempt = async {
         match action.max_stream_duration {
             Some(d) if !d.is_zero() => match tokio::time::timeout(d, attempt).await {
@@ -525,7 +530,10 @@ pub async fn forward(
     };
     let (mut resp, tries) = result;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        match (downstream_upgrade, resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()) {
+        match (
+            downstream_upgrade,
+            resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>(),
+        ) {
             (Some(down), Some(up)) => {
                 tokio::spawn(async move {
                     if let (Ok(d), Ok(u)) = (down.await, up.await) {
@@ -884,9 +892,18 @@ mod tests {
     #[test]
     fn grpc_timeouts() {
         let v = |s: &str| Some(HeaderValue::from_str(s).unwrap());
-        assert_eq!(grpc_timeout(&v("100m")), Some(std::time::Duration::from_millis(100)));
-        assert_eq!(grpc_timeout(&v("2S")), Some(std::time::Duration::from_secs(2)));
-        assert_eq!(grpc_timeout(&v("1H")), Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(
+            grpc_timeout(&v("100m")),
+            Some(std::time::Duration::from_millis(100))
+        );
+        assert_eq!(
+            grpc_timeout(&v("2S")),
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(
+            grpc_timeout(&v("1H")),
+            Some(std::time::Duration::from_secs(3600))
+        );
         assert_eq!(grpc_timeout(&v("123456789S")), None);
         assert_eq!(grpc_timeout(&v("S")), None);
         assert_eq!(grpc_timeout(&v("5x")), None);
@@ -914,19 +931,31 @@ mod tests {
         };
         let h1 = xxh(b"alice");
         let h2 = xxh(b"10.0.0.1");
-        assert_eq!(hash_request(&[header(false)], &headers, "/", a, a).0, Some(h1));
+        assert_eq!(
+            hash_request(&[header(false)], &headers, "/", a, a).0,
+            Some(h1)
+        );
         assert_eq!(
             hash_request(&[header(false), ip.clone()], &headers, "/", a, a).0,
             Some(h1.rotate_left(1) ^ h2)
         );
         // A terminal policy that hashed stops the walk.
-        assert_eq!(hash_request(&[header(true), ip], &headers, "/", a, a).0, Some(h1));
+        assert_eq!(
+            hash_request(&[header(true), ip], &headers, "/", a, a).0,
+            Some(h1)
+        );
         // No value, no hash.
-        assert_eq!(hash_request(&[header(false)], &HeaderMap::new(), "/", a, a).0, None);
+        assert_eq!(
+            hash_request(&[header(false)], &HeaderMap::new(), "/", a, a).0,
+            None
+        );
         let q = HashPolicy {
             kind: HashKind::QueryParameter("k".into()),
             terminal: false,
         };
-        assert_eq!(hash_request(&[q], &headers, "/p?a=1&k=v", a, a).0, Some(xxh(b"v")));
+        assert_eq!(
+            hash_request(&[q], &headers, "/p?a=1&k=v", a, a).0,
+            Some(xxh(b"v"))
+        );
     }
 }

@@ -204,12 +204,13 @@ where
             }
             router::set_path(&mut parts, &p);
         }
-        let host = weighted
-            .and_then(|w| w.host_rewrite_literal.clone())
-            .or(match &action.host_rewrite {
-                crate::config::route::HostRewrite::Literal(h) => Some(h.clone()),
-                _ => None,
-            });
+        let host =
+            weighted
+                .and_then(|w| w.host_rewrite_literal.clone())
+                .or(match &action.host_rewrite {
+                    crate::config::route::HostRewrite::Literal(h) => Some(h.clone()),
+                    _ => None,
+                });
         if let Some(h) = host {
             router::set_authority(&mut parts, &h);
         }

@@ -61,7 +61,9 @@ pub fn parse_bootstrap(text: &str) -> Result<Bootstrap, BootstrapParseError> {
 /// .unwrap();
 /// assert_eq!(rc.virtual_hosts[0].domains, ["*"]);
 /// ```
-pub fn parse_yaml<M: Message + Default + prost::Name>(text: &str) -> Result<M, BootstrapParseError> {
+pub fn parse_yaml<M: Message + Default + prost::Name>(
+    text: &str,
+) -> Result<M, BootstrapParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| BootstrapParseError::Json {

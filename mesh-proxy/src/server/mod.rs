@@ -409,6 +409,10 @@ impl Server {
         let mut seen = BTreeSet::new();
         for r in updated {
             seen.insert(r.name.clone());
+            // Unchanged bytes: nothing to decode or rebuild (SotW resends every cluster).
+            if st.clusters.get(&r.name).is_some_and(|e| e.raw == r.value) {
+                continue;
+            }
             let proto =
                 match envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(r.value.clone())
                 {
@@ -574,6 +578,9 @@ impl Server {
         let mut seen = BTreeSet::new();
         for r in updated {
             seen.insert(r.name.clone());
+            if st.listeners.get(&r.name).is_some_and(|e| e.raw == r.value) {
+                continue;
+            }
             let proto = match envoy_types::pb::envoy::config::listener::v3::Listener::decode(
                 r.value.clone(),
             ) {
