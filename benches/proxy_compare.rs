@@ -20,6 +20,9 @@
 //!
 //! Every wait has a deadline, every loop a bound; only processes this program spawned are
 //! stopped, by their own `Child` handle.
+//!
+//! To calibrate the noise of a machine, run Envoy against itself: `--sidecar
+//! target/envoy-venv/bin/envoy` (an A/A run; every ratio should be near 1).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -1031,10 +1034,23 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// The load average, and CPU pressure (PSI) when the kernel has it: how busy the other
+/// tenants of the machine keep it.
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
+    let load = std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let psi = std::fs::read_to_string("/proc/pressure/cpu")
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("some"))?;
+            let avg60 = l
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("avg60="))?;
+            Some(format!(", CPU pressure {avg60}% (PSI some avg60)"))
+        })
+        .unwrap_or_default();
+    format!("{load}{psi}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1874,6 +1890,8 @@ struct ConfigRun {
     clusters_idle: usize,
     clusters_loaded: usize,
     last_poll_ms: f64,
+    /// One poll after everything was applied.
+    rest_poll_ms: f64,
 }
 
 struct ConfigSnapshots {
@@ -2045,6 +2063,11 @@ async fn config_run(
         );
     };
     let cds_ack = cds_ack.map_or(f64::NAN, |a| (a - t0).as_secs_f64() * 1000.0);
+    // One more poll with everything applied: what a poll costs by itself, to tell a slow stats
+    // endpoint from a slow apply.
+    let q = Instant::now();
+    let _ = p.gauge("cluster_manager.active_clusters").await;
+    let rest_poll = q.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_loaded = p.rss_kib().unwrap_or(0) as f64;
     let nacks = ctx.xds_log.nacks_of(&node.id);
@@ -2063,6 +2086,7 @@ async fn config_run(
         clusters_idle: idle_clusters,
         clusters_loaded: loaded_clusters,
         last_poll_ms: last_poll.as_secs_f64() * 1000.0,
+        rest_poll_ms: rest_poll.as_secs_f64() * 1000.0,
     })
 }
 
@@ -2095,7 +2119,7 @@ async fn config_phase(ctx: &Ctx, root: &Path) -> Result<()> {
                 eprintln!(
                     "[config {}/{}] {:<12} idle {} KiB ({} clusters); +{n}: {} KiB ({} clusters), \
                      all active after {:.0} ms (CDS ACK {:.0} ms, proxy CPU {:.2} s; {} polls, \
-                     the last took {:.1} ms)",
+                     the last took {:.1} ms, one more at rest {:.1} ms)",
                     r + 1,
                     args.repeats,
                     k.name(),
@@ -2107,7 +2131,8 @@ async fn config_phase(ctx: &Ctx, root: &Path) -> Result<()> {
                     run.cds_ack_ms,
                     run.apply_cpu,
                     run.polls,
-                    run.last_poll_ms
+                    run.last_poll_ms,
+                    run.rest_poll_ms
                 );
                 runs.entry((k, n)).or_default().push(run);
             }
@@ -2267,9 +2292,10 @@ fn report_config(ctx: &Ctx, runs: &BTreeMap<(Kind, usize), Vec<ConfigRun>>, size
         .iter()
         .map(|&k| {
             format!(
-                "{} {} ms",
+                "{} {} ms ({} ms once applied)",
                 k.name(),
-                fmt(median(&at(k, largest, &|r| r.last_poll_ms)), 1)
+                fmt(median(&at(k, largest, &|r| r.last_poll_ms)), 1),
+                fmt(median(&at(k, largest, &|r| r.rest_poll_ms)), 1)
             )
         })
         .collect();

@@ -98,6 +98,8 @@ pub mod body;
 pub mod classify;
 pub mod cluster;
 pub mod config;
+#[cfg(feature = "sidecar")]
+pub mod descriptors;
 pub mod dns;
 pub mod http;
 pub mod layer;

@@ -11,15 +11,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mesh_test_support::netns::Namespace;
 use mesh_test_support::tls::{TlsUpstream, self_signed, tls_get};
 use mesh_test_support::{Api, ControlPlane, Proxy, ProxyKind, eventually, serve, upstream};
 
-/// Set in the environment of the run inside the namespace.
-const INSIDE: &str = "MESH_TEST_IN_CAPTURE_NETNS";
-
-/// Brings loopback up and installs the capture rules (iptables' nf_tables backend, else the
-/// legacy one), then runs the test binary.
-const SETUP: &str = r#"set -e
+/// The namespace the test runs in: loopback up and the capture rules (iptables' nf_tables
+/// backend, else the legacy one).
+const NAMESPACE: Namespace = Namespace {
+    marker: "MESH_TEST_IN_CAPTURE_NETNS",
+    setup: r#"set -e
 PATH="$PATH:/usr/sbin:/sbin"
 ip link set lo up
 rules() {
@@ -28,46 +28,15 @@ rules() {
 }
 rules iptables 2>/dev/null || rules iptables-legacy
 exec "$@"
-"#;
-
-/// Runs the test named `name` of this binary inside a fresh network namespace with the capture
-/// rules; true when this is already that run.
-async fn inside_capture_namespace(name: &str) -> bool {
-    if std::env::var_os(INSIDE).is_some() {
-        return true;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let child = tokio::process::Command::new("unshare")
-        .args(["--net", "--", "sh", "-c", SETUP, "sh"])
-        .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("unshare (util-linux) runs");
-    let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
-        .await
-        .expect("the test inside the namespace ends within 180 s")
-        .unwrap();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "inside the capture namespace (needs root, `ip` and `iptables`; scripts/test.sh installs them):\n{log}"
-    );
-    // The harness inside must have run this very test, not filtered it away.
-    assert!(log.contains("1 passed"), "{log}");
-    false
-}
+"#,
+    needs: "root, `ip` and `iptables`",
+    deadline: Duration::from_secs(180),
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captured_tcp_tls_http_and_inbound_traffic_follows_the_config() {
-    if !inside_capture_namespace("captured_tcp_tls_http_and_inbound_traffic_follows_the_config")
+    if !NAMESPACE
+        .run_inside("captured_tcp_tls_http_and_inbound_traffic_follows_the_config")
         .await
     {
         return;

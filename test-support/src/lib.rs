@@ -8,17 +8,19 @@
 //! - [`upstream`]: upstream HTTP servers that answer with their own name, and an HTTP client.
 //! - [`tls`]: TLS peers from the openssl CLI (self-signed certificates, `s_server`, `s_client`).
 //! - [`identity`]: service-account tokens, CSRs, workload certificates, the CA API on loopback.
+//! - [`netns`]: tests run inside a network namespace of their own.
 //! - [`wait`]: waiting on conditions with deadlines, free ports, temporary directories.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
 pub mod control_plane;
 pub mod identity;
+pub mod netns;
 pub mod proxy;
 pub mod tls;
 pub mod upstream;
 pub mod wait;
 
 pub use control_plane::{ControlPlane, Served, node, serve, serve_at};
-pub use proxy::{Api, Proxy, ProxyKind};
+pub use proxy::{Api, ClientSide, Proxy, ProxyKind};
 pub use wait::{TempDir, eventually, free_port, temp_dir};

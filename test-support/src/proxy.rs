@@ -552,3 +552,77 @@ mod tests {
         assert!(pipe.contains(r#"{pipe: {path: "/tmp/x.sock"}}"#), "{pipe}");
     }
 }
+
+/// One proxy of a side-by-side test: its kind, the namespace of its client workload and the
+/// loopback IP its egress listeners bind, so Envoy and mesh-sidecar can share one control
+/// plane and one machine without their listeners colliding.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientSide {
+    /// Which proxy.
+    pub kind: ProxyKind,
+    /// The client workload's namespace (each side has its own Sidecar resource there).
+    pub ns: &'static str,
+    /// The loopback IP of its bound egress listeners.
+    pub bind: &'static str,
+}
+
+impl ClientSide {
+    /// Envoy on 127.0.1.1 in `envoy_ns`, mesh-sidecar on 127.0.2.1 in `mesh_ns`.
+    pub const fn pair(envoy_ns: &'static str, mesh_ns: &'static str) -> [ClientSide; 2] {
+        [
+            ClientSide {
+                kind: ProxyKind::Envoy,
+                ns: envoy_ns,
+                bind: "127.0.1.1",
+            },
+            ClientSide {
+                kind: ProxyKind::MeshSidecar,
+                ns: mesh_ns,
+                bind: "127.0.2.1",
+            },
+        ]
+    }
+
+    /// The sidecar node id of the side's client workload.
+    pub fn node_id(&self) -> String {
+        format!(
+            "sidecar~{}~client.{ns}~{ns}.svc.cluster.local",
+            self.bind,
+            ns = self.ns
+        )
+    }
+
+    /// The bootstrap `node` (flow YAML) of the side's client workload.
+    pub fn node_yaml(&self) -> String {
+        format!(
+            r#"{{id: "{}", cluster: client, metadata: {{NAMESPACE: {}, INTERCEPTION_MODE: NONE, LABELS: {{app: client}}}}}}"#,
+            self.node_id(),
+            self.ns
+        )
+    }
+
+    /// The side's Sidecar resource (YAML, starting with `---`): one bound HTTP egress listener
+    /// per port, every host visible.
+    pub fn sidecar_yaml(&self, ports: &[u16]) -> String {
+        let egress: String = ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "  - port: {{number: {p}, name: http-{p}, protocol: HTTP}}\n    \
+                     bind: {}\n    captureMode: NONE\n    hosts: [\"*/*\"]\n",
+                    self.bind
+                )
+            })
+            .collect();
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\n\
+             metadata: {{name: default, namespace: {}}}\nspec:\n  egress:\n{egress}",
+            self.ns
+        )
+    }
+
+    /// The side's listener address for `port`.
+    pub fn addr(&self, port: u16) -> std::net::SocketAddr {
+        format!("{}:{port}", self.bind).parse().unwrap()
+    }
+}

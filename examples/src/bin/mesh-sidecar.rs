@@ -118,17 +118,23 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(1);
     }
-    let _ = (
-        args.disable_hot_restart,
-        args.base_id,
-        args.use_dynamic_base_id,
-    );
     let opts = SidecarOptions {
         config_path: args.config_path,
         config_yaml: args.config_yaml,
         admin_address_path: args.admin_address_path,
         concurrency,
         drain_time: args.drain_time_s.map(Duration::from_secs),
+        command_line: serde_json::json!({
+            "log_level": args.log_level,
+            "log_path": args.log_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "disable_hot_restart": args.disable_hot_restart,
+            "base_id": args.base_id.unwrap_or(0).to_string(),
+            "use_dynamic_base_id": args.use_dynamic_base_id,
+            "mode": if args.mode == "validate" { "Validate" } else { "Serve" },
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default(),
     };
     if args.mode == "validate" {
         return match mesh_proxy::sidecar::validate(&opts) {

@@ -39,6 +39,35 @@ impl ClusterManager {
         });
     }
 
+    /// Adds or replaces several clusters at once.
+    pub fn insert_many(&self, rts: Vec<Arc<ClusterRuntime>>) {
+        self.active.rcu(|cur| {
+            let mut next = HashMap::clone(cur);
+            for rt in &rts {
+                next.insert(rt.name().to_string(), rt.clone());
+            }
+            next
+        });
+    }
+
+    /// Removes several clusters at once; returns those that were active.
+    pub fn remove_many(&self, names: &[String]) -> Vec<Arc<ClusterRuntime>> {
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let cur = self.active.load_full();
+        let gone: Vec<Arc<ClusterRuntime>> =
+            names.iter().filter_map(|n| cur.get(n).cloned()).collect();
+        self.active.rcu(|cur| {
+            let mut next = HashMap::clone(cur);
+            for n in names {
+                next.remove(n);
+            }
+            next
+        });
+        gone
+    }
+
     /// Removes a cluster; returns it.
     pub fn remove(&self, name: &str) -> Option<Arc<ClusterRuntime>> {
         let old = self.get(name)?;

@@ -11,6 +11,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 
+use super::codec_error;
 use super::cors::{self, CorsAction};
 use super::fault::{self, FaultStats};
 use super::headers::{self, Downstream};
@@ -212,7 +213,15 @@ pub async fn serve<IO>(
     // Requests in flight on this connection, and when the last one ended (idle timeout).
     let activity = Arc::new(Activity::default());
     let svc_activity = activity.clone();
+    // The codec is known at the first request: `downstream_cx_http1_total` or `_http2_total`.
+    let codec_counted = std::sync::atomic::AtomicBool::new(false);
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        if !codec_counted.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            match req.version() {
+                Version::HTTP_2 => hcm.stats.cx_http2_total.inc(),
+                _ => hcm.stats.cx_http1_total.inc(),
+            }
+        }
         let hcm = hcm.clone();
         let shared = shared.clone();
         let meta = svc_meta.clone();
@@ -243,6 +252,11 @@ pub async fn serve<IO>(
             span,
         )
     });
+    // hyper's own answers to unparsable HTTP/1 heads become Envoy's.
+    let replies = (cfg.codec != Codec::Http2
+        && codec_error::CodecErrorReplies::<IO>::applies(cfg.server_header_transformation))
+    .then_some(cfg.server_name.as_str());
+    let io = codec_error::CodecErrorReplies::new(io, replies);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut draining = *drain.borrow();
@@ -359,6 +373,10 @@ pub async fn handle(
     };
     let request_id = resp.extensions_mut().remove::<RequestId>();
     headers::response(cfg, resp.headers_mut(), request_id.as_ref().map(|r| &r.0));
+    if version != Version::HTTP_2 && resp.extensions_mut().remove::<CloseConnection>().is_some() {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let code = resp.status().as_u16();
     if (100..600).contains(&code) {
         stats.rq_class[usize::from(code / 100 - 1)].inc();
@@ -369,6 +387,11 @@ pub async fn handle(
     }
     resp
 }
+
+/// Marks a local reply after which an HTTP/1 connection closes (`connection: close` is added
+/// after the hop-by-hop headers are stripped).
+#[derive(Clone, Copy, Debug)]
+struct CloseConnection;
 
 /// The request's `x-request-id`, for `always_set_request_id_in_response`.
 #[derive(Clone, Debug)]
@@ -395,12 +418,11 @@ async fn route_request(
                 .map(str::to_string)
         });
     let Some(authority) = authority else {
-        return local_reply::reply(
-            StatusCode::BAD_REQUEST,
-            "missing host header",
-            &["DPE"],
-            "missing_host_header",
-        );
+        // Envoy: 400 with no body, and the connection closes.
+        let mut r =
+            local_reply::reply(StatusCode::BAD_REQUEST, "", &["DPE"], "missing_host_header");
+        r.extensions_mut().insert(CloseConnection);
+        return r;
     };
     if parts.version != Version::HTTP_2
         && !parts.headers.contains_key(http::header::HOST)
@@ -508,6 +530,12 @@ async fn route_request(
             } else {
                 r.headers_mut()
                     .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            }
+            // A 3xx direct response points back at the request's URL, as Envoy's router does.
+            if (300..400).contains(&d.status)
+                && let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{authority}{path}"))
+            {
+                r.headers_mut().insert(http::header::LOCATION, v);
             }
             r.extensions_mut().insert(ResponseInfo {
                 details: "direct_response".into(),

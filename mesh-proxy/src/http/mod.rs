@@ -8,6 +8,7 @@
 //! mutations ([`mutate`]), timeouts, retries and mirrors, then the cluster's load balancer and
 //! connection pool. Replies the proxy makes itself are Envoy's ([`local_reply`]).
 
+pub mod codec_error;
 pub mod cors;
 pub mod fault;
 pub mod hcm;

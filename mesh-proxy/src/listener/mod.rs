@@ -264,7 +264,7 @@ impl std::fmt::Debug for ListenerManager {
 #[non_exhaustive]
 pub enum ListenerError {
     /// Its socket could not be bound.
-    #[error("cannot bind '{addr}': {source}")]
+    #[error("cannot bind '{addr}': {}", strerror(source))]
     Bind {
         /// Address.
         addr: SocketAddr,
@@ -718,6 +718,16 @@ struct ActiveGuard(Gauge);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// The system's text for an IO error, as `strerror` prints it (without Rust's
+/// ` (os error N)` suffix), so messages read as Envoy's.
+fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
     }
 }
 

@@ -98,7 +98,7 @@ pub fn parse_yaml<M: Message + Default + prost::Name>(
     };
     let proto =
         |message: String, path: Option<String>| BootstrapParseError::Proto { message, path };
-    let pool = mesh_xds::dump::descriptor_pool().map_err(|e| proto(e.to_string(), None))?;
+    let pool = crate::descriptors::pool().map_err(|e| proto(e, None))?;
     let full_name = M::full_name();
     let descriptor = pool
         .get_message_by_name(&full_name)

@@ -129,7 +129,10 @@ struct XdsStats {
     update_success: Counter,
     update_rejected: Counter,
     update_empty: Counter,
+    update_failure: Counter,
     version: Gauge,
+    /// The last accepted version (Envoy's `version_text`).
+    version_text: Arc<Mutex<String>>,
 }
 
 impl XdsStats {
@@ -139,7 +142,9 @@ impl XdsStats {
             update_success: store.counter(format!("{prefix}update_success")),
             update_rejected: store.counter(format!("{prefix}update_rejected")),
             update_empty: store.counter(format!("{prefix}update_empty")),
+            update_failure: store.counter(format!("{prefix}update_failure")),
             version: store.gauge(format!("{prefix}version")),
+            version_text: Arc::default(),
         }
     }
 
@@ -148,10 +153,19 @@ impl XdsStats {
             self.update_rejected.inc();
         } else {
             self.update_success.inc();
-            // Envoy's `version` gauge is a hash of the version text.
-            let h = xxhash_rust::xxh64::xxh64(version.as_bytes(), 0) >> 12;
-            self.version.set(i64::try_from(h).unwrap_or(0));
+            // Envoy's `version` gauge is the xxHash64 of the version text (a u64: the admin
+            // API prints gauges unsigned, so the bits are kept as they are).
+            let h = xxhash_rust::xxh64::xxh64(version.as_bytes(), 0);
+            self.version.set(i64::from_ne_bytes(h.to_ne_bytes()));
+            *self.version_text.lock().unwrap_or_else(|p| p.into_inner()) = version.to_string();
         }
+    }
+
+    fn version_text(&self) -> String {
+        self.version_text
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -212,6 +226,7 @@ pub struct Server {
     ready: watch::Sender<bool>,
     expect_cds: bool,
     expect_lds: bool,
+    activations: Mutex<Vec<Arc<ClusterRuntime>>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -234,11 +249,15 @@ impl Server {
             state: Mutex::new(State::default()),
             expect_cds,
             expect_lds,
+            activations: Mutex::new(Vec::new()),
         });
         {
             let mut st = s.lock();
             st.cds_done = !expect_cds;
             st.lds_done = !expect_lds;
+            // Like Envoy's, a subscription counts an attempt when it starts.
+            s.cds.update_attempt.inc_if(expect_cds);
+            s.lds.update_attempt.inc_if(expect_lds);
             s.update_gauges(&st);
             s.check_ready(&st);
         }
@@ -273,7 +292,9 @@ impl Server {
     /// Adds a static cluster (bootstrap `static_resources`).
     pub fn add_static_cluster(&self, c: Cluster, raw: Bytes) -> Result<(), String> {
         let mut st = self.lock();
-        self.put_cluster(&mut st, c, raw, String::new(), false)
+        let r = self.put_cluster(&mut st, c, raw, String::new(), false);
+        self.flush_activations();
+        r
     }
 
     /// Adds a static listener.
@@ -303,6 +324,8 @@ impl Server {
             ClusterRuntime::new(config.clone(), &self.shared.stats).map_err(|e| e.to_string())?;
         let mut warming = false;
         if let Some(service) = config.discovery.eds_service_name() {
+            // The cluster's EDS subscription starts: Envoy counts an attempt.
+            rt.stats().update_attempt.inc();
             match st.assignments.get(service) {
                 Some(a) => rt.set_assignment(a.config.clone()),
                 None => warming = true,
@@ -326,9 +349,22 @@ impl Server {
         Ok(())
     }
 
+    /// Queues a cluster for activation; [`Server::flush_activations`] installs the queue at
+    /// once (one copy of the active map per update, not one per cluster).
     fn activate(&self, rt: &Arc<ClusterRuntime>) {
         crate::cluster::tasks::start(&self.shared, rt);
-        self.shared.clusters.insert(rt.clone());
+        self.activations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rt.clone());
+    }
+
+    fn flush_activations(&self) {
+        let batch =
+            std::mem::take(&mut *self.activations.lock().unwrap_or_else(|p| p.into_inner()));
+        if !batch.is_empty() {
+            self.shared.clusters.insert_many(batch);
+        }
     }
 
     fn put_listener(
@@ -360,9 +396,10 @@ impl Server {
                 .upsert(&self.shared, config.clone(), prebound.take())
                 .map_err(|e| e.to_string())?;
         } else {
-            // Register the slots now so the route configurations are subscribed.
-            for n in rds_names(&config) {
-                let _ = self.shared.routes.slot(&n, "");
+            // Register the slots now so the route configurations are subscribed (with the
+            // HCMs' stat prefixes, so their `rds` stats count the first update).
+            for (n, prefix) in rds_uses(&config) {
+                let _ = self.shared.routes.slot(&n, &prefix);
             }
         }
         st.listeners.insert(
@@ -466,15 +503,15 @@ impl Server {
         } else {
             removed
         };
-        for name in gone {
-            if st.clusters.get(&name).is_some_and(|e| e.dynamic)
-                && let Some(e) = st.clusters.remove(&name)
-            {
-                if let Some(rt) = self.shared.clusters.remove(&name) {
-                    rt.remove_stats(&self.shared.stats);
-                }
-                drop(e);
-            }
+        let gone: Vec<String> = gone
+            .into_iter()
+            .filter(|name| st.clusters.get(name).is_some_and(|e| e.dynamic))
+            .collect();
+        for name in &gone {
+            st.clusters.remove(name);
+        }
+        for rt in self.shared.clusters.remove_many(&gone) {
+            rt.remove_stats(&self.shared.stats);
         }
         st.cds_version = version.to_string();
         self.cds.record(!rejected.is_empty(), version);
@@ -487,6 +524,17 @@ impl Server {
     fn apply_assignments(&self, st: &mut State, version: &str, update: Update) -> Vec<Rejected> {
         let (updated, removed, _) = split(update);
         let mut rejected = Vec::new();
+        // Clusters by EDS service name, built once per update.
+        let mut by_service: HashMap<String, Vec<String>> = HashMap::new();
+        for (name, e) in &st.clusters {
+            if let Some(s) = e.config.discovery.eds_service_name() {
+                by_service
+                    .entry(s.to_string())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        let no_clusters = Vec::new();
         for r in updated {
             let proto =
                 match envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
@@ -508,7 +556,7 @@ impl Server {
             let la = match crate::proto::load_assignment(proto) {
                 Ok(la) => la,
                 Err(e) => {
-                    self.count_eds(st, &r.name, false);
+                    self.count_eds(st, by_service.get(&r.name).unwrap_or(&no_clusters), false);
                     rejected.push(Self::reject(
                         st,
                         type_url::ENDPOINT,
@@ -537,10 +585,11 @@ impl Server {
                 },
             );
             st.rejected.remove(&(type_url::ENDPOINT, service.clone()));
-            self.count_eds(st, &service, true);
+            let names = by_service.get(&service).unwrap_or(&no_clusters);
+            self.count_eds(st, names, true);
             let mut to_activate = Vec::new();
-            for e in st.clusters.values_mut() {
-                if e.config.discovery.eds_service_name() == Some(service.as_str()) {
+            for name in names {
+                if let Some(e) = st.clusters.get_mut(name) {
                     e.runtime.set_assignment(la.clone());
                     if e.warming {
                         e.warming = false;
@@ -558,9 +607,9 @@ impl Server {
         rejected
     }
 
-    fn count_eds(&self, st: &State, service: &str, ok: bool) {
-        for e in st.clusters.values() {
-            if e.config.discovery.eds_service_name() == Some(service) {
+    fn count_eds(&self, st: &State, clusters: &[String], ok: bool) {
+        for name in clusters {
+            if let Some(e) = st.clusters.get(name) {
                 let s = e.runtime.stats();
                 s.update_attempt.inc();
                 if ok {
@@ -649,6 +698,17 @@ impl Server {
         let (updated, _removed, _) = split(update);
         let mut rejected = Vec::new();
         for r in updated {
+            if st.routes.get(&r.name).is_some_and(|e| e.raw == r.value) {
+                // Unchanged: Envoy counts the update and keeps the version and time it has.
+                for p in self.route_prefixes(&r.name) {
+                    self.shared
+                        .stats
+                        .counter(format!("http.{p}.rds.{}.update_success", r.name))
+                        .inc();
+                }
+                st.rejected.remove(&(type_url::ROUTE, r.name.clone()));
+                continue;
+            }
             let proto = match envoy_types::pb::envoy::config::route::v3::RouteConfiguration::decode(
                 r.value.clone(),
             ) {
@@ -780,7 +840,15 @@ impl Server {
             }
             changed
         });
-        let state = if *self.ready.borrow() { 0 } else { 2 };
+        // Envoy's server states: LIVE (0), PRE_INITIALIZING (2) until the cluster manager is
+        // initialised (first CDS applied, every cluster warm), then INITIALIZING (3).
+        let state = if *self.ready.borrow() {
+            0
+        } else if st.cds_done && clusters_warm {
+            3
+        } else {
+            2
+        };
         self.shared.stats.gauge("server.state").set(state);
     }
 
@@ -795,6 +863,12 @@ impl Server {
         *self.ready.borrow()
     }
 
+    /// The last CDS and LDS versions accepted in full (Envoy's `version_text`: a response
+    /// with a rejected resource does not change it).
+    pub fn accepted_versions(&self) -> (String, String) {
+        (self.cds.version_text(), self.lds.version_text())
+    }
+
     /// The last CDS and LDS versions.
     pub fn versions(&self) -> (String, String) {
         let st = self.lock();
@@ -805,6 +879,20 @@ impl Server {
     pub fn expects(&self) -> (bool, bool) {
         (self.expect_cds, self.expect_lds)
     }
+}
+
+/// Route configuration names a listener's chains use over RDS, with the stat prefix of each
+/// HCM using them.
+fn rds_uses(l: &Listener) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for c in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
+        if let crate::config::listener::TerminalFilter::Http(h) = &c.terminal
+            && let crate::config::http::RouteSource::Rds(n) = &h.routes
+        {
+            v.push((n.clone(), h.stat_prefix.clone()));
+        }
+    }
+    v
 }
 
 /// Route configuration names a listener's chains use over RDS.
@@ -852,6 +940,7 @@ impl Handler for Server {
         if t == type_url::CLUSTER && matches!(r.as_slice(), []) && st.clusters.is_empty() {
             self.cds.update_empty.inc();
         }
+        self.flush_activations();
         self.update_gauges(&st);
         self.check_ready(&st);
         r
@@ -876,6 +965,19 @@ impl Handler for Server {
 
     fn connected(&self, connected: bool) {
         self.connected.set(i64::from(connected));
+        if !connected {
+            // Like Envoy's, every subscription started counts a failed attempt when the
+            // stream fails (LDS starts once the first CDS update is in).
+            let st = self.lock();
+            if self.expect_cds {
+                self.cds.update_failure.inc();
+                self.cds.update_attempt.inc();
+            }
+            if self.expect_lds && st.cds_done {
+                self.lds.update_failure.inc();
+                self.lds.update_attempt.inc();
+            }
+        }
     }
 }
 

@@ -72,6 +72,9 @@ pub struct SidecarOptions {
     pub concurrency: usize,
     /// `--drain-time-s`.
     pub drain_time: Option<Duration>,
+    /// Further command-line options as Envoy names them in `/server_info`
+    /// (`command_line_options`: `log_level`, `log_path`, `disable_hot_restart`, ...).
+    pub command_line: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A running sidecar.
@@ -127,8 +130,27 @@ impl Sidecar {
     /// Validates the bootstrap, then starts everything. Nothing binds when the bootstrap is
     /// invalid.
     pub async fn start(opts: SidecarOptions) -> Result<Sidecar, SidecarError> {
-        let proto = load_bootstrap(&opts)?;
-        Self::start_with(proto, opts).await
+        // Parsing decodes Envoy's descriptors, megabytes needed once: on a thread of its own,
+        // so that what it allocates goes back with the thread's heap instead of staying in
+        // the proxy's.
+        let parsed = std::thread::scope(|s| {
+            s.spawn(|| {
+                let proto = load_bootstrap(&opts)?;
+                let json = bootstrap_json(&proto);
+                crate::descriptors::release();
+                Ok::<_, SidecarError>((proto, json))
+            })
+            .join()
+        });
+        let (proto, json) = match parsed {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(SidecarError::Invalid(
+                    "the bootstrap parser panicked".into(),
+                ));
+            }
+        };
+        Self::start_parsed(proto, json, opts).await
     }
 
     /// [`Sidecar::start`] with an already parsed bootstrap.
@@ -136,7 +158,15 @@ impl Sidecar {
         proto: BootstrapProto,
         opts: SidecarOptions,
     ) -> Result<Sidecar, SidecarError> {
-        let bootstrap_json = bootstrap_json(&proto);
+        let json = bootstrap_json(&proto);
+        Self::start_parsed(proto, json, opts).await
+    }
+
+    async fn start_parsed(
+        proto: BootstrapProto,
+        bootstrap_json: serde_json::Value,
+        opts: SidecarOptions,
+    ) -> Result<Sidecar, SidecarError> {
         let node_proto = proto.node.clone().unwrap_or_default();
         let static_clusters: Vec<Vec<u8>> = proto
             .static_resources
@@ -258,10 +288,28 @@ impl Sidecar {
             let admin = Arc::new(Admin {
                 server: server.clone(),
                 bootstrap: bootstrap_json,
-                command_line: serde_json::json!({
-                    "concurrency": opts.concurrency,
-                    "config_path": opts.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                }),
+                command_line: {
+                    let mut c = opts.command_line.clone();
+                    c.insert("concurrency".into(), opts.concurrency.into());
+                    let path = |p: &Option<PathBuf>| {
+                        p.as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    };
+                    c.insert("config_path".into(), path(&opts.config_path).into());
+                    c.insert(
+                        "config_yaml".into(),
+                        opts.config_yaml.clone().unwrap_or_default().into(),
+                    );
+                    c.insert(
+                        "admin_address_path".into(),
+                        path(&opts.admin_address_path).into(),
+                    );
+                    if let Some(d) = opts.drain_time {
+                        c.insert("drain_time".into(), format!("{}s", d.as_secs()).into());
+                    }
+                    serde_json::Value::Object(c)
+                },
                 started: Instant::now(),
                 quit: quit_tx,
             });
@@ -308,6 +356,8 @@ impl Sidecar {
                 }
             }
         }
+        // The descriptor pool was needed for the bootstrap only; `/config_dump` decodes it again.
+        crate::descriptors::release();
         Ok(Sidecar {
             admin: admin_addr,
             server,
@@ -333,7 +383,7 @@ impl Sidecar {
 
 fn bootstrap_json(b: &BootstrapProto) -> serde_json::Value {
     let raw = b.encode_to_vec();
-    match mesh_xds::dump::resource_json(
+    match crate::descriptors::resource_json(
         "bootstrap",
         "type.googleapis.com/envoy.config.bootstrap.v3.Bootstrap",
         &raw,

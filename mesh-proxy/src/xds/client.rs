@@ -273,7 +273,7 @@ impl XdsClient {
                 st.version = resp.version_info.clone();
                 None
             } else {
-                Some(nack_status(&rejected))
+                Some(nack_status_for(t, &rejected))
             };
             let _ = tx.send(DiscoveryRequest {
                 version_info: st.version.clone(),
@@ -419,7 +419,7 @@ impl XdsClient {
             let _ = tx.send(DeltaDiscoveryRequest {
                 type_url: t.to_string(),
                 response_nonce: resp.nonce,
-                error_detail: (!rejected.is_empty()).then(|| nack_status(&rejected)),
+                error_detail: (!rejected.is_empty()).then(|| nack_status_for(t, &rejected)),
                 ..Default::default()
             });
             if t == type_url::CLUSTER && self.config.lds {
@@ -545,6 +545,37 @@ fn resource_name(_t: &str, value: &[u8]) -> Result<String, prost::DecodeError> {
         name: String,
     }
     Ok(<Named as prost::Message>::decode(value)?.name)
+}
+
+/// The `error_detail` of a NACK: INVALID_ARGUMENT with every rejected resource and why. LDS
+/// and CDS NACKs read as Envoy's (`Error adding/updating listener(s) NAME: reason\n`).
+fn nack_status_for(t: &str, rejected: &[Rejected]) -> Status {
+    let line = |r: &Rejected| {
+        if r.name.is_empty() {
+            r.reason.clone()
+        } else {
+            format!("{}: {}", r.name, r.reason)
+        }
+    };
+    match t {
+        type_url::LISTENER => Status {
+            code: 3,
+            message: format!(
+                "Error adding/updating listener(s) {}",
+                rejected.iter().map(|r| line(r) + "\n").collect::<String>()
+            ),
+            details: Vec::new(),
+        },
+        type_url::CLUSTER => Status {
+            code: 3,
+            message: format!(
+                "Error adding/updating cluster(s) {}",
+                rejected.iter().map(line).collect::<Vec<_>>().join(", ")
+            ),
+            details: Vec::new(),
+        },
+        _ => nack_status(rejected),
+    }
 }
 
 /// The `error_detail` of a NACK: INVALID_ARGUMENT with every rejected resource and why.

@@ -83,16 +83,31 @@ fn pool() -> Result<&'static DescriptorPool, DumpError> {
         .map_err(|e| DumpError::Descriptors(e.clone()))
 }
 
+/// The embedded descriptor set, for callers that build (and drop) their own pool: a decoded
+/// pool takes tens of megabytes, which a long-running proxy need not keep.
+pub fn descriptor_set() -> &'static [u8] {
+    ENVOY_DESCRIPTORS
+}
+
 /// One resource as proto3 JSON (proto field names, `@type` first), like Envoy prints an `Any`.
 pub fn resource_json(name: &str, type_url: &str, value: &[u8]) -> Result<Value, DumpError> {
+    resource_json_in(pool()?, name, type_url, value)
+}
+
+/// [`resource_json`] with the caller's pool.
+pub fn resource_json_in(
+    pool: &DescriptorPool,
+    name: &str,
+    type_url: &str,
+    value: &[u8],
+) -> Result<Value, DumpError> {
     let full_name = type_url.rsplit('/').next().unwrap_or(type_url);
-    let descriptor =
-        pool()?
-            .get_message_by_name(full_name)
-            .ok_or_else(|| DumpError::UnknownType {
-                name: name.to_string(),
-                type_url: type_url.to_string(),
-            })?;
+    let descriptor = pool
+        .get_message_by_name(full_name)
+        .ok_or_else(|| DumpError::UnknownType {
+            name: name.to_string(),
+            type_url: type_url.to_string(),
+        })?;
     let message =
         DynamicMessage::decode(descriptor, value).map_err(|source| DumpError::Decode {
             name: name.to_string(),
