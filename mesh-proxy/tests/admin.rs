@@ -381,14 +381,6 @@ const STAT_DIFFERENCES: &[(&str, &str)] = &[
         "*.circuit_breakers.default.remaining_cx_pools",
         "Envoy's unlimited is 2^64-1 minus the pools in use; ours is 2^63-1 and does not count pools",
     ),
-    (
-        "http.*.downstream_cx_http1_total",
-        "the HCM does not count HTTP/1.1 connections",
-    ),
-    (
-        "http.*.rq_total",
-        "the router does not count a direct response (REGISTRY_ONLY's 502) in rq_total; Envoy does",
-    ),
     ("server.uptime", "time"),
 ];
 
@@ -1121,12 +1113,7 @@ fn cluster_lines(a: &Answer) -> (BTreeSet<String>, BTreeMap<String, String>) {
 }
 
 /// Per-host stats Envoy keeps and our hosts do not.
-const HOST_STATS_WE_LACK: &[&str] = &[
-    "cx_connect_fail",
-    "cx_total",
-    "rq_pending_active",
-    "rq_timeout",
-];
+const HOST_STATS_WE_LACK: &[&str] = &["rq_pending_active", "rq_timeout"];
 
 fn compare_clusters(e: &Capture, m: &Capture, f: &mut Vec<String>) {
     for (tag, path) in [
@@ -1158,7 +1145,13 @@ fn compare_clusters(e: &Capture, m: &Capture, f: &mut Vec<String>) {
             if k.starts_with("xds::")
                 && matches!(
                     stat,
-                    "cx_active" | "rq_active" | "rq_total" | "rq_error" | "rq_success"
+                    "cx_active"
+                        | "cx_total"
+                        | "cx_connect_fail"
+                        | "rq_active"
+                        | "rq_total"
+                        | "rq_error"
+                        | "rq_success"
                 )
             {
                 continue;

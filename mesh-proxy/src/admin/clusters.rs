@@ -1,8 +1,8 @@
 //! `/clusters` in Envoy's text and JSON forms.
 //!
-//! Per host we print the stats a host of ours keeps (`cx_active`, `rq_active`, `rq_error`,
-//! `rq_success`, `rq_total`); Envoy also has `cx_connect_fail`, `cx_total`,
-//! `rq_pending_active` and `rq_timeout` per host, which our hosts do not count.
+//! Per host we print the stats a host of ours keeps (`cx_active`, `cx_connect_fail`,
+//! `cx_total`, `rq_active`, `rq_error`, `rq_success`, `rq_total`); Envoy also has `rq_timeout`
+//! per host, which our hosts do not count (route timeouts are counted per cluster).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -155,7 +155,10 @@ pub(super) fn text(server: &Server, filter: Option<&Regex>) -> String {
             let a = h.address();
             let (error, success, total) = counts(h);
             // Envoy sorts a host's stats by name.
+            let (cx_total, cx_connect_fail) = h.pools().counters().snapshot();
             let _ = writeln!(out, "{n}::{a}::cx_active::{}", h.pools().connections());
+            let _ = writeln!(out, "{n}::{a}::cx_connect_fail::{cx_connect_fail}");
+            let _ = writeln!(out, "{n}::{a}::cx_total::{cx_total}");
             let _ = writeln!(out, "{n}::{a}::rq_active::{}", h.active_requests());
             let _ = writeln!(out, "{n}::{a}::rq_error::{error}");
             let _ = writeln!(out, "{n}::{a}::rq_success::{success}");
@@ -204,6 +207,9 @@ fn host_json(h: &Host) -> serde_json::Value {
         }
         stats.push(s);
     };
+    let (cx_total, cx_connect_fail) = h.pools().counters().snapshot();
+    stat("cx_connect_fail", cx_connect_fail, false);
+    stat("cx_total", cx_total, false);
     stat("rq_error", error, false);
     stat("rq_success", success, false);
     stat("rq_total", total, false);

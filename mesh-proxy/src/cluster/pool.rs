@@ -127,6 +127,30 @@ type PoolKey = (PoolProtocol, Option<String>);
 #[derive(Debug, Default)]
 pub struct HostPools {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    counters: Arc<HostCounters>,
+}
+
+/// A host's own connection counters, across its pools (Envoy's per-host `cx_total` and
+/// `cx_connect_fail` in `/clusters`).
+#[derive(Debug, Default)]
+pub struct HostCounters {
+    cx_total: std::sync::atomic::AtomicU64,
+    cx_connect_fail: std::sync::atomic::AtomicU64,
+}
+
+impl HostCounters {
+    /// `(cx_total, cx_connect_fail)`.
+    pub fn snapshot(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.cx_total.load(Relaxed),
+            self.cx_connect_fail.load(Relaxed),
+        )
+    }
+
+    fn add(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl HostPools {
@@ -140,8 +164,13 @@ impl HostPools {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         pools
             .entry((protocol, sni.map(str::to_string)))
-            .or_insert_with(|| Arc::new(Pool::new(protocol, params())))
+            .or_insert_with(|| Arc::new(Pool::new(protocol, params(), self.counters.clone())))
             .clone()
+    }
+
+    /// The host's connection counters.
+    pub fn counters(&self) -> &HostCounters {
+        &self.counters
     }
 
     /// Drops every pool (closing idle connections; busy ones close when done).
@@ -156,12 +185,29 @@ impl HostPools {
     }
 }
 
+/// Counts a request in `upstream_rq_pending_active` while it lives.
+struct PendingGauge<'a>(&'a Gauge);
+
+impl<'a> PendingGauge<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for PendingGauge<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// A connection pool to one host.
 #[derive(Debug)]
 pub struct Pool {
     protocol: PoolProtocol,
     params: ConnectParams,
     state: Mutex<PoolState>,
+    host: Arc<HostCounters>,
 }
 
 #[derive(Default)]
@@ -290,11 +336,12 @@ impl From<Failure> for SendError {
 }
 
 impl Pool {
-    fn new(protocol: PoolProtocol, params: ConnectParams) -> Pool {
+    fn new(protocol: PoolProtocol, params: ConnectParams, host: Arc<HostCounters>) -> Pool {
         Pool {
             protocol,
             params,
             state: Mutex::new(PoolState::default()),
+            host,
         }
     }
 
@@ -441,7 +488,6 @@ impl Pool {
                 }
             }
             self.params.stats.rq_pending_total.inc();
-            self.params.stats.rq_pending_active.inc();
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(Waiter {
                 tx,
@@ -449,8 +495,9 @@ impl Pool {
             });
             rx
         };
+        // Pending until answered, or until the request is given up (timeout, client gone).
+        let _pending = PendingGauge::new(&self.params.stats.rq_pending_active);
         let r = rx.await;
-        self.params.stats.rq_pending_active.dec();
         match r {
             Ok(r) => r.map_err(Into::into),
             Err(_) => Err(Failure::ConnectionTermination {
@@ -521,16 +568,19 @@ impl Pool {
             && socket.bind(bind).is_err()
         {
             p.stats.cx_connect_fail.inc();
+            HostCounters::add(&self.host.cx_connect_fail);
             return Err(Failure::ConnectFailure);
         }
         let tcp = match tokio::time::timeout(p.connect_timeout, socket.connect(addr)).await {
             Err(_) => {
                 p.stats.cx_connect_timeout.inc();
                 p.stats.cx_connect_fail.inc();
+                HostCounters::add(&self.host.cx_connect_fail);
                 return Err(Failure::ConnectTimeout);
             }
             Ok(Err(_)) => {
                 p.stats.cx_connect_fail.inc();
+                HostCounters::add(&self.host.cx_connect_fail);
                 return Err(Failure::ConnectFailure);
             }
             Ok(Ok(s)) => s,
@@ -550,6 +600,7 @@ impl Pool {
             let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&k);
         }
         p.stats.cx_total.inc();
+        HostCounters::add(&self.host.cx_total);
         p.stats.cx_active.inc();
         let permit = Arc::new(ConnPermit {
             _permit: permit,
@@ -570,11 +621,13 @@ impl Pool {
                     Ok(Err(e)) => {
                         tracing::debug!(%addr, "TLS handshake failed: {e}");
                         p.stats.cx_connect_fail.inc();
+                        HostCounters::add(&self.host.cx_connect_fail);
                         Err(Failure::ConnectFailure)
                     }
                     Err(_) => {
                         tracing::debug!(%addr, "TLS handshake timed out");
                         p.stats.cx_connect_fail.inc();
+                        HostCounters::add(&self.host.cx_connect_fail);
                         Err(Failure::ConnectTimeout)
                     }
                 }

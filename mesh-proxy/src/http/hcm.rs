@@ -463,6 +463,7 @@ async fn route_request(
         mtls: false,
     };
     let Some(table) = hcm.routes.current() else {
+        hcm.stats.router_rq_total.inc();
         hcm.stats.no_route.inc();
         return local_reply::no_route();
     };
@@ -496,6 +497,7 @@ async fn route_request(
         headers: &parts.headers,
     });
     let Some(matched) = matched else {
+        hcm.stats.router_rq_total.inc();
         hcm.stats.no_route.inc();
         return with_id(local_reply::no_route(), request_id);
     };
@@ -514,6 +516,7 @@ async fn route_request(
     };
     let mut resp = match &route.action {
         RouteAction::DirectResponse(d) => {
+            hcm.stats.router_rq_total.inc();
             hcm.stats.rq_direct_response.inc();
             let mut r = Response::new(match &d.body {
                 Some(b) => full(b.clone()),
@@ -547,6 +550,7 @@ async fn route_request(
             r
         }
         RouteAction::Redirect(rd) => {
+            hcm.stats.router_rq_total.inc();
             hcm.stats.rq_redirect.inc();
             let r = redirect(
                 rd,
@@ -561,7 +565,6 @@ async fn route_request(
             r
         }
         RouteAction::Route(action) => {
-            hcm.stats.router_rq_total.inc();
             let req = Request::from_parts(parts, body);
             filters_then_router(hcm, shared, meta, &table, matched, action, req).await
         }
@@ -699,6 +702,8 @@ async fn filters_then_router(
                 }
             }
             HttpFilter::Router(rc) => {
+                // The router counts what reaches it (not what a fault or CORS answered).
+                hcm.stats.router_rq_total.inc();
                 let version = req.version();
                 let ctx = RouterContext {
                     shared,
