@@ -233,6 +233,9 @@ pub async fn serve<IO>(
             path = %req.uri().path(),
             stat_prefix = %hcm.config.stat_prefix,
         );
+        // The router's state machine (retries, the upstream call) is boxed where it starts
+        // (`filters_then_router`), so the futures hyper and the layers above move around are
+        // small.
         tracing::Instrument::instrument(
             async move {
                 let req = req.map(super::boxed);
@@ -474,7 +477,7 @@ async fn route_request(
         &downstream,
         upgrade,
     );
-    let request_id = parts.headers.get("x-request-id").cloned();
+    let request_id = parts.headers.get(headers::X_REQUEST_ID).cloned();
     // Rebuild the URI with the (normalised) path; keep the authority in HTTP/2.
     {
         let mut b = http::uri::Builder::new();
@@ -716,9 +719,12 @@ async fn filters_then_router(
                     resolved,
                 };
                 let idle = action.idle_timeout.unwrap_or(cfg.stream_idle_timeout);
-                let fwd = router::forward(ctx, action, req);
+                // Boxed: the router's future is several KiB (retries, the upstream call);
+                // every future above it would otherwise be as large and be copied as it
+                // starts.
+                let mut fwd = Box::pin(router::forward(ctx, action, req));
                 let mut r = match idle {
-                    Some(t) if !t.is_zero() => match tokio::time::timeout(t, fwd).await {
+                    Some(t) if !t.is_zero() => match tokio::time::timeout(t, fwd.as_mut()).await {
                         Ok(r) => r,
                         Err(_) => {
                             hcm.stats.rq_idle_timeout.inc();

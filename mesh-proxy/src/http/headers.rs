@@ -53,6 +53,43 @@ pub struct Downstream {
     pub mtls: bool,
 }
 
+/// `x-request-id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-forwarded-proto`.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-client-cert`.
+const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// What one pass over a request's header names found: the rules below remove a header only
+/// when it is there, instead of looking up every candidate name (each lookup by a string
+/// parses and hashes it; a request has a handful of headers and there are twenty candidates).
+#[derive(Default)]
+struct Present {
+    envoy: bool,
+    hop_by_hop: bool,
+    te: bool,
+    xfcc: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Present {
+        let mut p = Present::default();
+        for name in headers.keys() {
+            let n = name.as_str();
+            if n.starts_with("x-envoy-") {
+                p.envoy = true;
+            } else if HOP_BY_HOP.contains(&n) {
+                p.hop_by_hop = true;
+            } else if name == header::TE {
+                p.te = true;
+            } else if name == X_FORWARDED_CLIENT_CERT {
+                p.xfcc = true;
+            }
+        }
+        p
+    }
+}
+
 /// Applies the request-side rules of `hcm` to `headers`, returning whether the request is
 /// internal (never, without `internal_address_config`).
 pub fn request(
@@ -62,8 +99,12 @@ pub fn request(
     conn: &Downstream,
     upgrade: bool,
 ) -> bool {
-    strip_hop_by_hop(headers, upgrade);
-    if let Some(te) = headers.get(header::TE)
+    let present = Present::scan(headers);
+    if present.hop_by_hop {
+        strip_hop_by_hop(headers, upgrade);
+    }
+    if present.te
+        && let Some(te) = headers.get(header::TE)
         && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
     {
         headers.remove(header::TE);
@@ -78,41 +119,41 @@ pub fn request(
         append_xff(headers, &ip.to_string());
     }
     // Nothing is internal without internal_address_config.
-    for h in INTERNAL_CONTROL_HEADERS {
-        headers.remove(*h);
+    if present.envoy {
+        for h in INTERNAL_CONTROL_HEADERS {
+            headers.remove(*h);
+        }
+        if edge {
+            for h in [
+                "x-envoy-decorator-operation",
+                "x-envoy-downstream-service-cluster",
+                "x-envoy-downstream-service-node",
+            ] {
+                headers.remove(h);
+            }
+        }
     }
     for h in internal_only {
         headers.remove(h);
     }
-    if edge {
-        for h in [
-            "x-envoy-decorator-operation",
-            "x-envoy-downstream-service-cluster",
-            "x-envoy-downstream-service-node",
-        ] {
-            headers.remove(h);
-        }
-    }
-    if edge || !headers.contains_key("x-forwarded-proto") {
+    if edge || !headers.contains_key(X_FORWARDED_PROTO) {
         let proto = if conn.tls { "https" } else { "http" };
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if hcm.generate_request_id {
         let regenerate = edge && !hcm.preserve_external_request_id;
-        if regenerate || !headers.contains_key("x-request-id") {
-            headers.insert("x-request-id", request_id());
+        if regenerate || !headers.contains_key(X_REQUEST_ID) {
+            headers.insert(X_REQUEST_ID, request_id());
         }
     }
-    match hcm.forward_client_cert_details {
-        ForwardClientCertDetails::AlwaysForwardOnly => {}
-        ForwardClientCertDetails::Sanitize => {
-            headers.remove("x-forwarded-client-cert");
-        }
-        _ if !conn.mtls => {
-            headers.remove("x-forwarded-client-cert");
-        }
+    let drop_xfcc = match hcm.forward_client_cert_details {
+        ForwardClientCertDetails::AlwaysForwardOnly => false,
+        ForwardClientCertDetails::Sanitize => true,
         // The XFCC element of mTLS connections comes with the security issue.
-        _ => {}
+        _ => !conn.mtls,
+    };
+    if drop_xfcc && present.xfcc {
+        headers.remove(X_FORWARDED_CLIENT_CERT);
     }
     if let Some(via) = &hcm.via {
         append_value(headers, header::VIA, via);
@@ -126,7 +167,12 @@ pub fn response(
     headers: &mut HeaderMap,
     request_id: Option<&HeaderValue>,
 ) {
-    strip_hop_by_hop(headers, false);
+    if headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(&name.as_str()))
+    {
+        strip_hop_by_hop(headers, false);
+    }
     use crate::config::http::ServerHeaderTransformation as T;
     match hcm.server_header_transformation {
         T::Overwrite => {
@@ -146,7 +192,7 @@ pub fn response(
     if hcm.always_set_request_id_in_response
         && let Some(id) = request_id
     {
-        headers.insert("x-request-id", id.clone());
+        headers.insert(X_REQUEST_ID, id.clone());
     }
     if let Some(via) = &hcm.via {
         append_value(headers, header::VIA, via);
@@ -233,6 +279,104 @@ pub fn normalize_path(path_and_query: &str, merge: bool) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hcm(extra: &str) -> HttpConnectionManager {
+        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as pb;
+        let yaml = format!(
+            "stat_prefix: t\nrds: {{route_config_name: r, config_source: {{ads: {{}}, resource_api_version: V3}}}}\n\
+             http_filters: [{{name: envoy.filters.http.router, typed_config: {{\"@type\": \
+             type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]\n{extra}"
+        );
+        let msg: pb::HttpConnectionManager = crate::proto::parse_yaml(&yaml).unwrap();
+        crate::proto::http::http_connection_manager(msg).unwrap()
+    }
+
+    fn downstream() -> Downstream {
+        Downstream {
+            remote: "10.0.0.1:5000".parse().unwrap(),
+            local: "10.0.0.2:80".parse().unwrap(),
+            tls: false,
+            mtls: false,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn request_rules_remove_control_and_hop_by_hop_headers_only() {
+        let cfg = hcm("");
+        let mut h = headers(&[
+            ("host", "a"),
+            ("x-envoy-retry-on", "5xx"),
+            ("x-envoy-upstream-rq-timeout-ms", "1"),
+            ("x-envoy-custom", "kept"),
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("x-forwarded-client-cert", "By=spiffe://x"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "id-1"),
+            ("x-app", "1"),
+        ]);
+        request(&cfg, &[], &mut h, &downstream(), false);
+        for gone in [
+            "x-envoy-retry-on",
+            "x-envoy-upstream-rq-timeout-ms",
+            "connection",
+            "keep-alive",
+            "te",
+            "x-forwarded-client-cert",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} should be removed: {h:?}");
+        }
+        // Not a control header, and not edge: kept as sent.
+        assert_eq!(h["x-envoy-custom"], "kept");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-request-id"], "id-1");
+        assert_eq!(h["x-app"], "1");
+        assert_eq!(h["host"], "a");
+    }
+
+    #[test]
+    fn request_rules_add_what_is_missing() {
+        let cfg = hcm("");
+        let mut h = headers(&[("host", "a"), ("te", "trailers"), ("upgrade", "websocket")]);
+        h.append("connection", HeaderValue::from_static("upgrade"));
+        request(&cfg, &[], &mut h, &downstream(), true);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-request-id"].len(), 36, "a UUID: {h:?}");
+        // `te: trailers` passes; an upgrade keeps its upgrade headers.
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        // At the edge, x-forwarded-proto is the connection's, whatever the client said.
+        let edge = hcm("use_remote_address: true");
+        let mut h = headers(&[("host", "a"), ("x-forwarded-proto", "https")]);
+        request(&edge, &[], &mut h, &downstream(), false);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+    }
+
+    #[test]
+    fn response_rules_strip_hop_by_hop_and_set_server() {
+        let cfg = hcm("");
+        let mut h = headers(&[
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("server", "app"),
+            ("x-app", "1"),
+        ]);
+        response(&cfg, &mut h, None);
+        assert!(!h.contains_key("connection") && !h.contains_key("transfer-encoding"));
+        assert_eq!(h["server"], "envoy");
+        assert_eq!(h["x-app"], "1");
+    }
 
     #[test]
     fn dot_segments() {

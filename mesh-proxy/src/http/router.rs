@@ -23,6 +23,10 @@ use crate::config::route::{
 };
 use crate::server::Shared;
 
+/// `x-envoy-upstream-service-time`, set on every proxied response.
+const X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-upstream-service-time");
+
 /// Requests bodies are buffered for retries and mirrors up to this (Envoy's default
 /// `per_connection_buffer_limit_bytes`).
 pub const BUFFER_LIMIT: usize = 1024 * 1024;
@@ -516,8 +520,9 @@ pub async fn forward(
             _ => attempt.await,
         }
     };
+    tokio::pin!(attempt);
     let result = match timeout {
-        Some(t) => match tokio::time::timeout(t, attempt).await {
+        Some(t) => match tokio::time::timeout(t, attempt.as_mut()).await {
             Ok(r) => r,
             Err(_) => {
                 cluster.stats().rq_timeout.inc();
@@ -824,7 +829,7 @@ async fn attempts(
                 };
                 if !ctx.suppress_envoy_headers {
                     p.headers.insert(
-                        "x-envoy-upstream-service-time",
+                        X_ENVOY_UPSTREAM_SERVICE_TIME,
                         HeaderValue::from(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
                     );
                 }

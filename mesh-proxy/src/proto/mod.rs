@@ -16,7 +16,7 @@ mod common;
 mod bootstrap;
 mod cluster;
 mod endpoint;
-mod http;
+pub(crate) mod http;
 #[cfg(feature = "sidecar")]
 mod json;
 mod listener;
