@@ -9,9 +9,12 @@
 //!
 //! A write is taken for hyper's error head only when it is a whole response head and nothing
 //! else, with one of the status lines hyper uses for parse errors, `content-length: 0` and no
-//! `server` header. Every response the connection manager writes carries `server` (its
+//! `server` header. Every response head the connection manager writes carries `server` (its
 //! `server_header_transformation` is `OVERWRITE` or `APPEND_IF_ABSENT` whenever the wrapper is
-//! used: see [`CodecErrorReplies::applies`]), so none of ours can match.
+//! used: see [`CodecErrorReplies::applies`]), so none of our heads can match. The one thing
+//! that could is a response *body* whose write is, byte for byte, such an error head and
+//! nothing else (an HTTP message carried as a body, split exactly there): accepted as a
+//! theoretical risk against answering every malformed request differently from Envoy.
 
 use std::io;
 use std::pin::Pin;
