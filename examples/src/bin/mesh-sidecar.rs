@@ -165,12 +165,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // With --log-path the log file gets the start-up error too; otherwise standard error
+    // already shows it once.
+    let logs_to_file = args.log_path.is_some();
     rt.block_on(async move {
         let sidecar = match Sidecar::start(opts).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("mesh-sidecar: {e}");
-                tracing::error!("{e}");
+                if logs_to_file {
+                    tracing::error!("{e}");
+                }
                 return ExitCode::from(1);
             }
         };

@@ -448,6 +448,8 @@ impl Server {
             seen.insert(r.name.clone());
             // Unchanged bytes: nothing to decode or rebuild (SotW resends every cluster).
             if st.clusters.get(&r.name).is_some_and(|e| e.raw == r.value) {
+                // The version in use came back (after a rejected one, say): no error left.
+                st.rejected.remove(&(type_url::CLUSTER, r.name.clone()));
                 continue;
             }
             let proto =
@@ -628,6 +630,7 @@ impl Server {
         for r in updated {
             seen.insert(r.name.clone());
             if st.listeners.get(&r.name).is_some_and(|e| e.raw == r.value) {
+                st.rejected.remove(&(type_url::LISTENER, r.name.clone()));
                 continue;
             }
             let proto = match envoy_types::pb::envoy::config::listener::v3::Listener::decode(
