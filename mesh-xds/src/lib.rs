@@ -19,6 +19,9 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cache")]
+pub mod cache;
+pub mod consistency;
 #[cfg(feature = "config-dump")]
 pub mod dump;
 pub mod error;
@@ -32,6 +35,7 @@ pub mod server;
 pub mod snapshot;
 pub mod translate;
 
+pub use consistency::Inconsistency;
 pub use error::Error;
 pub use proxy::Proxy;
 pub use snapshot::{Snapshot, translate_snapshot};

@@ -9,35 +9,133 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
 
+/// An xDS resource type this crate serves or knows, by its type URL.
+///
+/// Snapshots and discovery requests carry type URLs as strings (a client may ask for any);
+/// code that acts on a type parses it once into this enum and matches on it.
+///
+/// ```
+/// use mesh_xds::resource::TypeUrl;
+///
+/// let t: TypeUrl = "type.googleapis.com/envoy.config.cluster.v3.Cluster".parse().unwrap();
+/// assert_eq!(t, TypeUrl::Cluster);
+/// assert_eq!(t.short_name(), "cds");
+/// assert!(t.is_wildcard());
+/// assert!("type.googleapis.com/unknown".parse::<TypeUrl>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum TypeUrl {
+    /// CDS: `envoy.config.cluster.v3.Cluster`.
+    Cluster,
+    /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`.
+    Endpoint,
+    /// LDS: `envoy.config.listener.v3.Listener`.
+    Listener,
+    /// RDS: `envoy.config.route.v3.RouteConfiguration`.
+    Route,
+    /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret`.
+    Secret,
+}
+
+impl TypeUrl {
+    /// Every type, in make-before-break push order, then SDS.
+    pub const ALL: [TypeUrl; 5] = [
+        TypeUrl::Cluster,
+        TypeUrl::Endpoint,
+        TypeUrl::Listener,
+        TypeUrl::Route,
+        TypeUrl::Secret,
+    ];
+
+    /// The type URL.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TypeUrl::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            TypeUrl::Endpoint => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            TypeUrl::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            TypeUrl::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            TypeUrl::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
+        }
+    }
+
+    /// The type of a type URL, if it is one of these.
+    pub fn from_url(url: &str) -> Option<TypeUrl> {
+        TypeUrl::ALL.into_iter().find(|t| t.as_str() == url)
+    }
+
+    /// Short name for metrics and debug output (`cds`, `eds`, `lds`, `rds`, `sds`).
+    pub const fn short_name(self) -> &'static str {
+        match self {
+            TypeUrl::Cluster => "cds",
+            TypeUrl::Endpoint => "eds",
+            TypeUrl::Listener => "lds",
+            TypeUrl::Route => "rds",
+            TypeUrl::Secret => "sds",
+        }
+    }
+
+    /// Whether the type is requested as a wildcard (CDS, LDS) rather than by name.
+    pub const fn is_wildcard(self) -> bool {
+        matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
+    }
+
+    /// The type whose resources this type's resources name, and that Envoy therefore expects
+    /// again after an update of this type (EDS after CDS, RDS after LDS).
+    pub const fn dependent(self) -> Option<TypeUrl> {
+        match self {
+            TypeUrl::Cluster => Some(TypeUrl::Endpoint),
+            TypeUrl::Listener => Some(TypeUrl::Route),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TypeUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A type URL that is none of [`TypeUrl`]'s.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown xDS type URL {0:?}")]
+pub struct UnknownTypeUrl(pub String);
+
+impl std::str::FromStr for TypeUrl {
+    type Err = UnknownTypeUrl;
+    fn from_str(s: &str) -> Result<TypeUrl, UnknownTypeUrl> {
+        TypeUrl::from_url(s).ok_or_else(|| UnknownTypeUrl(s.to_string()))
+    }
+}
+
 /// `type.googleapis.com/envoy.config.cluster.v3.Cluster`.
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const CLUSTER: &str = TypeUrl::Cluster.as_str();
 /// `type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment`.
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const ENDPOINT: &str = TypeUrl::Endpoint.as_str();
 /// `type.googleapis.com/envoy.config.listener.v3.Listener`.
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const LISTENER: &str = TypeUrl::Listener.as_str();
 /// `type.googleapis.com/envoy.config.route.v3.RouteConfiguration`.
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const ROUTE: &str = TypeUrl::Route.as_str();
 /// `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret`.
-pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub const SECRET: &str = TypeUrl::Secret.as_str();
 
 /// The xDS types this crate serves, in make-before-break push order (CDS, EDS, LDS, RDS).
 pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
 
 /// Whether a type is requested as a wildcard (CDS, LDS) rather than by name.
 pub fn is_wildcard_type(type_url: &str) -> bool {
-    type_url == CLUSTER || type_url == LISTENER
+    TypeUrl::from_url(type_url).is_some_and(TypeUrl::is_wildcard)
 }
 
-/// Short name of a type for metrics and debug output (`cds`, `eds`, `lds`, `rds`).
+/// Short name of a type for metrics and debug output (`cds`, `eds`, `lds`, `rds`, `sds`;
+/// `unknown` for any other).
 pub fn short_name(type_url: &str) -> &'static str {
-    match type_url {
-        CLUSTER => "cds",
-        ENDPOINT => "eds",
-        LISTENER => "lds",
-        ROUTE => "rds",
-        SECRET => "sds",
-        _ => "unknown",
-    }
+    TypeUrl::from_url(type_url).map_or("unknown", TypeUrl::short_name)
 }
 
 /// One encoded resource, shared by every proxy (and every stream) that sees the same bytes.

@@ -8,9 +8,10 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
+use crate::consistency::Inconsistency;
 use crate::proxy::Proxy;
 use crate::resource::{self, EncodedResource};
-use crate::translate::{Inconsistency, PushContext, Resources, Sink};
+use crate::translate::{PushContext, Resources, Sink};
 
 /// Resources by name, for one type.
 pub type TypedResources = BTreeMap<String, Arc<EncodedResource>>;
@@ -65,10 +66,49 @@ impl Snapshot {
         self.resources.get(type_url)
     }
 
-    /// Checks that every EDS resource a cluster needs, and every route a listener needs, is
-    /// present (decoding the shared bytes).
+    /// Decodes the encoded resources back into typed [`Resources`] (for checks and debug
+    /// dumps). A resource whose bytes do not decode as its type is an error naming it, never
+    /// silently left out; a type this crate does not translate is skipped.
+    pub fn decode(&self) -> Result<Resources, Vec<Inconsistency>> {
+        use prost::Message;
+        fn each<M: Message + Default>(
+            s: &Snapshot,
+            type_url: &str,
+            problems: &mut Vec<Inconsistency>,
+        ) -> BTreeMap<String, M> {
+            let mut out = BTreeMap::new();
+            for (name, e) in s.of_type(type_url).into_iter().flat_map(|m| m.iter()) {
+                match M::decode(e.value()) {
+                    Ok(m) => {
+                        out.insert(name.clone(), m);
+                    }
+                    Err(error) => problems.push(Inconsistency::Undecodable {
+                        type_url: type_url.to_string(),
+                        name: name.clone(),
+                        error: error.to_string(),
+                    }),
+                }
+            }
+            out
+        }
+        let mut problems = Vec::new();
+        let r = Resources {
+            clusters: each::<Cluster>(self, resource::CLUSTER, &mut problems),
+            endpoints: each::<ClusterLoadAssignment>(self, resource::ENDPOINT, &mut problems),
+            listeners: each::<Listener>(self, resource::LISTENER, &mut problems),
+            routes: each::<RouteConfiguration>(self, resource::ROUTE, &mut problems),
+        };
+        if problems.is_empty() {
+            Ok(r)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Checks that every resource decodes, and that every EDS resource a cluster needs and
+    /// every route a listener needs is present.
     pub fn consistent(&self) -> Result<(), Vec<Inconsistency>> {
-        crate::translate::decode_resources(self).consistent()
+        self.decode()?.consistent()
     }
 }
 
@@ -90,7 +130,7 @@ pub fn translate_snapshot(
     enc.finish(version.into())
 }
 
-#[cfg(feature = "server")]
+#[cfg(feature = "cache")]
 /// `previous` with the EDS assignments of the services `only` accepts translated again, for a
 /// change that touched nothing but those services' endpoints (the caller checks that): every
 /// other resource is `previous`'s own, shared. Gives the same resources as a full

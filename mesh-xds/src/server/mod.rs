@@ -3,13 +3,11 @@
 //!
 //! Each stream runs in its own task and talks to its client through a small bounded channel,
 //! so a slow or dead client only ever blocks itself. Streams read snapshots from a
-//! [`SnapshotSource`] (`tokio::sync::watch` per view), and record what they sent, what was
+//! [`SnapshotSource`] (`tokio::sync::watch` per view; the caches are in [`crate::cache`]), and record what they sent, what was
 //! ACKed and what was NACKed in [`Connections`], which debug endpoints and metrics read.
 
-mod cache;
 mod delta;
 mod grpc;
-mod push;
 mod sotw;
 mod status;
 mod stream;
@@ -17,27 +15,9 @@ mod wire;
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::Node;
-use tokio::sync::watch;
-
-use crate::snapshot::Snapshot;
-
-pub use cache::SnapshotCache;
+pub use crate::cache::{Debounce, PushSummary, SnapshotCache, SnapshotSource, ViewCache, view_key};
 pub use grpc::AdsService;
-pub use push::{Debounce, PushSummary, ViewCache, view_key};
 pub use status::{ConnectionInfo, Connections, PushEvent, SyncStatus, TypeStatus};
-
-/// Where streams get their snapshots: one `watch` per node view.
-pub trait SnapshotSource: Send + Sync + 'static {
-    /// Called once per stream with the node of its first request.
-    fn watch(&self, node: &Node) -> watch::Receiver<Arc<Snapshot>>;
-}
-
-impl<T: SnapshotSource> SnapshotSource for Arc<T> {
-    fn watch(&self, node: &Node) -> watch::Receiver<Arc<Snapshot>> {
-        (**self).watch(node)
-    }
-}
 
 /// Tuning for the ADS server.
 #[derive(Clone, Debug)]

@@ -185,13 +185,12 @@ impl<S: SnapshotSource> SotwStream<S> {
         if changed {
             // Make-before-break: a new cluster set waits for endpoints, a new listener set
             // for routes; answer the dependent type's next request even if it looks like an ACK.
-            let dependent = match type_url {
-                resource::CLUSTER => Some(resource::ENDPOINT),
-                resource::LISTENER => Some(resource::ROUTE),
-                _ => None,
-            };
+            let dependent = resource::TypeUrl::from_url(type_url).and_then(|t| t.dependent());
             if let Some(d) = dependent {
-                self.types.entry(d.to_string()).or_default().always_respond = true;
+                self.types
+                    .entry(d.as_str().to_string())
+                    .or_default()
+                    .always_respond = true;
             }
         }
         self.core.send(type_url, version, nonce, bytes, resp).await

@@ -97,7 +97,7 @@ pub(crate) fn sni_dnat_clusters(
     );
 }
 
-#[cfg(feature = "server")]
+#[cfg(feature = "cache")]
 /// The EDS assignments (and, as a by-product the sink may drop, the clusters) of the services
 /// `only` accepts: what an endpoint-only change needs translated again.
 pub(crate) fn outbound_assignments(

@@ -7,13 +7,11 @@
 
 pub(crate) mod cluster;
 pub(crate) mod endpoint;
-mod inbound;
-mod listener;
-mod outbound;
-mod route;
+pub(crate) mod listener;
+pub(crate) mod route;
 mod scope;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -281,7 +279,12 @@ pub(crate) fn translate_into(ctx: &PushContext, proxy: &Proxy, out: &mut dyn Sin
         ProxyType::Sidecar => {
             let scope = SidecarScope::new(ctx, proxy);
             cluster::sidecar_clusters(ctx, proxy, &scope, out);
-            listener::sidecar_listeners(ctx, proxy, &scope, out);
+            let lx = listener::ListenerContext {
+                ctx,
+                proxy,
+                scope: &scope,
+            };
+            listener::sidecar_listeners(lx, out);
         }
         ProxyType::Router => {
             let scope = SidecarScope::gateway(ctx, proxy);
@@ -289,12 +292,17 @@ pub(crate) fn translate_into(ctx: &PushContext, proxy: &Proxy, out: &mut dyn Sin
             if listener::has_auto_passthrough(ctx, proxy) {
                 cluster::sni_dnat_clusters(ctx, proxy, &scope, out);
             }
-            listener::gateway_listeners(ctx, proxy, &scope, out);
+            let lx = listener::ListenerContext {
+                ctx,
+                proxy,
+                scope: &scope,
+            };
+            listener::gateway_listeners(lx, out);
         }
     }
 }
 
-#[cfg(feature = "server")]
+#[cfg(feature = "cache")]
 /// Translates again only the EDS assignments of the services `only` accepts (for a change
 /// that touched nothing but their endpoints); the sink receives their clusters too.
 pub(crate) fn assignments_into(
@@ -314,146 +322,4 @@ pub(crate) fn assignments_into(
             cluster::outbound_assignments(ctx, proxy, &scope, sni_dnat, only, out);
         }
     }
-}
-
-/// A broken output invariant.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Inconsistency {
-    /// A route points at a cluster that is not in the output.
-    #[error("route config {route:?} references missing cluster {cluster:?}")]
-    MissingCluster {
-        /// The route config.
-        route: String,
-        /// The cluster.
-        cluster: String,
-    },
-    /// An EDS cluster has no ClusterLoadAssignment.
-    #[error("EDS cluster {0:?} has no endpoint assignment")]
-    MissingAssignment(String),
-    /// A listener names a route config that is not in the output.
-    #[error("listener {listener:?} references missing route config {route:?}")]
-    MissingRoute {
-        /// The listener.
-        listener: String,
-        /// The route config.
-        route: String,
-    },
-    /// A name differs from the key it is stored under.
-    #[error("resource stored as {key:?} is named {name:?}")]
-    NameMismatch {
-        /// The key.
-        key: String,
-        /// The resource's own name.
-        name: String,
-    },
-    /// A listener's TCP proxy points at a missing cluster.
-    #[error("listener {listener:?} references missing cluster {cluster:?}")]
-    ListenerCluster {
-        /// The listener.
-        listener: String,
-        /// The cluster.
-        cluster: String,
-    },
-}
-
-impl Resources {
-    /// Checks the invariants Envoy needs: every route's clusters exist, every EDS cluster has its
-    /// assignment, every RDS name a listener references exists, names match keys.
-    pub fn consistent(&self) -> Result<(), Vec<Inconsistency>> {
-        let mut problems = Vec::new();
-        for (k, c) in &self.clusters {
-            if &c.name != k {
-                problems.push(Inconsistency::NameMismatch {
-                    key: k.clone(),
-                    name: c.name.clone(),
-                });
-            }
-            if cluster::is_eds(c) && !self.endpoints.contains_key(k) {
-                problems.push(Inconsistency::MissingAssignment(k.clone()));
-            }
-        }
-        for (k, r) in &self.routes {
-            if &r.name != k {
-                problems.push(Inconsistency::NameMismatch {
-                    key: k.clone(),
-                    name: r.name.clone(),
-                });
-            }
-            for cl in route::referenced_clusters(r) {
-                if !self.clusters.contains_key(&cl) {
-                    problems.push(Inconsistency::MissingCluster {
-                        route: k.clone(),
-                        cluster: cl,
-                    });
-                }
-            }
-        }
-        for (k, l) in &self.listeners {
-            if &l.name != k {
-                problems.push(Inconsistency::NameMismatch {
-                    key: k.clone(),
-                    name: l.name.clone(),
-                });
-            }
-            let (rds, clusters) = listener::references(l);
-            for r in rds {
-                if !self.routes.contains_key(&r) {
-                    problems.push(Inconsistency::MissingRoute {
-                        listener: k.clone(),
-                        route: r,
-                    });
-                }
-            }
-            for c in clusters {
-                if !self.clusters.contains_key(&c) {
-                    problems.push(Inconsistency::ListenerCluster {
-                        listener: k.clone(),
-                        cluster: c,
-                    });
-                }
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
-    }
-
-    /// Names of the route configs the listeners reference.
-    pub fn referenced_routes(&self) -> BTreeSet<String> {
-        self.listeners
-            .values()
-            .flat_map(|l| listener::references(l).0)
-            .collect()
-    }
-}
-
-/// Decodes a snapshot back into typed resources (for checks and debug dumps).
-pub(crate) fn decode_resources(s: &crate::snapshot::Snapshot) -> Resources {
-    use prost::Message;
-    let mut r = Resources::default();
-    let each = |t: &str| s.of_type(t).into_iter().flat_map(|m| m.iter());
-    for (n, e) in each(crate::resource::CLUSTER) {
-        if let Ok(c) = Cluster::decode(e.value()) {
-            r.clusters.insert(n.clone(), c);
-        }
-    }
-    for (n, e) in each(crate::resource::ENDPOINT) {
-        if let Ok(c) = ClusterLoadAssignment::decode(e.value()) {
-            r.endpoints.insert(n.clone(), c);
-        }
-    }
-    for (n, e) in each(crate::resource::LISTENER) {
-        if let Ok(c) = Listener::decode(e.value()) {
-            r.listeners.insert(n.clone(), c);
-        }
-    }
-    for (n, e) in each(crate::resource::ROUTE) {
-        if let Ok(c) = RouteConfiguration::decode(e.value()) {
-            r.routes.insert(n.clone(), c);
-        }
-    }
-    r
 }

@@ -17,9 +17,9 @@ use mesh_model::store::ConfigEvent;
 use mesh_model::{ConfigStore, Kind, MeshConfig};
 use tokio::sync::{broadcast, watch};
 
+use crate::cache::SnapshotSource;
 use crate::proxy::Proxy;
 use crate::registry::ServiceRegistry;
-use crate::server::SnapshotSource;
 use crate::snapshot::Snapshot;
 use crate::translate::PushContext;
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::watch;
 
-use crate::server::SnapshotSource;
+use crate::cache::SnapshotSource;
 use crate::snapshot::Snapshot;
 
 type NodeHash = dyn Fn(&Node) -> String + Send + Sync;

@@ -24,16 +24,17 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use mesh_model::networking::service_entry::Resolution;
 
+use super::context::ListenerContext;
+use super::egress::sidecar_hcm;
+use super::filters::{
+    inspectors_for, passthrough_or_blackhole, push_default_chain, server_names, sniffed_http_chain,
+    tcp_proxy_to,
+};
+use super::tcp::tcp_route_chains;
 use crate::naming;
 use crate::pb::{boolv, socket, u32v};
-use crate::proxy::Proxy;
 use crate::registry::Service;
-use crate::translate::listener::{
-    inspectors_for, passthrough_or_blackhole, push_default_chain, server_names, sidecar_hcm,
-    sniffed_http_chain, tcp_proxy_to, tcp_route_chains,
-};
-use crate::translate::scope::SidecarScope;
-use crate::translate::{PushContext, Sink};
+use crate::translate::Sink;
 
 /// Where a service's traffic on a captured port is told apart.
 enum Address {
@@ -88,16 +89,14 @@ fn captured(name: String, address: &str, port: u32, chains: Vec<FilterChain>) ->
 
 /// The listeners for one captured outbound port: `services` are the imported services with
 /// that port, in scope order; `imports` is the egress listener's import rule.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn captured_port(
-    ctx: &PushContext,
-    proxy: &Proxy,
-    scope: &SidecarScope<'_>,
+    lx: ListenerContext<'_>,
     port: u32,
     services: &[&Service],
     imports: &dyn Fn(&str, &str) -> bool,
     out: &mut dyn Sink,
 ) {
+    let ListenerContext { ctx, proxy, scope } = lx;
     let has_http = services
         .iter()
         .any(|s| s.port(port).is_some_and(|p| p.is_http()));
@@ -139,7 +138,7 @@ pub(crate) fn captured_port(
                         .iter()
                         .any(|s| s.hostname == host && s.namespace == ns && is_sniffed(s, port))
             };
-            let hcm = sidecar_hcm(ctx, proxy, scope, &name, port, &rds, &here, out);
+            let hcm = sidecar_hcm(lx, &name, port, &rds, &here, out);
             chains.insert(0, sniffed_http_chain(hcm));
         }
         let default = tcp.unwrap_or_else(|| cluster_filter(at_vip[0], port));
@@ -168,7 +167,7 @@ pub(crate) fn captured_port(
     }
     let rds = port.to_string();
     if !has_http && wildcard.iter().any(|s| is_sniffed(s, port)) {
-        let hcm = sidecar_hcm(ctx, proxy, scope, &name, port, &rds, imports, out);
+        let hcm = sidecar_hcm(lx, &name, port, &rds, imports, out);
         chains.push(sniffed_http_chain(hcm));
     }
     let (sni, tcp) = tcp_route_chains(ctx, proxy, &wildcard, port);
@@ -191,7 +190,7 @@ pub(crate) fn captured_port(
         }
     }
     let default = if has_http {
-        sidecar_hcm(ctx, proxy, scope, &name, port, &rds, imports, out)
+        sidecar_hcm(lx, &name, port, &rds, imports, out)
     } else if let Some(tcp) = tcp {
         tcp
     } else if let Some(s) = wildcard

@@ -24,12 +24,12 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use mesh_model::networking::sidecar::{CaptureMode, IstioIngressListener};
 
+use super::context::ListenerContext;
 use crate::naming;
 use crate::pb::{any, dur, pipe, socket, u32v};
 use crate::proxy::{InterceptionMode, Proxy};
 use crate::registry::ServicePort;
 use crate::translate::cluster::{apply_http_options, circuit_breakers_for};
-use crate::translate::scope::SidecarScope;
 use crate::translate::{PushContext, Sink};
 
 /// Where inbound clusters connect from under iptables capture, so that their traffic is not
@@ -38,12 +38,8 @@ const INBOUND_SOURCE: &str = "127.0.0.6";
 
 /// Emits the inbound clusters and bound listeners of the proxy's Sidecar, and returns the filter
 /// chains that belong on `virtualInbound` (captured ports).
-pub(crate) fn sidecar_inbound(
-    ctx: &PushContext,
-    proxy: &Proxy,
-    scope: &SidecarScope<'_>,
-    out: &mut dyn Sink,
-) -> Vec<FilterChain> {
+pub(crate) fn sidecar_inbound(lx: ListenerContext<'_>, out: &mut dyn Sink) -> Vec<FilterChain> {
+    let ListenerContext { ctx, proxy, scope } = lx;
     let Some(sidecar) = scope.sidecar else {
         return Vec::new();
     };
@@ -61,12 +57,10 @@ pub(crate) fn sidecar_inbound(
             // HTTP/1.1 and h2c through the HTTP connection manager, other bytes as TCP (the
             // plaintext twin is needed because Envoy does not backtrack from the transport
             // protocol match).
-            let mut chains = vec![super::listener::sniffed_http_chain(http_filter(
-                port, &name,
-            ))];
-            super::listener::push_default_chain(
+            let mut chains = vec![super::filters::sniffed_http_chain(http_filter(port, &name))];
+            super::filters::push_default_chain(
                 &mut chains,
-                super::listener::tcp_proxy_to(&name, &name),
+                super::filters::tcp_proxy_to(&name, &name),
             );
             chains
         } else {
@@ -114,7 +108,7 @@ pub(crate) fn sidecar_inbound(
             out.listener(Listener {
                 name: listener_name,
                 address: Some(address),
-                listener_filters: super::listener::inspectors_for(&chains),
+                listener_filters: super::filters::inspectors_for(&chains),
                 filter_chains: chains,
                 traffic_direction: TrafficDirection::Inbound as i32,
                 ..Default::default()
@@ -235,7 +229,7 @@ fn filter(ing: &IstioIngressListener, cluster: &str) -> Filter {
     if is_http(&ing.port.protocol) {
         http_filter(ing.port.number, cluster)
     } else {
-        super::listener::tcp_proxy_to(cluster, cluster)
+        super::filters::tcp_proxy_to(cluster, cluster)
     }
 }
 
@@ -272,7 +266,7 @@ fn http_filter(port: u32, cluster: &str) -> Filter {
         route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
             route_config,
         )),
-        http_filters: vec![super::listener::http_filter(
+        http_filters: vec![super::filters::http_filter(
             "envoy.filters.http.router",
             &Router::default(),
         )],
@@ -283,7 +277,7 @@ fn http_filter(port: u32, cluster: &str) -> Filter {
         ..Default::default()
     };
     Filter {
-        name: super::listener::HCM.into(),
+        name: super::filters::HCM.into(),
         config_type: Some(
             envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any(
                 &hcm,
@@ -295,7 +289,7 @@ fn http_filter(port: u32, cluster: &str) -> Filter {
 fn downstream_tls(
     tls: &mesh_model::networking::gateway::ServerTlsSettings,
 ) -> Option<TransportSocket> {
-    let ctx = super::listener::downstream_tls(tls)?;
+    let ctx = super::filters::downstream_tls(tls)?;
     Some(TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
