@@ -4,7 +4,11 @@
 //! [`translate()`] produces the clusters, endpoint assignments, listeners and route
 //! configurations one [`Proxy`] should see as typed messages; [`translate_snapshot`] produces
 //! the same resources encoded once into a shared [`Snapshot`], which is what the server sends.
-//! The `server` feature (default) adds the ADS server.
+//! The `cache` feature adds the snapshot caches ([`cache`]: `SnapshotCache`, and `ViewCache`,
+//! which translates per proxy view and pushes on every change) without any gRPC; the `server`
+//! feature (default, includes `cache`) adds the ADS server over tonic. Hand-written protobuf
+//! (EDS, templated clusters, canonical routes, streamed responses) lives in one private
+//! `encoding` module with named field tags, checked against prost byte for byte.
 //!
 //! ```
 //! use mesh_model::{ConfigStore, MeshConfig, parse_str};
@@ -24,6 +28,7 @@ pub mod cache;
 pub mod consistency;
 #[cfg(feature = "config-dump")]
 pub mod dump;
+mod encoding;
 pub mod error;
 pub mod naming;
 mod pb;

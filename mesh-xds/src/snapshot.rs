@@ -358,7 +358,7 @@ impl Sink for Encoder<'_> {
     fn route(&mut self, r: RouteConfiguration) {
         let len = prost::Message::encoded_len(&r);
         let e = EncodedResource::from_writer(r.name.clone(), resource::ROUTE, len, |_, buf| {
-            crate::resource::encode_canonical_into(r, buf)
+            crate::encoding::route::encode_canonical_into(r, buf)
         });
         Self::put(self.previous, &mut self.routes, resource::ROUTE, e);
     }
@@ -372,7 +372,7 @@ impl Sink for Encoder<'_> {
         let name = header.name.clone();
         let mut value = prost::Message::encode_to_vec(&header);
         let mut scratch = Vec::new();
-        vhosts(&mut |v| crate::resource::encode_vhost_field(v, &mut value, &mut scratch));
+        vhosts(&mut |v| crate::encoding::route::encode_vhost_field(v, &mut value, &mut scratch));
         let e = EncodedResource::from_bytes(&name, resource::ROUTE, &value);
         Self::put(self.previous, &mut self.routes, resource::ROUTE, e);
     }

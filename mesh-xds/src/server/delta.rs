@@ -8,11 +8,11 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use crate::encoding::response::Response;
 use crate::resource;
 use crate::server::SnapshotSource;
 use crate::server::status::{Connections, PushEvent};
 use crate::server::stream::{Protocol, StreamCore, drive};
-use crate::server::wire::Response;
 use crate::snapshot::TypedResources;
 
 #[derive(Debug, Default)]
@@ -210,8 +210,9 @@ impl<S: SnapshotSource> DeltaStream<S> {
         t.nonce = nonce.clone();
         let bytes = updated.iter().map(|r| r.value().len()).sum();
         let version = snapshot.version.clone();
-        let resp =
-            crate::server::wire::delta_response(&version, type_url, &nonce, &updated, &removed);
+        let resp = crate::encoding::response::delta_response(
+            &version, type_url, &nonce, &updated, &removed,
+        );
         self.core.send(type_url, version, nonce, bytes, resp).await
     }
 }

@@ -16,8 +16,8 @@ use tonic::codec::{Codec, Streaming};
 use tonic::codegen::http;
 use tonic::server::NamedService;
 
+use crate::encoding::response::Response;
 use crate::server::status::Connections;
-use crate::server::wire::Response;
 use crate::server::{ServerConfig, SnapshotSource, delta, sotw};
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";

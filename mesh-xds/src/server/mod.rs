@@ -11,7 +11,6 @@ mod grpc;
 mod sotw;
 mod status;
 mod stream;
-mod wire;
 
 use std::sync::Arc;
 

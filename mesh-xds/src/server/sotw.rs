@@ -9,11 +9,11 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use crate::encoding::response::Response;
 use crate::resource;
 use crate::server::SnapshotSource;
 use crate::server::status::{Connections, PushEvent};
 use crate::server::stream::{Protocol, StreamCore, drive};
-use crate::server::wire::Response;
 use crate::snapshot::TypedResources;
 
 /// What the stream knows about one type.
@@ -178,7 +178,7 @@ impl<S: SnapshotSource> SotwStream<S> {
         let nonce = self.core.next_nonce();
         let version = snapshot.version.clone();
         let bytes = chosen.iter().map(|r| r.value().len()).sum();
-        let resp = crate::server::wire::sotw_response(&version, type_url, &nonce, &chosen);
+        let resp = crate::encoding::response::sotw_response(&version, type_url, &nonce, &chosen);
         let changed = t.sent_hash != Some(hash);
         t.sent_hash = Some(hash);
         t.nonce = nonce.clone();

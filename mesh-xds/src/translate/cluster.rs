@@ -234,34 +234,39 @@ impl ClusterTemplate {
     /// body's own encoding; byte for byte what `instantiate(name).encode()` gives (a test and
     /// the property tests check it).
     pub(crate) fn encode_named(&self, name: &str, buf: &mut Vec<u8>) {
-        use crate::pb::wire::{put_bytes, put_len, put_str};
+        use crate::encoding::tag::{cluster, eds_cluster_config as eds};
+        use crate::encoding::{put_bytes, put_len, put_str};
         let (body, eds_source) = self.encoded();
-        put_str(1, name, buf);
+        put_str(cluster::NAME, name, buf);
         self.discovery_type().encode(buf);
         if self.eds {
-            // EdsClusterConfig: eds_config (1), service_name (2).
-            put_len(3, self.eds_len(name), buf);
-            put_bytes(1, eds_source, buf);
-            put_str(2, name, buf);
+            put_len(cluster::EDS_CLUSTER_CONFIG, self.eds_len(name), buf);
+            put_bytes(eds::EDS_CONFIG, eds_source, buf);
+            put_str(eds::SERVICE_NAME, name, buf);
         }
         buf.extend_from_slice(body);
     }
 
     /// The length [`ClusterTemplate::encode_named`] writes.
     pub(crate) fn encoded_len_named(&self, name: &str) -> usize {
-        use crate::pb::wire::{field_len, str_len};
+        use crate::encoding::tag::cluster;
+        use crate::encoding::{field_len, str_len};
         let eds = if self.eds {
-            field_len(3, self.eds_len(name))
+            field_len(cluster::EDS_CLUSTER_CONFIG, self.eds_len(name))
         } else {
             0
         };
-        str_len(1, name) + self.discovery_type().encoded_len() + eds + self.encoded().0.len()
+        str_len(cluster::NAME, name)
+            + self.discovery_type().encoded_len()
+            + eds
+            + self.encoded().0.len()
     }
 
     /// The length of the `EdsClusterConfig` of the cluster named `name`.
     fn eds_len(&self, name: &str) -> usize {
-        use crate::pb::wire::{field_len, str_len};
-        field_len(1, self.encoded().1.len()) + str_len(2, name)
+        use crate::encoding::tag::eds_cluster_config as eds;
+        use crate::encoding::{field_len, str_len};
+        field_len(eds::EDS_CONFIG, self.encoded().1.len()) + str_len(eds::SERVICE_NAME, name)
     }
 
     fn discovery_type(&self) -> cluster::ClusterDiscoveryType {

@@ -9,7 +9,6 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use mesh_model::networking::destination_rule::TrafficPolicy;
 
-use crate::pb::wire::{field_len, put_len, put_str, put_varint, str_len};
 use crate::pb::{pipe, socket, u32v};
 use crate::proxy::{self, Proxy};
 use crate::registry::{Service, ServicePort};
@@ -231,20 +230,32 @@ fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
 /// weight (at least 1).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ep<'a> {
-    address: &'a str,
-    port: u32,
-    weight: u32,
+    pub(crate) address: &'a str,
+    pub(crate) port: u32,
+    pub(crate) weight: u32,
+}
+
+impl<'a> Ep<'a> {
+    /// Whether the address is a Unix socket (`unix://PATH`).
+    pub(crate) fn is_pipe(&self) -> bool {
+        is_pipe(self.address)
+    }
+
+    /// The socket path of a `unix://` address.
+    pub(crate) fn pipe_path(&self) -> &'a str {
+        self.address.trim_start_matches("unix://")
+    }
 }
 
 /// The endpoints of one locality (and priority).
 #[derive(Clone, Debug)]
 pub(crate) struct Group<'a> {
-    region: &'a str,
-    zone: &'a str,
-    sub_zone: &'a str,
-    weight: u32,
-    priority: u32,
-    endpoints: Vec<Ep<'a>>,
+    pub(crate) region: &'a str,
+    pub(crate) zone: &'a str,
+    pub(crate) sub_zone: &'a str,
+    pub(crate) weight: u32,
+    pub(crate) priority: u32,
+    pub(crate) endpoints: Vec<Ep<'a>>,
 }
 
 impl Group<'_> {
@@ -265,7 +276,7 @@ impl Group<'_> {
 #[derive(Clone, Debug)]
 pub(crate) struct Assignment<'a> {
     pub(crate) cluster: &'a str,
-    groups: Vec<Group<'a>>,
+    pub(crate) groups: Vec<Group<'a>>,
 }
 
 fn is_pipe(address: &str) -> bool {
@@ -298,124 +309,6 @@ impl Assignment<'_> {
                 .collect(),
             ..Default::default()
         }
-    }
-
-    /// Length of [`Assignment::encode`]'s output: `to_message().encoded_len()`.
-    pub(crate) fn encoded_len(&self) -> usize {
-        str_len(1, self.cluster)
-            + self
-                .groups
-                .iter()
-                .map(|g| field_len(2, wire::group_len(g)))
-                .sum::<usize>()
-    }
-
-    /// Appends prost's encoding of [`Assignment::to_message`] to `buf`, without building it:
-    /// fields in tag order, lengths computed once, bottom up.
-    pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
-        put_str(1, self.cluster, buf);
-        for g in &self.groups {
-            put_len(2, wire::group_len(g), buf);
-            put_len(1, wire::locality_len(g), buf);
-            put_str(1, g.region, buf);
-            put_str(2, g.zone, buf);
-            put_str(3, g.sub_zone, buf);
-            for e in &g.endpoints {
-                put_len(2, wire::lb_endpoint_len(e), buf);
-                // LbEndpoint.endpoint (1) > Endpoint.address (1) > Address (1 socket / 2 pipe)
-                let addr = wire::address_len(e);
-                put_len(1, field_len(1, addr), buf);
-                put_len(1, addr, buf);
-                if is_pipe(e.address) {
-                    put_len(2, wire::pipe_len(e), buf);
-                    put_str(1, wire::pipe_path(e), buf);
-                } else {
-                    put_len(1, wire::socket_len(e), buf);
-                    put_str(2, e.address, buf);
-                    put_varint(3, u64::from(e.port), buf);
-                }
-                put_u32_value(4, e.weight, buf);
-            }
-            put_u32_value(3, g.weight, buf);
-            if g.priority != 0 {
-                put_varint(5, u64::from(g.priority), buf);
-            }
-        }
-    }
-}
-
-/// A `google.protobuf.UInt32Value` field that is set (its value is skipped when 0).
-fn put_u32_value(tag: u32, v: u32, buf: &mut Vec<u8>) {
-    put_len(tag, wire::u32_value_len(v), buf);
-    if v != 0 {
-        put_varint(1, u64::from(v), buf);
-    }
-}
-
-/// Lengths of the messages [`Assignment::encode`] writes, computed from the parts.
-mod wire {
-    use crate::pb::wire::{field_len, str_len, varint_len};
-
-    use super::{Ep, Group, is_pipe};
-
-    /// `google.protobuf.UInt32Value` (empty when 0).
-    pub(super) fn u32_value_len(v: u32) -> usize {
-        if v == 0 {
-            0
-        } else {
-            varint_len(1, u64::from(v))
-        }
-    }
-
-    /// `SocketAddress`: address (2), port_value (3, in a oneof: written even when 0); the
-    /// protocol, TCP, is 0.
-    pub(super) fn socket_len(e: &Ep<'_>) -> usize {
-        str_len(2, e.address) + varint_len(3, u64::from(e.port))
-    }
-
-    /// `Pipe`: path (1).
-    pub(super) fn pipe_len(e: &Ep<'_>) -> usize {
-        str_len(1, pipe_path(e))
-    }
-
-    pub(super) fn pipe_path<'a>(e: &Ep<'a>) -> &'a str {
-        e.address.trim_start_matches("unix://")
-    }
-
-    /// `Address`: socket_address (1) or pipe (2).
-    pub(super) fn address_len(e: &Ep<'_>) -> usize {
-        if is_pipe(e.address) {
-            field_len(2, pipe_len(e))
-        } else {
-            field_len(1, socket_len(e))
-        }
-    }
-
-    /// `LbEndpoint`: endpoint (1, an `Endpoint` holding only its address) and
-    /// load_balancing_weight (4).
-    pub(super) fn lb_endpoint_len(e: &Ep<'_>) -> usize {
-        field_len(1, field_len(1, address_len(e))) + field_len(4, u32_value_len(e.weight))
-    }
-
-    /// `Locality`: region (1), zone (2), sub_zone (3).
-    pub(super) fn locality_len(g: &Group<'_>) -> usize {
-        str_len(1, g.region) + str_len(2, g.zone) + str_len(3, g.sub_zone)
-    }
-
-    /// `LocalityLbEndpoints`: locality (1), lb_endpoints (2), load_balancing_weight (3),
-    /// priority (5, skipped when 0).
-    pub(super) fn group_len(g: &Group<'_>) -> usize {
-        field_len(1, locality_len(g))
-            + g.endpoints
-                .iter()
-                .map(|e| field_len(2, lb_endpoint_len(e)))
-                .sum::<usize>()
-            + field_len(3, u32_value_len(g.weight))
-            + if g.priority == 0 {
-                0
-            } else {
-                varint_len(5, u64::from(g.priority))
-            }
     }
 }
 

@@ -9,7 +9,10 @@
 
 use std::sync::Arc;
 
-use crate::pb::wire::{field_len, put_len, put_str, str_len};
+use crate::encoding::tag::{
+    delta_discovery_response as delta, discovery_response as sotw, resource,
+};
+use crate::encoding::{field_len, put_len, put_str, str_len};
 use crate::resource::EncodedResource;
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -46,7 +49,9 @@ pub(crate) struct Response {
 }
 
 fn delta_resource_len(r: &EncodedResource) -> usize {
-    str_len(1, &r.version) + str_len(3, &r.name) + field_len(2, r.encoded_any().len())
+    str_len(resource::VERSION, &r.version)
+        + str_len(resource::NAME, &r.name)
+        + field_len(resource::RESOURCE, r.encoded_any().len())
 }
 
 impl Response {
@@ -61,15 +66,19 @@ impl Response {
         let resources_len: usize = resources
             .iter()
             .map(|r| match kind {
-                Kind::Sotw => field_len(2, r.encoded_any().len()),
-                Kind::Delta => field_len(2, delta_resource_len(r)),
+                Kind::Sotw => field_len(sotw::RESOURCES, r.encoded_any().len()),
+                Kind::Delta => field_len(delta::RESOURCES, delta_resource_len(r)),
             })
             .sum();
-        let message_len = str_len(1, version) + resources_len + tail.len();
-        let mut head = BytesMut::with_capacity(GRPC_HEADER + str_len(1, version));
+        let version_tag = match kind {
+            Kind::Sotw => sotw::VERSION_INFO,
+            Kind::Delta => delta::SYSTEM_VERSION_INFO,
+        };
+        let message_len = str_len(version_tag, version) + resources_len + tail.len();
+        let mut head = BytesMut::with_capacity(GRPC_HEADER + str_len(version_tag, version));
         head.put_u8(0);
         head.put_u32(u32::try_from(message_len).unwrap_or(u32::MAX));
-        put_str(1, version, &mut head);
+        put_str(version_tag, version, &mut head);
         Response {
             kind,
             head: head.freeze(),
@@ -96,12 +105,12 @@ impl Response {
             let any = r.encoded_any();
             let copy = any.len() < ZERO_COPY;
             let prefix = match self.kind {
-                Kind::Sotw => field_len(2, any.len()) - any.len(),
+                Kind::Sotw => field_len(sotw::RESOURCES, any.len()) - any.len(),
                 Kind::Delta => {
-                    field_len(2, delta_resource_len(r)) - delta_resource_len(r)
-                        + str_len(1, &r.version)
-                        + str_len(3, &r.name)
-                        + field_len(2, any.len())
+                    field_len(delta::RESOURCES, delta_resource_len(r)) - delta_resource_len(r)
+                        + str_len(resource::VERSION, &r.version)
+                        + str_len(resource::NAME, &r.name)
+                        + field_len(resource::RESOURCE, any.len())
                         - any.len()
                 }
             };
@@ -111,12 +120,12 @@ impl Response {
             }
             self.next += 1;
             match self.kind {
-                Kind::Sotw => put_len(2, any.len(), &mut buf),
+                Kind::Sotw => put_len(sotw::RESOURCES, any.len(), &mut buf),
                 Kind::Delta => {
-                    put_len(2, delta_resource_len(r), &mut buf);
-                    put_str(1, &r.version, &mut buf);
-                    put_str(3, &r.name, &mut buf);
-                    put_len(2, any.len(), &mut buf);
+                    put_len(delta::RESOURCES, delta_resource_len(r), &mut buf);
+                    put_str(resource::VERSION, &r.version, &mut buf);
+                    put_str(resource::NAME, &r.name, &mut buf);
+                    put_len(resource::RESOURCE, any.len(), &mut buf);
                 }
             }
             if copy {
@@ -156,8 +165,8 @@ pub(crate) fn sotw_response(
         version,
         resources.iter().map(|r| Arc::clone(r)).collect(),
         |buf| {
-            put_str(4, type_url, buf);
-            put_str(5, nonce, buf);
+            put_str(sotw::TYPE_URL, type_url, buf);
+            put_str(sotw::NONCE, nonce, buf);
         },
     )
 }
@@ -175,11 +184,11 @@ pub(crate) fn delta_response(
         version,
         resources.iter().map(|r| Arc::clone(r)).collect(),
         |buf| {
-            put_str(4, type_url, buf);
-            put_str(5, nonce, buf);
+            put_str(delta::TYPE_URL, type_url, buf);
+            put_str(delta::NONCE, nonce, buf);
             for n in removed {
                 // Empty names are still sent: a repeated string keeps every element.
-                put_len(6, n.len(), buf);
+                put_len(delta::REMOVED_RESOURCES, n.len(), buf);
                 buf.put_slice(n.as_bytes());
             }
         },

@@ -1,0 +1,110 @@
+//! [`Assignment`]'s encoding: prost's encoding of the `ClusterLoadAssignment` it stands for,
+//! written from the parts without building the message (EDS is the largest type on a big
+//! mesh, and encoded once per view per push).
+
+use crate::encoding::tag::{
+    address, cluster_load_assignment as cla, endpoint, lb_endpoint, locality,
+    locality_lb_endpoints as lle, pipe, socket_address,
+};
+use crate::encoding::{field_len, put_len, put_str, put_u32_value, put_varint, str_len};
+use crate::encoding::{u32_value_len, varint_len};
+use crate::translate::endpoint::{Assignment, Ep, Group};
+
+impl Assignment<'_> {
+    /// Length of [`Assignment::encode`]'s output: `to_message().encoded_len()`.
+    pub(crate) fn encoded_len(&self) -> usize {
+        str_len(cla::CLUSTER_NAME, self.cluster)
+            + self
+                .groups
+                .iter()
+                .map(|g| field_len(cla::ENDPOINTS, group_len(g)))
+                .sum::<usize>()
+    }
+
+    /// Appends prost's encoding of [`Assignment::to_message`] to `buf`, without building it:
+    /// fields in tag order, lengths computed once, bottom up.
+    pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
+        put_str(cla::CLUSTER_NAME, self.cluster, buf);
+        for g in &self.groups {
+            put_len(cla::ENDPOINTS, group_len(g), buf);
+            put_len(lle::LOCALITY, locality_len(g), buf);
+            put_str(locality::REGION, g.region, buf);
+            put_str(locality::ZONE, g.zone, buf);
+            put_str(locality::SUB_ZONE, g.sub_zone, buf);
+            for e in &g.endpoints {
+                put_len(lle::LB_ENDPOINTS, lb_endpoint_len(e), buf);
+                let addr = address_len(e);
+                put_len(
+                    lb_endpoint::ENDPOINT,
+                    field_len(endpoint::ADDRESS, addr),
+                    buf,
+                );
+                put_len(endpoint::ADDRESS, addr, buf);
+                if e.is_pipe() {
+                    put_len(address::PIPE, pipe_len(e), buf);
+                    put_str(pipe::PATH, e.pipe_path(), buf);
+                } else {
+                    put_len(address::SOCKET_ADDRESS, socket_len(e), buf);
+                    put_str(socket_address::ADDRESS, e.address, buf);
+                    put_varint(socket_address::PORT_VALUE, u64::from(e.port), buf);
+                }
+                put_u32_value(lb_endpoint::LOAD_BALANCING_WEIGHT, e.weight, buf);
+            }
+            put_u32_value(lle::LOAD_BALANCING_WEIGHT, g.weight, buf);
+            if g.priority != 0 {
+                put_varint(lle::PRIORITY, u64::from(g.priority), buf);
+            }
+        }
+    }
+}
+
+/// `SocketAddress`: the address and the port (in a oneof: written even when 0); the
+/// protocol, TCP, is 0.
+fn socket_len(e: &Ep<'_>) -> usize {
+    str_len(socket_address::ADDRESS, e.address)
+        + varint_len(socket_address::PORT_VALUE, u64::from(e.port))
+}
+
+/// `Pipe`: the path.
+fn pipe_len(e: &Ep<'_>) -> usize {
+    str_len(pipe::PATH, e.pipe_path())
+}
+
+/// `Address`: a socket address or a pipe.
+fn address_len(e: &Ep<'_>) -> usize {
+    if e.is_pipe() {
+        field_len(address::PIPE, pipe_len(e))
+    } else {
+        field_len(address::SOCKET_ADDRESS, socket_len(e))
+    }
+}
+
+/// `LbEndpoint`: an `Endpoint` holding only its address, and the weight.
+fn lb_endpoint_len(e: &Ep<'_>) -> usize {
+    field_len(
+        lb_endpoint::ENDPOINT,
+        field_len(endpoint::ADDRESS, address_len(e)),
+    ) + field_len(lb_endpoint::LOAD_BALANCING_WEIGHT, u32_value_len(e.weight))
+}
+
+/// `Locality`: region, zone, sub-zone.
+fn locality_len(g: &Group<'_>) -> usize {
+    str_len(locality::REGION, g.region)
+        + str_len(locality::ZONE, g.zone)
+        + str_len(locality::SUB_ZONE, g.sub_zone)
+}
+
+/// `LocalityLbEndpoints`: locality, endpoints, weight, and the priority (skipped when 0).
+fn group_len(g: &Group<'_>) -> usize {
+    field_len(lle::LOCALITY, locality_len(g))
+        + g.endpoints
+            .iter()
+            .map(|e| field_len(lle::LB_ENDPOINTS, lb_endpoint_len(e)))
+            .sum::<usize>()
+        + field_len(lle::LOAD_BALANCING_WEIGHT, u32_value_len(g.weight))
+        + if g.priority == 0 {
+            0
+        } else {
+            varint_len(lle::PRIORITY, u64::from(g.priority))
+        }
+}
