@@ -35,6 +35,7 @@ mod pb;
 pub mod proxy;
 pub mod registry;
 pub mod resource;
+mod security;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod snapshot;

@@ -63,9 +63,21 @@ pub struct Endpoint {
     pub network: String,
     /// Service account.
     pub service_account: String,
+    /// Its `security.istio.io/tlsMode`: the label, else `istio` when the endpoint has a
+    /// service account, else `disabled` (as istiod reads WorkloadEntries and ServiceEntry
+    /// endpoints). Clients originate Istio mTLS only to `istio` endpoints.
+    pub tls_mode: String,
 }
 
+/// The label that says whether a workload accepts Istio mTLS (`istio`) or not (`disabled`).
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
 impl Endpoint {
+    /// Whether the endpoint accepts Istio mTLS (`tlsMode: istio`).
+    pub fn accepts_mtls(&self) -> bool {
+        self.tls_mode == "istio"
+    }
+
     /// The port this endpoint listens on for `port`.
     pub fn port_for(&self, port: &ServicePort) -> u32 {
         self.ports
@@ -84,6 +96,11 @@ impl Endpoint {
             weight: spec.weight.filter(|w| *w > 0).unwrap_or(1),
             network: spec.network.clone(),
             service_account: spec.service_account.clone(),
+            tls_mode: match spec.labels.get(TLS_MODE_LABEL) {
+                Some(mode) => mode.clone(),
+                None if !spec.service_account.is_empty() => "istio".into(),
+                None => "disabled".into(),
+            },
         }
     }
 }
@@ -111,6 +128,9 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// `creationTimestamp` of the entry, for conflict order.
     pub created: Option<String>,
+    /// The entry's `subjectAltNames`: identities its endpoints may present, besides their
+    /// service accounts' SPIFFE IDs.
+    pub subject_alt_names: Vec<String>,
 }
 
 impl Service {
@@ -226,6 +246,7 @@ impl ServiceRegistry {
                     export_to: spec.export_to.clone(),
                     endpoints: take_or_clone(&mut endpoints, last),
                     created: se.metadata.creation_timestamp.clone(),
+                    subject_alt_names: spec.subject_alt_names.clone(),
                 });
             }
         }
@@ -313,8 +334,9 @@ impl Service {
             location,
             addresses,
             export_to,
-            endpoints: _,
+            endpoints,
             created,
+            subject_alt_names,
         } = self;
         *hostname == other.hostname
             && *namespace == other.namespace
@@ -325,6 +347,22 @@ impl Service {
             && *addresses == other.addresses
             && *export_to == other.export_to
             && *created == other.created
+            && *subject_alt_names == other.subject_alt_names
+            // Clusters carry the endpoints' identities (the SANs clients check), and a
+            // passthrough cluster's mTLS depends on every endpoint accepting it.
+            && self.service_accounts() == other.service_accounts()
+            && (*resolution != Resolution::None
+                || endpoints.iter().all(Endpoint::accepts_mtls)
+                    == other.endpoints.iter().all(Endpoint::accepts_mtls))
+    }
+
+    /// The service accounts of the endpoints (sorted, without duplicates or empties).
+    pub fn service_accounts(&self) -> BTreeSet<&str> {
+        self.endpoints
+            .iter()
+            .map(|e| e.service_account.as_str())
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 }
 

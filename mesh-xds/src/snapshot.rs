@@ -312,14 +312,22 @@ impl Sink for Encoder<'_> {
         &mut self,
         name: String,
         template: &crate::translate::cluster::ClusterTemplate,
+        extras: Option<&crate::translate::cluster::ClusterExtras>,
     ) {
         if self.assignments_only {
             return;
         }
-        let len = template.encoded_len_named(&name);
+        let len = template.encoded_len_named(&name, extras);
         let e = EncodedResource::from_writer(name, resource::CLUSTER, len, |name, buf| {
-            template.encode_named(name, buf)
+            template.encode_named(name, extras, buf)
         });
+        // The merged encoding must be prost's, byte for byte (checked in every test run).
+        debug_assert_eq!(
+            e.value(),
+            prost::Message::encode_to_vec(&template.instantiate(e.name.clone(), extras)).as_slice(),
+            "CDS encoding of {}",
+            e.name
+        );
         self.clusters.push(e);
     }
     fn assignment(&mut self, a: &crate::translate::endpoint::Assignment<'_>) {

@@ -191,3 +191,55 @@ pub async fn served_leaf(
         .ok()?;
     Some(tls.get_ref().1.peer_certificates()?[0].clone())
 }
+
+/// The test mesh's CA (trust domain `cluster.local`), one per test process, its root kept in a
+/// temporary directory.
+pub fn mesh_ca() -> Arc<CertificateAuthority> {
+    static CA: std::sync::OnceLock<Arc<CertificateAuthority>> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = crate::temp_dir("mesh-test-ca");
+        Arc::new(
+            CertificateAuthority::self_signed(&dir, mesh_identity::ca::CaConfig::new(td()))
+                .unwrap(),
+        )
+    })
+    .clone()
+}
+
+/// A workload's agent, as far as its proxy sees it: Istio's SDS (`default`, `ROOTCA`) on a
+/// Unix socket, serving a certificate from [`mesh_ca`] for `spiffe://cluster.local/ns/NS/sa/SA`.
+/// The server runs on the test's runtime; [`WorkloadSds::rotate`] issues a new certificate.
+pub struct WorkloadSds {
+    /// The socket (the `sds-grpc` cluster's pipe).
+    pub socket: std::path::PathBuf,
+    /// The workload's identity.
+    pub id: SpiffeId,
+    certs: tokio::sync::watch::Sender<Option<Arc<WorkloadCert>>>,
+}
+
+impl WorkloadSds {
+    /// Starts serving for `ns/sa`.
+    pub fn start(ns: &str, sa: &str) -> WorkloadSds {
+        let id = SpiffeId::istio(td(), ns, sa).unwrap();
+        let cert = workload(&mesh_ca(), &id);
+        let (certs, rx) = tokio::sync::watch::channel(Some(Arc::new(cert)));
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let socket = crate::temp_dir(&format!("sds-{n}")).join("socket");
+        // Bound before the proxy starts, so its first connection finds the socket.
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(mesh_identity::sds::SdsServer::new(rx).into_service())
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+                .await;
+        });
+        WorkloadSds { socket, id, certs }
+    }
+
+    /// Issues and serves a new certificate for the same identity.
+    pub fn rotate(&self) {
+        let cert = workload(&mesh_ca(), &self.id);
+        self.certs.send_replace(Some(Arc::new(cert)));
+    }
+}

@@ -179,6 +179,9 @@ pub struct Bootstrap<'a> {
     pub tls: Option<(&'a Path, &'a str)>,
     /// Top-level YAML fields appended (e.g. `typed_dns_resolver_config`).
     pub extra: &'a str,
+    /// The agent's SDS socket: adds Istio's bootstrap cluster `sds-grpc` (HTTP/2 to this Unix
+    /// socket), where Istio's mTLS config gets its secrets.
+    pub sds: Option<&'a Path>,
 }
 
 impl<'a> Bootstrap<'a> {
@@ -191,6 +194,7 @@ impl<'a> Bootstrap<'a> {
             cluster: "xds",
             tls: None,
             extra: "",
+            sds: None,
         }
     }
 
@@ -203,6 +207,7 @@ impl<'a> Bootstrap<'a> {
             cluster,
             tls,
             extra,
+            sds,
         } = *self;
         let transport = match tls {
             None => String::new(),
@@ -233,6 +238,23 @@ impl<'a> Bootstrap<'a> {
             ),
             XdsAt::Pipe(path) => format!("{{pipe: {{path: \"{}\"}}}}", path.display()),
         };
+        let sds = match sds {
+            None => String::new(),
+            Some(path) => format!(
+                r#"
+  - name: sds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: sds-grpc
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{}"}}}}}}}}]}}]
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}"#,
+                path.display()
+            ),
+        };
         format!(
             r#"node: {node}
 dynamic_resources:
@@ -254,7 +276,7 @@ static_resources:
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}{transport}
+        explicit_http_config: {{http2_protocol_options: {{}}}}{transport}{sds}
 admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
 {extra}
@@ -273,6 +295,24 @@ pub struct Proxy {
     dir: PathBuf,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The workload's SDS server, when the proxy was started with one.
+    pub sds: Option<crate::identity::WorkloadSds>,
+}
+
+/// The `NAMESPACE` of a node's metadata (flow YAML), else `default`.
+fn node_namespace(node_yaml: &str) -> String {
+    node_yaml
+        .split_once("NAMESPACE:")
+        .map(|(_, rest)| {
+            rest.trim_start()
+                .split(|c: char| c == ',' || c == '}' || c.is_whitespace())
+                .next()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_string()
+        })
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_string())
 }
 
 static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -306,12 +346,42 @@ impl Proxy {
         tls: Option<(&Path, &str)>,
         extra: &str,
     ) -> Proxy {
+        Proxy::start_full(kind, xds, api, node_yaml, tls, extra, "default").await
+    }
+
+    /// A proxy for a workload running as service account `sa` (of the node's namespace): its
+    /// SDS serves that identity's certificate.
+    pub async fn start_workload(
+        kind: ProxyKind,
+        xds: SocketAddr,
+        api: Api,
+        node_yaml: &str,
+        sa: &str,
+    ) -> Proxy {
+        Proxy::start_full(kind, xds, api, node_yaml, None, "", sa).await
+    }
+
+    async fn start_full(
+        kind: ProxyKind,
+        xds: SocketAddr,
+        api: Api,
+        node_yaml: &str,
+        tls: Option<(&Path, &str)>,
+        extra: &str,
+        sa: &str,
+    ) -> Proxy {
+        // Every workload has its agent, as in Istio: the proxy's mTLS secrets come from a
+        // test SDS server for the node's namespace and service account.
+        let sds = crate::identity::WorkloadSds::start(&node_namespace(node_yaml), sa);
         let bootstrap = Bootstrap {
             tls,
             extra,
+            sds: Some(&sds.socket),
             ..Bootstrap::ads(XdsAt::Tcp(xds), api, node_yaml)
         };
-        Proxy::start_with_bootstrap(kind, &bootstrap.yaml()).await
+        let mut proxy = Proxy::start_with_bootstrap(kind, &bootstrap.yaml()).await;
+        proxy.sds = Some(sds);
+        proxy
     }
 
     /// Starts a `kind` proxy with a bootstrap of the caller's (its admin block must leave the
@@ -384,6 +454,7 @@ impl Proxy {
             dir,
             stop: Some(stop_tx),
             thread: Some(thread),
+            sds: None,
         }
     }
 

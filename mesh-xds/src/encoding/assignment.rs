@@ -6,7 +6,7 @@ use crate::encoding::tag::{
     address, cluster_load_assignment as cla, endpoint, lb_endpoint, locality,
     locality_lb_endpoints as lle, pipe, socket_address,
 };
-use crate::encoding::{field_len, put_len, put_str, put_u32_value, put_varint, str_len};
+use crate::encoding::{field_len, put_bytes, put_len, put_str, put_u32_value, put_varint, str_len};
 use crate::encoding::{u32_value_len, varint_len};
 use crate::translate::endpoint::{Assignment, Ep, Group};
 
@@ -48,6 +48,9 @@ impl Assignment<'_> {
                     put_str(socket_address::ADDRESS, e.address, buf);
                     put_varint(socket_address::PORT_VALUE, u64::from(e.port), buf);
                 }
+                if e.mtls {
+                    put_bytes(lb_endpoint::METADATA, mtls_metadata(), buf);
+                }
                 put_u32_value(lb_endpoint::LOAD_BALANCING_WEIGHT, e.weight, buf);
             }
             put_u32_value(lle::LOAD_BALANCING_WEIGHT, g.weight, buf);
@@ -56,6 +59,13 @@ impl Assignment<'_> {
             }
         }
     }
+}
+
+/// The encoded `tlsMode: istio` endpoint metadata (one map entry, so one encoding).
+fn mtls_metadata() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES
+        .get_or_init(|| prost::Message::encode_to_vec(&crate::translate::endpoint::mtls_metadata()))
 }
 
 /// `SocketAddress`: the address and the port (in a oneof: written even when 0); the
@@ -84,7 +94,11 @@ fn lb_endpoint_len(e: &Ep<'_>) -> usize {
     field_len(
         lb_endpoint::ENDPOINT,
         field_len(endpoint::ADDRESS, address_len(e)),
-    ) + field_len(lb_endpoint::LOAD_BALANCING_WEIGHT, u32_value_len(e.weight))
+    ) + if e.mtls {
+        field_len(lb_endpoint::METADATA, mtls_metadata().len())
+    } else {
+        0
+    } + field_len(lb_endpoint::LOAD_BALANCING_WEIGHT, u32_value_len(e.weight))
 }
 
 /// `Locality`: region, zone, sub-zone.

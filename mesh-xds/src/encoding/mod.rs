@@ -74,3 +74,53 @@ pub(crate) fn put_u32_value(field: u32, v: u32, buf: &mut impl BufMut) {
         put_varint(tag::wrapper::VALUE, u64::from(v), buf);
     }
 }
+
+/// One field of an encoded message: its number and where its bytes (key included) are.
+pub(crate) type Field = (u32, std::ops::Range<usize>);
+
+/// The fields of an encoded message, in the order they appear (prost writes them by field
+/// number). Stops at the first byte that is not a field (never the case for prost's output).
+pub(crate) fn fields(message: &[u8]) -> Vec<Field> {
+    let mut out = Vec::new();
+    let mut rest = message;
+    while !rest.is_empty() {
+        let start = message.len() - rest.len();
+        let Ok((tag, wire_type)) = prost::encoding::decode_key(&mut rest) else {
+            break;
+        };
+        if prost::encoding::skip_field(
+            wire_type,
+            tag,
+            &mut rest,
+            prost::encoding::DecodeContext::default(),
+        )
+        .is_err()
+        {
+            break;
+        }
+        out.push((tag, start..message.len() - rest.len()));
+    }
+    out
+}
+
+/// Appends the fields of `a` (whose boundaries are `a_fields`) and of the encoded message `b`
+/// to `buf`, merged by field number: prost's encoding of the message holding both when no
+/// field number is in both.
+pub(crate) fn merge_fields(a: &[u8], a_fields: &[Field], b: &[u8], buf: &mut Vec<u8>) {
+    let b_fields = fields(b);
+    let (mut i, mut j) = (0, 0);
+    while i < a_fields.len() || j < b_fields.len() {
+        let take_a = match (a_fields.get(i), b_fields.get(j)) {
+            (Some(x), Some(y)) => x.0 <= y.0,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if take_a {
+            buf.extend_from_slice(&a[a_fields[i].1.clone()]);
+            i += 1;
+        } else {
+            buf.extend_from_slice(&b[b_fields[j].1.clone()]);
+            j += 1;
+        }
+    }
+}

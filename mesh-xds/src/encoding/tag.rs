@@ -75,6 +75,7 @@ pub(crate) mod locality {
 /// `envoy.config.endpoint.v3.LbEndpoint`.
 pub(crate) mod lb_endpoint {
     pub(crate) const ENDPOINT: u32 = 1;
+    pub(crate) const METADATA: u32 = 3;
     pub(crate) const LOAD_BALANCING_WEIGHT: u32 = 4;
 }
 

@@ -142,6 +142,11 @@ fn outbound_clusters(
                 policy.tls = None;
             }
             let cluster = name(port.number, "", &svc.hostname);
+            let extras = if passthrough_tls {
+                None
+            } else {
+                client_mtls(ctx, svc, port, "", &policy)
+            };
             add_cluster(
                 ctx,
                 proxy,
@@ -150,6 +155,7 @@ fn outbound_clusters(
                 cluster,
                 None,
                 &policy,
+                extras,
                 &mut templates,
                 out,
             );
@@ -160,6 +166,11 @@ fn outbound_clusters(
                     if passthrough_tls {
                         policy.tls = None;
                     }
+                    let extras = if passthrough_tls {
+                        None
+                    } else {
+                        client_mtls(ctx, svc, port, &subset.name, &policy)
+                    };
                     add_cluster(
                         ctx,
                         proxy,
@@ -168,6 +179,7 @@ fn outbound_clusters(
                         cluster,
                         Some(&subset.labels),
                         &policy,
+                        extras,
                         &mut templates,
                         out,
                     );
@@ -211,13 +223,37 @@ pub(crate) struct ClusterTemplate {
     body: Cluster,
     discovery: cluster::DiscoveryType,
     eds: bool,
-    encoded: std::cell::OnceCell<(Vec<u8>, Vec<u8>)>,
+    encoded: std::cell::OnceCell<(Vec<u8>, Vec<u8>, Vec<crate::encoding::Field>)>,
+}
+
+/// Per-cluster fields on top of a shared template (the mTLS transport sockets, whose SNI and
+/// SANs differ per cluster), kept with their encoding; the template's encoder merges these
+/// fields into the body's by field number, so the bytes stay prost's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ClusterExtras {
+    /// A cluster holding only the per-cluster fields.
+    pub(crate) fields: Cluster,
+    encoded: Vec<u8>,
+}
+
+impl ClusterExtras {
+    /// The extras `fields` holds (every field it sets must be one templates leave unset).
+    pub(crate) fn new(fields: Cluster) -> ClusterExtras {
+        use prost::Message;
+        let encoded = fields.encode_to_vec();
+        ClusterExtras { fields, encoded }
+    }
 }
 
 impl ClusterTemplate {
-    /// The typed cluster named `name`.
-    pub(crate) fn instantiate(&self, name: String) -> Cluster {
+    /// The typed cluster named `name`, with `extras`.
+    pub(crate) fn instantiate(&self, name: String, extras: Option<&ClusterExtras>) -> Cluster {
+        use prost::Message;
         let mut c = self.body.clone();
+        if let Some(x) = extras {
+            // Cannot fail: the bytes are a cluster's own encoding.
+            let _ = c.merge(x.encoded.as_slice());
+        }
         c.cluster_discovery_type = Some(self.discovery_type());
         if self.eds {
             c.eds_cluster_config = Some(cluster::EdsClusterConfig {
@@ -233,10 +269,15 @@ impl ClusterTemplate {
     /// order, so that is the name (1), the discovery type (2), the EDS config (3), then the
     /// body's own encoding; byte for byte what `instantiate(name).encode()` gives (a test and
     /// the property tests check it).
-    pub(crate) fn encode_named(&self, name: &str, buf: &mut Vec<u8>) {
+    pub(crate) fn encode_named(
+        &self,
+        name: &str,
+        extras: Option<&ClusterExtras>,
+        buf: &mut Vec<u8>,
+    ) {
         use crate::encoding::tag::{cluster, eds_cluster_config as eds};
         use crate::encoding::{put_bytes, put_len, put_str};
-        let (body, eds_source) = self.encoded();
+        let (body, eds_source, body_fields) = self.encoded();
         put_str(cluster::NAME, name, buf);
         self.discovery_type().encode(buf);
         if self.eds {
@@ -244,11 +285,14 @@ impl ClusterTemplate {
             put_bytes(eds::EDS_CONFIG, eds_source, buf);
             put_str(eds::SERVICE_NAME, name, buf);
         }
-        buf.extend_from_slice(body);
+        match extras {
+            None => buf.extend_from_slice(body),
+            Some(x) => crate::encoding::merge_fields(body, body_fields, &x.encoded, buf),
+        }
     }
 
     /// The length [`ClusterTemplate::encode_named`] writes.
-    pub(crate) fn encoded_len_named(&self, name: &str) -> usize {
+    pub(crate) fn encoded_len_named(&self, name: &str, extras: Option<&ClusterExtras>) -> usize {
         use crate::encoding::tag::cluster;
         use crate::encoding::{field_len, str_len};
         let eds = if self.eds {
@@ -260,6 +304,7 @@ impl ClusterTemplate {
             + self.discovery_type().encoded_len()
             + eds
             + self.encoded().0.len()
+            + extras.map_or(0, |x| x.encoded.len())
     }
 
     /// The length of the `EdsClusterConfig` of the cluster named `name`.
@@ -273,12 +318,15 @@ impl ClusterTemplate {
         cluster::ClusterDiscoveryType::Type(self.discovery as i32)
     }
 
-    fn encoded(&self) -> &(Vec<u8>, Vec<u8>) {
+    fn encoded(&self) -> &(Vec<u8>, Vec<u8>, Vec<crate::encoding::Field>) {
         use prost::Message;
         self.encoded.get_or_init(|| {
+            let body = self.body.encode_to_vec();
+            let fields = crate::encoding::fields(&body);
             (
-                self.body.encode_to_vec(),
+                body,
                 ads_source(Some(std::time::Duration::ZERO)).encode_to_vec(),
+                fields,
             )
         })
     }
@@ -337,6 +385,128 @@ impl Templates {
     }
 }
 
+/// How a service's cluster finds its endpoints under `policy`.
+fn cluster_kind(svc: &Service, policy: &TrafficPolicy) -> Kind {
+    let passthrough_lb =
+        policy.load_balancer.as_ref().and_then(|l| l.simple) == Some(SimpleLb::Passthrough);
+    match svc.resolution {
+        Resolution::None => Kind::OriginalDst,
+        _ if passthrough_lb => Kind::OriginalDst,
+        Resolution::Static => Kind::Eds,
+        Resolution::Dns => Kind::StrictDns,
+        Resolution::DnsRoundRobin => Kind::LogicalDns,
+        Resolution::DynamicDns => Kind::DynamicForwardProxy,
+    }
+}
+
+/// The client side of Istio mTLS for one outbound cluster (reference: security §2.1–§2.3):
+/// ISTIO_MUTUAL from the DestinationRule as a plain transport socket; else auto mTLS for
+/// in-mesh services whose namespace does not DISABLE it, as `transport_socket_matches` that
+/// use mTLS only toward endpoints labelled `tlsMode: istio` (a plain socket on ORIGINAL_DST
+/// clusters, where every endpoint must accept it). `subset` names the subset for the SNI.
+fn client_mtls(
+    ctx: &PushContext,
+    svc: &Service,
+    port: &ServicePort,
+    subset: &str,
+    policy: &TrafficPolicy,
+) -> Option<ClusterExtras> {
+    use crate::security::{peer::Mode, tls};
+    let kind = cluster_kind(svc, policy);
+    if kind == Kind::DynamicForwardProxy {
+        return None;
+    }
+    let http2 = is_http2_cluster(port, policy, &ctx.mesh);
+    let default_sni = naming::outbound_sni(port.number, subset, &svc.hostname);
+    if let Some(settings) = &policy.tls {
+        if settings.mode != ClientTlsMode::IstioMutual {
+            return None;
+        }
+        let sni = settings.sni.clone().unwrap_or(default_sni);
+        let sans = if settings.subject_alt_names.is_empty() {
+            tls::service_sans(&ctx.mesh, svc)
+        } else {
+            settings.subject_alt_names.clone()
+        };
+        return Some(ClusterExtras::new(Cluster {
+            transport_socket: Some(tls::tls_socket(&tls::istio_mutual(&sni, &sans, http2))),
+            ..Default::default()
+        }));
+    }
+    if !ctx.mesh.enable_auto_mtls
+        || svc.location == mesh_model::networking::service_entry::Location::MeshExternal
+    {
+        return None;
+    }
+    if kind == Kind::OriginalDst
+        && (svc.endpoints.is_empty() || !svc.endpoints.iter().all(|e| e.accepts_mtls()))
+    {
+        return None;
+    }
+    if ctx.peer_authentications.namespace_mode(&svc.namespace) == Mode::Disable {
+        return None;
+    }
+    let socket = tls::tls_socket(&tls::istio_mutual(
+        &default_sni,
+        &tls::service_sans(&ctx.mesh, svc),
+        http2,
+    ));
+    if kind == Kind::OriginalDst {
+        return Some(ClusterExtras::new(Cluster {
+            transport_socket: Some(socket),
+            ..Default::default()
+        }));
+    }
+    let tls_mode = |mode: Option<&str>| {
+        let mut fields = std::collections::BTreeMap::new();
+        if let Some(m) = mode {
+            fields.insert(
+                "tlsMode".to_string(),
+                envoy_types::pb::google::protobuf::Value {
+                    kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                        m.to_string(),
+                    )),
+                },
+            );
+        }
+        envoy_types::pb::google::protobuf::Struct {
+            fields: fields.into_iter().collect(),
+        }
+    };
+    Some(ClusterExtras::new(Cluster {
+        transport_socket_matches: vec![
+            cluster::TransportSocketMatch {
+                name: "tlsMode-istio".into(),
+                r#match: Some(tls_mode(Some("istio"))),
+                transport_socket: Some(socket),
+            },
+            cluster::TransportSocketMatch {
+                name: "tlsMode-disabled".into(),
+                r#match: Some(tls_mode(None)),
+                transport_socket: Some(tls::raw_buffer_socket()),
+            },
+        ],
+        ..Default::default()
+    }))
+}
+
+/// Whether the cluster speaks HTTP/2 upstream: an HTTP/2 or gRPC port, or HTTP with
+/// `h2UpgradePolicy: UPGRADE`.
+fn is_http2_cluster(
+    port: &ServicePort,
+    policy: &TrafficPolicy,
+    mesh: &mesh_model::MeshConfig,
+) -> bool {
+    let upgrade = policy
+        .connection_pool
+        .as_ref()
+        .and_then(|cp| cp.http.as_ref())
+        .and_then(|h| h.h2_upgrade_policy)
+        .or(mesh.h2_upgrade_policy)
+        == Some(H2UpgradePolicy::Upgrade);
+    port.is_http2() || (upgrade && port.protocol == "HTTP")
+}
+
 #[allow(clippy::too_many_arguments)]
 fn add_cluster(
     ctx: &PushContext,
@@ -346,19 +516,11 @@ fn add_cluster(
     name: String,
     subset_labels: Option<&std::collections::BTreeMap<String, String>>,
     policy: &TrafficPolicy,
+    extras: Option<ClusterExtras>,
     templates: &mut Templates,
     out: &mut dyn Sink,
 ) {
-    let passthrough_lb =
-        policy.load_balancer.as_ref().and_then(|l| l.simple) == Some(SimpleLb::Passthrough);
-    let kind = match svc.resolution {
-        Resolution::None => Kind::OriginalDst,
-        _ if passthrough_lb => Kind::OriginalDst,
-        Resolution::Static => Kind::Eds,
-        Resolution::Dns => Kind::StrictDns,
-        Resolution::DnsRoundRobin => Kind::LogicalDns,
-        Resolution::DynamicDns => Kind::DynamicForwardProxy,
-    };
+    let kind = cluster_kind(svc, policy);
     let template = templates.get(kind, port, policy, || ClusterTemplate {
         body: cluster_body(ctx, proxy, kind, port, policy),
         discovery: kind.discovery_type(),
@@ -366,12 +528,12 @@ fn add_cluster(
         encoded: std::cell::OnceCell::new(),
     });
     match kind {
-        Kind::OriginalDst => out.templated_cluster(name, &template),
+        Kind::OriginalDst => out.templated_cluster(name, &template, extras.as_ref()),
         Kind::DynamicForwardProxy => {
             use envoy_types::pb::envoy::extensions::clusters::dynamic_forward_proxy::v3::{
                 ClusterConfig, cluster_config,
             };
-            let mut c = template.instantiate(name);
+            let mut c = template.instantiate(name, extras.as_ref());
             c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::ClusterType(
                 cluster::CustomClusterType {
                     name: "envoy.clusters.dynamic_forward_proxy".into(),
@@ -397,7 +559,7 @@ fn add_cluster(
                 subset_labels,
                 policy,
             ));
-            out.templated_cluster(name, &template);
+            out.templated_cluster(name, &template, extras.as_ref());
         }
         Kind::StrictDns | Kind::LogicalDns => {
             // Istio also sets respect_dns_ttl and the mesh dns_refresh_rate; Envoy 1.40 deprecates
@@ -412,7 +574,7 @@ fn add_cluster(
                 // LOGICAL_DNS takes exactly one host.
                 endpoint::keep_first(&mut cla);
             }
-            let mut c = template.instantiate(name);
+            let mut c = template.instantiate(name, extras.as_ref());
             c.load_assignment = Some(cla);
             out.cluster(c);
         }
@@ -648,11 +810,7 @@ pub(crate) fn apply_http_options(
         .connection_pool
         .as_ref()
         .and_then(|cp| cp.tcp.as_ref());
-    let upgrade = http
-        .and_then(|h| h.h2_upgrade_policy)
-        .or(mesh.h2_upgrade_policy)
-        == Some(H2UpgradePolicy::Upgrade);
-    let h2 = port.is_http2() || (upgrade && port.protocol == "HTTP");
+    let h2 = is_http2_cluster(port, policy, mesh);
     let mut common = CoreHttpOptions::default();
     let idle = http
         .and_then(|h| h.idle_timeout)
@@ -814,7 +972,8 @@ mod tests {
     use prost::Message;
 
     /// The template's hand-assembled encoding is prost's encoding of the instantiated cluster,
-    /// whatever the body holds (fields on both sides of the name's tag in declaration order).
+    /// whatever the body holds (fields on both sides of the name's tag in declaration order),
+    /// with and without per-cluster extras merged in.
     #[test]
     fn templated_encoding_is_prosts() {
         let bodies = [
@@ -832,6 +991,15 @@ mod tests {
                 ..Default::default()
             },
         ];
+        // Per-cluster fields between and after the body's (24 and 43).
+        let extras = ClusterExtras::new(Cluster {
+            transport_socket: Some(crate::security::tls::raw_buffer_socket()),
+            transport_socket_matches: vec![cluster::TransportSocketMatch {
+                name: "tlsMode-disabled".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
         for body in bodies {
             for kind in [
                 Kind::Eds,
@@ -846,11 +1014,13 @@ mod tests {
                     encoded: std::cell::OnceCell::new(),
                 };
                 for name in ["", "outbound|80|v1|reviews.shop.svc.cluster.local"] {
-                    let mut buf = Vec::new();
-                    t.encode_named(name, &mut buf);
-                    let want = t.instantiate(name.to_string()).encode_to_vec();
-                    assert_eq!(buf, want, "{kind:?} {name:?}");
-                    assert_eq!(t.encoded_len_named(name), want.len());
+                    for extras in [None, Some(&extras)] {
+                        let mut buf = Vec::new();
+                        t.encode_named(name, extras, &mut buf);
+                        let want = t.instantiate(name.to_string(), extras).encode_to_vec();
+                        assert_eq!(buf, want, "{kind:?} {name:?} {}", extras.is_some());
+                        assert_eq!(t.encoded_len_named(name, extras), want.len());
+                    }
                 }
             }
         }

@@ -14,6 +14,53 @@ use crate::proxy::{self, Proxy};
 use crate::registry::{Service, ServicePort};
 use crate::translate::PushContext;
 
+/// Whether an endpoint is reached over Istio mTLS (reference: security §2.4): it must carry
+/// `tlsMode: istio`; then a DestinationRule TLS mode decides (only ISTIO_MUTUAL), else the
+/// endpoint's own PeerAuthentication for its port must not DISABLE mTLS.
+fn endpoint_mtls(
+    ctx: &PushContext,
+    svc: &Service,
+    ep: &crate::registry::Endpoint,
+    target_port: u32,
+    policy: &TrafficPolicy,
+) -> bool {
+    use mesh_model::networking::destination_rule::ClientTlsMode;
+    if !ep.accepts_mtls() {
+        return false;
+    }
+    match &policy.tls {
+        Some(tls) => tls.mode == ClientTlsMode::IstioMutual,
+        None => {
+            ctx.peer_authentications
+                .for_workload(&svc.namespace, &ep.labels)
+                .for_port(target_port)
+                != crate::security::peer::Mode::Disable
+        }
+    }
+}
+
+/// The endpoint metadata that selects the `tlsMode-istio` transport socket.
+pub(crate) fn mtls_metadata() -> envoy_types::pb::envoy::config::core::v3::Metadata {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value};
+    let fields = [(
+        "tlsMode".to_string(),
+        Value {
+            kind: Some(value::Kind::StringValue("istio".into())),
+        },
+    )];
+    envoy_types::pb::envoy::config::core::v3::Metadata {
+        filter_metadata: [(
+            "envoy.transport_socket_match".to_string(),
+            Struct {
+                fields: fields.into_iter().collect(),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    }
+}
+
 fn lb_endpoint(address: &str, port: u32, weight: u32) -> LbEndpoint {
     let addr = if address.starts_with("unix://") {
         pipe(address)
@@ -103,10 +150,12 @@ pub(crate) fn assignment<'a>(
             }
         };
         let group = &mut groups_by[i];
+        let target = ep.port_for(port);
         group.2.push(Ep {
             address: &ep.address,
-            port: ep.port_for(port),
+            port: target,
             weight: ep.weight.max(1),
+            mtls: endpoint_mtls(ctx, svc, ep, target, policy),
         });
         group.3 += ep.weight.max(1);
     }
@@ -233,6 +282,9 @@ pub(crate) struct Ep<'a> {
     pub(crate) address: &'a str,
     pub(crate) port: u32,
     pub(crate) weight: u32,
+    /// Whether clients reach it over Istio mTLS (EDS metadata `tlsMode: istio`, which the
+    /// cluster's `tlsMode-istio` transport socket match selects).
+    pub(crate) mtls: bool,
 }
 
 impl<'a> Ep<'a> {
@@ -301,7 +353,13 @@ impl Assignment<'_> {
                     lb_endpoints: g
                         .endpoints
                         .iter()
-                        .map(|e| lb_endpoint(e.address, e.port, e.weight))
+                        .map(|e| {
+                            let mut lb = lb_endpoint(e.address, e.port, e.weight);
+                            if e.mtls {
+                                lb.metadata = Some(mtls_metadata());
+                            }
+                            lb
+                        })
                         .collect(),
                     priority: g.priority,
                     ..Default::default()
@@ -440,10 +498,12 @@ mod encoding_tests {
     /// and pipes, empty and partial localities, priorities, port 0, large weights, no endpoints.
     #[test]
     fn assignment_encoding_is_prosts() {
+        // Every other endpoint carries the mTLS metadata.
         let ep = |address: &'static str, port: u32, weight: u32| Ep {
             address,
             port,
             weight,
+            mtls: weight % 2 == 1,
         };
         let long = "a-very-long-address-name-that-needs-a-two-byte-length-prefix-when-it-goes-past-127-bytes.example.com.svc.cluster.local.and-more-padding";
         let cases = [

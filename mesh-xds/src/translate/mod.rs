@@ -59,6 +59,14 @@ pub struct PushContext {
     pub(crate) dynamic_dns: bool,
     /// The mesh's networks (Istio's `meshNetworks`); see [`PushContext::with_networks`].
     pub networks: mesh_model::MeshNetworks,
+    /// PeerAuthentications by scope.
+    pub(crate) peer_authentications: crate::security::peer::PeerAuthentications,
+    /// AuthorizationPolicies, oldest first.
+    pub(crate) authorization_policies: Vec<Arc<Config>>,
+    /// RequestAuthentications, oldest first.
+    pub(crate) request_authentications: Vec<Arc<Config>>,
+    /// JWKS documents by `jwksUri`, fetched by the caller (see [`PushContext::with_jwks`]).
+    pub(crate) jwks: BTreeMap<String, String>,
 }
 
 type DrMemo = HashMap<String, HashMap<String, HashMap<String, Option<scope::DrHit>>>>;
@@ -137,7 +145,15 @@ impl PushContext {
         let dynamic_dns = registry
             .services()
             .any(|s| s.resolution == mesh_model::networking::service_entry::Resolution::DynamicDns);
+        let peer_authentications = crate::security::peer::PeerAuthentications::new(
+            &sorted(&snapshot, Kind::PeerAuthentication),
+            &mesh.root_namespace,
+        );
         PushContext {
+            peer_authentications,
+            authorization_policies: sorted(&snapshot, Kind::AuthorizationPolicy),
+            request_authentications: sorted(&snapshot, Kind::RequestAuthentication),
+            jwks: BTreeMap::new(),
             registry,
             dynamic_dns,
             networks: mesh_model::MeshNetworks::default(),
@@ -164,6 +180,49 @@ impl PushContext {
     pub fn with_networks(mut self, networks: mesh_model::MeshNetworks) -> PushContext {
         self.networks = networks;
         self
+    }
+
+    /// With the JWKS documents of RequestAuthentications' `jwksUri`s (by URI), as the caller
+    /// fetched them (istiod fetches and inlines them; Envoy never fetches). A rule whose keys
+    /// are neither inline nor here gets keys nobody holds: every token fails, token-less
+    /// requests pass, as in istiod when a fetch fails.
+    #[must_use]
+    pub fn with_jwks(mut self, jwks: BTreeMap<String, String>) -> PushContext {
+        self.jwks = jwks;
+        self
+    }
+
+    /// The `jwksUri`s of every RequestAuthentication rule without inline keys (what the caller
+    /// should fetch for [`PushContext::with_jwks`]).
+    pub fn jwks_uris(&self) -> std::collections::BTreeSet<String> {
+        self.request_authentications
+            .iter()
+            .filter_map(|c| match c.as_ref() {
+                Config::RequestAuthentication(r) => Some(r),
+                _ => None,
+            })
+            .flat_map(|r| r.spec.jwt_rules.iter())
+            .filter(|j| j.jwks.as_deref().is_none_or(str::is_empty))
+            .filter_map(|j| j.jwks_uri.clone())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// Problems in the security policies of this snapshot that make translation skip a rule,
+    /// a value or a provider, as istiod does (each names the policy and the field path). The
+    /// rest of the policy, and every other policy, still apply.
+    pub fn policy_diagnostics(&self) -> Vec<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for c in &self.authorization_policies {
+            if let Config::AuthorizationPolicy(p) = c.as_ref() {
+                let http = crate::security::authz::http_filters(&[p], &self.mesh);
+                let tcp = crate::security::authz::network_filters(&[p], &self.mesh);
+                for d in http.diagnostics.iter().chain(&tcp.diagnostics) {
+                    out.insert(d.to_string());
+                }
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// Whether any network has a gateway (Istio's multi-network mode).
@@ -232,10 +291,15 @@ pub(crate) type VhostSource<'a> = dyn FnMut(&mut dyn FnMut(VirtualHost)) + 'a;
 
 pub(crate) trait Sink {
     fn cluster(&mut self, c: Cluster);
-    /// The cluster `name` made from a shared template (the encoder copies the template's
-    /// bytes instead of building and encoding a message).
-    fn templated_cluster(&mut self, name: String, template: &cluster::ClusterTemplate) {
-        self.cluster(template.instantiate(name));
+    /// The cluster `name` made from a shared template and its own `extras` (the encoder copies
+    /// the template's bytes instead of building and encoding a message).
+    fn templated_cluster(
+        &mut self,
+        name: String,
+        template: &cluster::ClusterTemplate,
+        extras: Option<&cluster::ClusterExtras>,
+    ) {
+        self.cluster(template.instantiate(name, extras));
     }
     fn endpoint(&mut self, e: ClusterLoadAssignment);
     /// An endpoint assignment (the encoder writes its bytes without building the message).

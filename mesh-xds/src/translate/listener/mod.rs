@@ -7,7 +7,7 @@
 //! - [`sidecar`] and [`gateway`] are the entry points, one per proxy type;
 //! - [`egress`] (bound Sidecar egress ports and the outbound HTTP connection manager),
 //!   [`outbound`] (captured outbound ports), [`inbound`] (inbound chains and clusters) and
-//!   [`virtual_listeners`] (`virtualOutbound`, `virtualInbound`) build the sidecar's parts;
+//!   [`virtual_listeners`] (`virtualOutbound`) build the sidecar's parts;
 //! - [`tcp`] builds the TLS/TCP route chains sidecars and gateways share;
 //! - [`filters`] holds the filter and chain builders everything uses, and [`context`] the one
 //!   value the builders take ([`ListenerContext`]).

@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
 use super::context::ListenerContext;
 use super::egress::bound_listener;
 use super::filters::hcm;
-use super::virtual_listeners::virtual_listeners;
+use super::virtual_listeners::virtual_outbound;
 use crate::pb::any;
 use crate::proxy::InterceptionMode;
 use crate::registry::Service;
@@ -27,7 +27,7 @@ pub(crate) fn sidecar_listeners(lx: ListenerContext<'_>, out: &mut dyn Sink) {
         return;
     }
     let capture = proxy.interception_mode != InterceptionMode::None;
-    let inbound_chains = super::inbound::sidecar_inbound(lx, out);
+    super::inbound::sidecar_inbound(lx, out);
     // A port belongs to the first egress listener that names it; the catch-all takes the rest.
     let mut taken_ports = BTreeSet::new();
     for eg in &scope.egress {
@@ -68,7 +68,7 @@ pub(crate) fn sidecar_listeners(lx: ListenerContext<'_>, out: &mut dyn Sink) {
         }
     }
     if capture {
-        virtual_listeners(lx, inbound_chains, out);
+        virtual_outbound(lx, out);
     }
 }
 
