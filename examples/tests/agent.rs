@@ -1,10 +1,15 @@
 //! The binaries together: `mesh-control-plane --ca-dir --ca-jwks` signs, `mesh-agent` fetches
 //! with a service-account token and serves the certificate over SDS on a Unix socket, where an
-//! SDS client (as Envoy would) finds `default` and `ROOTCA` for the token's identity.
+//! SDS client (as Envoy would) finds `default` and `ROOTCA` for the token's identity. The
+//! agent takes Istio's `CA_ADDR` form `host:port` as well as URLs, refuses an address it cannot
+//! use at start, and follows a root rotation made on the control plane's debug port.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
@@ -34,20 +39,131 @@ fn spawn(bin: &str, args: &[&str]) -> Killed {
     )
 }
 
+/// [`spawn`], keeping what the process logs (standard output) as it comes.
+fn spawn_logged(bin: &str, args: &[&str]) -> (Killed, Arc<Mutex<String>>) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let out = child.stdout.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    (Killed(child), log)
+}
+
+/// A gRPC channel over the Unix socket at `path`.
+async fn unix_channel(path: &Path) -> Option<tonic::transport::Channel> {
+    let path = path.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .ok()
+}
+
+/// The secrets the agent serves over SDS on `socket`, as Envoy would fetch them.
+async fn sds_secrets(socket: &Path, names: &[&str]) -> Option<Vec<Secret>> {
+    let resp = SecretDiscoveryServiceClient::new(unix_channel(socket).await?)
+        .fetch_secrets(DiscoveryRequest {
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let secrets: Vec<Secret> = resp
+        .resources
+        .iter()
+        .map(|a| Secret::decode(a.value.as_slice()).unwrap())
+        .collect();
+    (!secrets.is_empty()).then_some(secrets)
+}
+
+/// What the agent serves now: the `ROOTCA` bundle (PEM) and the `default` leaf.
+async fn served(socket: &Path) -> Option<(String, rustls_pki_types::CertificateDer<'static>)> {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    let secrets = sds_secrets(socket, &["default", "ROOTCA"]).await?;
+    let inline = |s: Option<Specifier>| match s {
+        Some(Specifier::InlineBytes(b)) => Some(b),
+        _ => None,
+    };
+    let mut bundle = None;
+    let mut leaf = None;
+    for s in secrets {
+        match s.r#type {
+            Some(secret::Type::ValidationContext(v)) => {
+                bundle = inline(v.trusted_ca?.specifier);
+            }
+            Some(secret::Type::TlsCertificate(t)) => {
+                leaf = inline(t.certificate_chain?.specifier);
+            }
+            _ => {}
+        }
+    }
+    let leaf = rustls_pki_types::pem::PemObject::from_pem_slice(&leaf?).ok()?;
+    Some((String::from_utf8(bundle?).ok()?, leaf))
+}
+
+/// Whether `leaf` chains to the PEM `root`.
+fn issued_by(leaf: &rustls_pki_types::CertificateDer<'_>, root: &str) -> bool {
+    let root = rustls_pki_types::pem::PemObject::from_pem_slice(root.as_bytes()).unwrap();
+    mesh_identity::svid::verify(
+        std::slice::from_ref(leaf),
+        &[root],
+        rustls_pki_types::UnixTime::now(),
+        true,
+        None,
+    )
+    .is_ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_serves_the_control_planes_certificates_over_sds() {
-    agent_through_control_plane(false).await;
+    agent_through_control_plane(false, false).await;
 }
 
 /// The same with the control plane's gRPC port on TLS (a certificate from its own CA for
 /// `localhost`), the agent verifying it with the root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_talks_to_the_ca_over_tls() {
-    agent_through_control_plane(true).await;
+    agent_through_control_plane(true, false).await;
 }
 
-async fn agent_through_control_plane(tls: bool) {
-    let dir = TempDir::new(if tls { "agent-bin-tls" } else { "agent-bin" });
+/// Istio's `CA_ADDR` form: `--ca-addr 127.0.0.1:PORT` without `--ca-root` is plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_port_ca_addr_without_a_root_is_plaintext() {
+    agent_through_control_plane(false, true).await;
+}
+
+/// `--ca-addr localhost:PORT` with `--ca-root` is TLS, verified with the root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_port_ca_addr_with_a_root_is_tls() {
+    agent_through_control_plane(true, true).await;
+}
+
+/// `bare`: the CA's address as Istio's `host:port`, else as a URL.
+async fn agent_through_control_plane(tls: bool, bare: bool) {
+    let dir = TempDir::new(&format!(
+        "agent-bin-{}-{}",
+        if tls { "tls" } else { "plain" },
+        if bare { "host-port" } else { "url" }
+    ));
     let issuer = Issuer::new("k1");
     let config = dir.0.join("config");
     std::fs::create_dir_all(&config).unwrap();
@@ -77,10 +193,11 @@ async fn agent_through_control_plane(tls: bool) {
     let _cp = spawn(env!("CARGO_BIN_EXE_mesh-control-plane"), &cp_args);
     let socket = dir.0.join("sds.sock");
     let (token, sock) = (path("token"), socket.display().to_string());
-    let ca_addr = if tls {
-        format!("https://localhost:{xds}")
-    } else {
-        format!("http://127.0.0.1:{xds}")
+    let ca_addr = match (tls, bare) {
+        (true, false) => format!("https://localhost:{xds}"),
+        (false, false) => format!("http://127.0.0.1:{xds}"),
+        (true, true) => format!("localhost:{xds}"),
+        (false, true) => format!("127.0.0.1:{xds}"),
     };
     let root = path("ca/root-cert.pem");
     // Two workload identities: web (the first, `default`) and db.
@@ -136,38 +253,17 @@ async fn agent_through_control_plane(tls: bool) {
     }
     let _agent = spawn(env!("CARGO_BIN_EXE_mesh-agent"), &agent_args);
     let secrets = eventually("secrets over SDS", Duration::from_secs(30), async || {
-        let s = socket.clone();
-        let channel = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let s = s.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(s).await?,
-                    ))
-                }
-            }))
-            .await
-            .ok()?;
-        let resp = SecretDiscoveryServiceClient::new(channel)
-            .fetch_secrets(DiscoveryRequest {
-                resource_names: vec![
-                    "default".into(),
-                    "ROOTCA".into(),
-                    "spiffe://cluster.local/ns/shop/sa/db".into(),
-                    // Not one of the agent's identities: no such secret.
-                    "spiffe://cluster.local/ns/shop/sa/other".into(),
-                ],
-                ..Default::default()
-            })
-            .await
-            .ok()?
-            .into_inner();
-        let secrets: Vec<Secret> = resp
-            .resources
-            .iter()
-            .map(|a| Secret::decode(a.value.as_slice()).unwrap())
-            .collect();
-        (!secrets.is_empty()).then_some(secrets)
+        sds_secrets(
+            &socket,
+            &[
+                "default",
+                "ROOTCA",
+                "spiffe://cluster.local/ns/shop/sa/db",
+                // Not one of the agent's identities: no such secret.
+                "spiffe://cluster.local/ns/shop/sa/other",
+            ],
+        )
+        .await
     })
     .await;
     let names: Vec<_> = secrets.iter().map(|s| s.name.as_str()).collect();
@@ -311,10 +407,13 @@ spec:
         async || std::path::Path::new(&xds_socket).exists().then_some(()),
     )
     .await;
-    // Istio's bootstrap: ADS to the agent's socket through the static cluster `xds-grpc`.
+    // Istio's bootstrap: ADS to the agent's socket through the static cluster `xds-grpc`,
+    // secrets from the agent's SDS socket through `sds-grpc`.
     let node = r#"{id: "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local", cluster: web, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
+    let sds_socket = path("sds.sock");
     let bootstrap = Bootstrap {
         cluster: "xds-grpc",
+        sds: Some(std::path::Path::new(&sds_socket)),
         ..Bootstrap::ads(
             XdsAt::Pipe(std::path::Path::new(&xds_socket)),
             Api::Sotw,
@@ -429,4 +528,366 @@ async fn dev_mode_identity_over_sds_on_tcp() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+}
+
+/// An address the agent cannot use stops it at start, before it serves anything, with a
+/// message that names the flag and says what to write instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_address_stops_the_agent_at_start() {
+    let dir = TempDir::new("agent-bad-addr");
+    let socket = dir.0.join("sds.sock");
+    let sock = socket.display().to_string();
+    let expected = "expected host:port (Istio's CA_ADDR form) or http(s)://host:port";
+    let cases: &[(&[&str], String)] = &[
+        (
+            &["--ca-addr", "nonsense"],
+            format!("--ca-addr 'nonsense': {expected}"),
+        ),
+        (
+            &["--ca-addr", "127.0.0.1"],
+            format!("--ca-addr '127.0.0.1': {expected}"),
+        ),
+        (
+            &["--ca-addr", "grpc://127.0.0.1:15010"],
+            format!("--ca-addr 'grpc://127.0.0.1:15010': unknown scheme 'grpc://': {expected}"),
+        ),
+        (
+            &["--ca-addr", "http://127.0.0.1"],
+            "--ca-addr 'http://127.0.0.1': no port: ".into(),
+        ),
+        (
+            &["--ca-addr", "127.0.0.1:99999"],
+            "--ca-addr '127.0.0.1:99999': port '99999' is not a number from 1 to 65535".into(),
+        ),
+        (
+            // `.invalid` never resolves (RFC 6761).
+            &["--ca-addr", "nosuch.invalid:15012"],
+            "--ca-addr 'nosuch.invalid:15012': host 'nosuch.invalid' does not resolve".into(),
+        ),
+        (
+            &["--ca-addr", "https://localhost:15012"],
+            "--ca-addr 'https://localhost:15012' is TLS (https) but there is no root to verify \
+             the server with"
+                .into(),
+        ),
+        (
+            &[
+                "--ca-addr",
+                "127.0.0.1:15010",
+                "--xds-socket",
+                "/nonexistent/xds.sock",
+                "--xds-addr",
+                "localhost",
+            ],
+            format!("--xds-addr 'localhost': {expected}"),
+        ),
+    ];
+    for (flags, message) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_mesh-agent"))
+            .args(*flags)
+            .args([
+                "--identity",
+                "spiffe://cluster.local/ns/dev/sa/laptop",
+                "--sds-socket",
+                &sock,
+            ])
+            .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} started");
+        assert!(
+            stderr.contains(message.as_str()),
+            "{flags:?}: expected {message:?} in\n{stderr}"
+        );
+        assert!(!socket.exists(), "{flags:?} served SDS");
+    }
+}
+
+/// When the CA is not there, the log says which address failed and why, in words and with
+/// the error's source chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_logged_with_the_address_and_the_reason() {
+    let dir = TempDir::new("agent-refused");
+    let port = free_port(); // nothing listens there
+    let (_agent, log) = spawn_logged(
+        env!("CARGO_BIN_EXE_mesh-agent"),
+        &[
+            "--ca-addr",
+            &format!("127.0.0.1:{port}"),
+            "--identity",
+            "spiffe://cluster.local/ns/dev/sa/laptop",
+            "--sds-socket",
+            &dir.0.join("sds.sock").display().to_string(),
+        ],
+    );
+    let want = format!(
+        "certificate request failed, retrying in 200ms: CA at http://127.0.0.1:{port} \
+         unreachable: connection refused, nothing listens there (transport error: tcp connect \
+         error: Connection refused"
+    );
+    eventually(
+        "the refusal in the log",
+        Duration::from_secs(20),
+        async || log.lock().unwrap().contains(&want).then_some(()),
+    )
+    .await;
+    assert!(
+        log.lock().unwrap().contains(&format!(
+            "--ca-addr http://127.0.0.1:{port} (host:port without --ca-root: plaintext)"
+        )),
+        "{}",
+        log.lock().unwrap()
+    );
+}
+
+/// Root rotation from outside, on plaintext: the control plane's debug port stages a new root,
+/// switches signing to it and retires the old one, and a running agent (3 s certificates)
+/// serves each step in `ROOTCA` and `default` without a restart. The CA's directory keeps the
+/// rotation: a control plane restarted on it trusts and signs as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_agent_follows_a_root_rotation() {
+    root_rotation(false).await;
+}
+
+/// The same over TLS, with the agent's `--ca-root` left at the old root and the agent's xDS
+/// proxy in use: the gRPC port's certificate comes from the new root once it signs, and the
+/// agent keeps renewing (over mTLS) and proxying ADS because it also trusts the bundle the CA
+/// sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_agent_follows_a_root_rotation_over_tls() {
+    root_rotation(true).await;
+}
+
+async fn root_rotation(tls: bool) {
+    use mesh_test_support::upstream;
+    let dir = TempDir::new(if tls { "rotation-tls" } else { "rotation" });
+    let issuer = Issuer::new("k1");
+    std::fs::create_dir_all(dir.0.join("config")).unwrap();
+    std::fs::write(dir.0.join("jwks.json"), &issuer.jwks).unwrap();
+    std::fs::write(dir.0.join("token"), issuer.token("shop", "web", |_| {})).unwrap();
+    let path = |p: &str| dir.0.join(p).display().to_string();
+    let (xds, debug) = (free_port(), free_port());
+    let debug_addr: std::net::SocketAddr = format!("127.0.0.1:{debug}").parse().unwrap();
+    let cp_args = |xds: u16, debug: u16| {
+        let mut a = vec![
+            "--config".to_string(),
+            path("config"),
+            "--xds-addr".into(),
+            format!("127.0.0.1:{xds}"),
+            "--debug-addr".into(),
+            format!("127.0.0.1:{debug}"),
+            "--ca-dir".into(),
+            path("ca"),
+            "--ca-jwks".into(),
+            path("jwks.json"),
+        ];
+        if tls {
+            a.extend(["--tls-dns-names".into(), "localhost".into()]);
+        }
+        a
+    };
+    let args = cp_args(xds, debug);
+    let cp = spawn(
+        env!("CARGO_BIN_EXE_mesh-control-plane"),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let root_file = dir.0.join("ca/root-cert.pem");
+    eventually("the CA root", Duration::from_secs(20), async || {
+        root_file.exists().then_some(())
+    })
+    .await;
+    let old = std::fs::read_to_string(&root_file).unwrap();
+    // The agent's root file stays the old root throughout.
+    std::fs::write(dir.0.join("agent-root.pem"), &old).unwrap();
+    let socket = dir.0.join("sds.sock");
+    let xds_socket = dir.0.join("xds.sock");
+    let ca_addr = if tls {
+        format!("localhost:{xds}")
+    } else {
+        format!("127.0.0.1:{xds}")
+    };
+    let (token, sock, root_arg, xsock) = (
+        path("token"),
+        socket.display().to_string(),
+        path("agent-root.pem"),
+        xds_socket.display().to_string(),
+    );
+    let mut agent_args = vec![
+        "--ca-addr",
+        &ca_addr,
+        "--token",
+        &token,
+        "--sds-socket",
+        &sock,
+        "--ttl",
+        "3s",
+    ];
+    if tls {
+        agent_args.extend(["--ca-root", &root_arg, "--xds-socket", &xsock]);
+    }
+    let _agent = spawn(env!("CARGO_BIN_EXE_mesh-agent"), &agent_args);
+    let debug_call = async |method: &str, path: &str| {
+        let r = upstream::request(debug_addr, method, "cp", path, &[])
+            .await
+            .unwrap();
+        (r.status, r.body)
+    };
+    let post = async |path: &str| {
+        let (status, body) = debug_call("POST", path).await;
+        assert_eq!(status, 200, "POST {path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    // An ADS request through the agent's xDS proxy gets an answer from the control plane.
+    let ads_answers = async || {
+        use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+        use tokio_stream::StreamExt;
+        let channel = unix_channel(&xds_socket).await?;
+        let request = DiscoveryRequest {
+            node: Some(mesh_test_support::node(
+                "sidecar~127.0.0.1~web.shop~shop.svc.cluster.local",
+                "shop",
+                "web",
+            )),
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            ..Default::default()
+        };
+        let requests = tokio_stream::iter([request]).chain(tokio_stream::pending());
+        let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+            .stream_aggregated_resources(requests)
+            .await
+            .ok()?
+            .into_inner();
+        responses.message().await.ok()?.map(|_| ())
+    };
+    let trimmed = |s: &str| s.trim().to_string();
+
+    // The first certificate, from the old root.
+    let (bundle, _) = eventually("a certificate", Duration::from_secs(30), async || {
+        served(&socket).await
+    })
+    .await;
+    assert_eq!(trimmed(&bundle), trimmed(&old));
+
+    // Stage: the agent serves both roots from its next renewal; the old root still signs.
+    let staged = post("/debug/ca/rotate-root?stage=true").await;
+    let new = staged["staged"]["pem"].as_str().unwrap().to_string();
+    assert_ne!(trimmed(&new), trimmed(&old));
+    let leaf = eventually(
+        "ROOTCA with both roots",
+        Duration::from_secs(20),
+        async || {
+            let (bundle, leaf) = served(&socket).await?;
+            (bundle.contains(old.trim()) && bundle.contains(new.trim())).then_some(leaf)
+        },
+    )
+    .await;
+    assert!(
+        issued_by(&leaf, &old),
+        "the old root signs until the rotation"
+    );
+
+    // Rotate: certificates come from the new root; both stay trusted.
+    let rotation = post("/debug/ca/rotate-root").await;
+    assert_eq!(rotation["was_staged"], true, "{rotation}");
+    assert_eq!(
+        trimmed(rotation["signing"]["pem"].as_str().unwrap()),
+        trimmed(&new)
+    );
+    let bundle = eventually(
+        "a certificate from the new root",
+        Duration::from_secs(20),
+        async || {
+            let (bundle, leaf) = served(&socket).await?;
+            issued_by(&leaf, &new).then_some(bundle)
+        },
+    )
+    .await;
+    assert!(bundle.contains(old.trim()) && bundle.contains(new.trim()));
+    if tls {
+        // The gRPC port now serves a certificate from the new root, which the agent's
+        // --ca-root (the old root) alone does not verify. The xDS proxy's first connection is
+        // made now (a connection made before would carry on), so it must trust the bundle.
+        assert!(served_leaf(("127.0.0.1", xds), &new).await.is_some());
+        assert!(served_leaf(("127.0.0.1", xds), &old).await.is_none());
+        eventually(
+            "ADS through the agent after the rotation",
+            Duration::from_secs(20),
+            ads_answers,
+        )
+        .await;
+    }
+
+    // Retire the old root: the agent serves only the new one, and keeps renewing.
+    let (status, body) = debug_call("GET", "/debug/ca/roots").await;
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let roots = listed["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 2, "{listed}");
+    assert_eq!(roots[0]["signing"], true);
+    assert_eq!(trimmed(roots[0]["pem"].as_str().unwrap()), trimmed(&new));
+    let old_sha = roots[1]["sha256"].as_str().unwrap().to_string();
+    let new_sha = roots[0]["sha256"].as_str().unwrap().to_string();
+    assert_eq!(
+        debug_call("POST", &format!("/debug/ca/retire-root?sha256={new_sha}"))
+            .await
+            .0,
+        409,
+        "the signing root cannot be retired"
+    );
+    assert_eq!(debug_call("GET", "/debug/ca/rotate-root").await.0, 405);
+    post(&format!("/debug/ca/retire-root?sha256={old_sha}")).await;
+    let (_, before) = served(&socket).await.unwrap();
+    eventually(
+        "ROOTCA with only the new root, and a renewal",
+        Duration::from_secs(20),
+        async || {
+            let (bundle, leaf) = served(&socket).await?;
+            (trimmed(&bundle) == trimmed(&new) && leaf != before && issued_by(&leaf, &new))
+                .then_some(())
+        },
+    )
+    .await;
+    if tls {
+        eventually(
+            "ADS through the agent after the retirement",
+            Duration::from_secs(20),
+            ads_answers,
+        )
+        .await;
+    }
+
+    // The directory holds the result: a control plane restarted on it lists the same roots.
+    assert_eq!(
+        trimmed(&std::fs::read_to_string(&root_file).unwrap()),
+        trimmed(&new)
+    );
+    assert_eq!(
+        trimmed(&std::fs::read_to_string(dir.0.join("ca/trust-bundle.pem")).unwrap()),
+        trimmed(&new)
+    );
+    drop(cp);
+    let (xds2, debug2) = (free_port(), free_port());
+    let args = cp_args(xds2, debug2);
+    let _cp = spawn(
+        env!("CARGO_BIN_EXE_mesh-control-plane"),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let debug2: std::net::SocketAddr = format!("127.0.0.1:{debug2}").parse().unwrap();
+    let relisted = eventually(
+        "the restarted control plane",
+        Duration::from_secs(20),
+        async || {
+            let r = upstream::get(debug2, "cp", "/debug/ca/roots", &[])
+                .await
+                .ok()?;
+            serde_json::from_str::<serde_json::Value>(&r.body).ok()
+        },
+    )
+    .await;
+    let roots = relisted["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "{relisted}");
+    assert_eq!(roots[0]["sha256"], new_sha.as_str());
+    assert_eq!(roots[0]["signing"], true);
 }

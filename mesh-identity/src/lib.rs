@@ -6,7 +6,9 @@
 //!   `CreateCertificate` gRPC service) and `ca::auth` (token, SVID and development
 //!   authenticators).
 //! - `agent`: keys, CSRs and renewals for a workload; `sds`: Envoy SDS from the agent;
-//!   `xds_proxy`: Envoy's ADS stream forwarded from a local socket to the control plane.
+//!   `xds_proxy`: Envoy's ADS stream forwarded from a local socket to the control plane;
+//!   [`addr`]: the control plane's address as agents are told it (Istio's `CA_ADDR`
+//!   `host:port`, or a URL).
 //! - `serving`: the control plane's own rotating TLS certificate and accept loop; `tls`: rustls
 //!   configs for SPIFFE mTLS that follow rotation.
 //!
@@ -42,6 +44,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addr;
 #[cfg(feature = "server")]
 pub mod agent;
 pub mod ca;

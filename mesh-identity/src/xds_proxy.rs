@@ -8,6 +8,10 @@
 //! control plane is unreachable the stream fails with `UNAVAILABLE` and Envoy reconnects, as it
 //! would to the control plane itself.
 //!
+//! [`XdsProxy::following`] takes the upstream channel from a `watch`, so that the agent can
+//! replace it (one that trusts the new root after a root rotation, say): each new stream goes
+//! to the channel current when it opens, and open streams stay where they are.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use mesh_identity::xds_proxy::XdsProxy;
@@ -22,6 +26,7 @@ use std::convert::Infallible;
 use std::path::Path;
 use std::task::{Context, Poll};
 
+use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::codegen::{BoxFuture, http};
 use tonic::server::NamedService;
@@ -35,13 +40,20 @@ pub const ADS_SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoverySer
 /// [`XdsProxy::serve_unix`].
 #[derive(Clone, Debug)]
 pub struct XdsProxy {
-    upstream: Channel,
+    upstream: watch::Receiver<Channel>,
 }
 
 impl XdsProxy {
     /// Forwarding to `upstream` (typically `Endpoint::connect_lazy`, so that the proxy is up
     /// before the control plane is).
     pub fn new(upstream: Channel) -> Self {
+        // The sender goes away at once; the receiver keeps the channel.
+        let (_, upstream) = watch::channel(upstream);
+        XdsProxy { upstream }
+    }
+
+    /// Forwarding each new stream to the channel `upstream` holds when the stream opens.
+    pub fn following(upstream: watch::Receiver<Channel>) -> Self {
         XdsProxy { upstream }
     }
 
@@ -71,7 +83,7 @@ impl Service<http::Request<Body>> for XdsProxy {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let mut upstream = self.upstream.clone();
+        let mut upstream = self.upstream.borrow().clone();
         Box::pin(async move {
             let unavailable = |e: &dyn std::fmt::Display| {
                 tonic::Status::unavailable(format!("control plane: {e}")).into_http()

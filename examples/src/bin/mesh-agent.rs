@@ -10,6 +10,19 @@
 //!            --sds-socket /var/run/mesh/sds.sock --xds-socket /var/run/mesh/xds.sock
 //! ```
 //!
+//! `--ca-addr` (and `--xds-addr`) take Istio's `CA_ADDR` form `host:port` as well as a URL:
+//! a bare `host:port` is dialled over TLS when `--ca-root` gives a root to verify the CA with,
+//! in plaintext otherwise (Istio: 15012 is TLS, 15010 plaintext), so
+//! `--ca-addr istiod.istio-system.svc:15012 --ca-root root-cert.pem` and
+//! `--ca-addr 127.0.0.1:15010` both do what they say. An address the agent cannot use (no port,
+//! an unknown scheme, a host that does not resolve, TLS without `--ca-root`) stops it at start
+//! with a message saying what to write instead.
+//!
+//! Over TLS the agent verifies the control plane with `--ca-root` and with the trust bundle
+//! the CA sent with the last certificate, so a root rotation on the control plane
+//! (`mesh-control-plane`'s `/debug/ca/rotate-root`) needs no new `--ca-root` file: the CA
+//! connection and the xDS proxy follow the bundle, and Envoy gets it as `ROOTCA`.
+//!
 //! `--identity ID` replaces the token with an unproven claim, for development only: the CA
 //! must have been started with `--ca-insecure-identity-claims` to believe it.
 
@@ -19,15 +32,22 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use mesh_identity::addr::GrpcAddr;
 use mesh_identity::agent::{self, AgentConfig};
 use mesh_identity::sds::SdsServer;
 use mesh_identity::xds_proxy::XdsProxy;
+
+/// How long a control plane's host name may take to resolve at start.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The mesh node agent: certificates from the CA, served to Envoy over SDS.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// The CA's gRPC address (mesh-control-plane's, with `--ca-dir`).
+    /// The CA's gRPC address (mesh-control-plane's, with `--ca-dir`): Istio's `CA_ADDR` form
+    /// `host:port` (`istiod.istio-system.svc:15012`), or `http://host:port` or
+    /// `https://host:port`. A bare `host:port` is TLS (https) when `--ca-root` is given, and
+    /// plaintext (http) otherwise.
     #[arg(long, default_value = "http://127.0.0.1:15010")]
     ca_addr: String,
     /// The workload's service-account token (audience `istio-ca`), re-read whenever it is
@@ -49,7 +69,8 @@ struct Args {
     /// Requested certificate lifetime (the CA's default, 24 h, otherwise), e.g. `1h`.
     #[arg(long, value_parser = parse_duration)]
     ttl: Option<Duration>,
-    /// The CA's root (PEM) to verify an `https://` CA address with.
+    /// The CA's root (PEM; several roots may be listed) to verify the CA's TLS certificate
+    /// with. With it a bare `host:port` address means TLS.
     #[arg(long)]
     ca_root: Option<PathBuf>,
     /// Fraction of the lifetime after which the certificate is renewed.
@@ -58,10 +79,36 @@ struct Args {
     /// Proxy Envoy's ADS stream from this Unix socket to the control plane.
     #[arg(long)]
     xds_socket: Option<PathBuf>,
-    /// The control plane's xDS address for `--xds-socket` (the CA's address by default; an
-    /// `https://` address is verified with `--ca-root`).
+    /// The control plane's xDS address for `--xds-socket` (the CA's address by default), in
+    /// the same forms as `--ca-addr`: `host:port` (TLS when `--ca-root` is given), or
+    /// `http(s)://host:port`. TLS is verified with `--ca-root` and the CA's trust bundle.
     #[arg(long, requires = "xds_socket")]
     xds_addr: Option<String>,
+}
+
+/// `given` as `flag`'s address: parsed, dialable with `config` (TLS needs `--ca-root`), and
+/// resolving; otherwise an error that names the flag and says what to write instead.
+async fn usable_addr(config: &AgentConfig, flag: &str, given: &str) -> anyhow::Result<GrpcAddr> {
+    // The error starts with the quoted address: "--ca-addr 'foo': expected host:port ...".
+    let addr = config
+        .parse_addr(given)
+        .map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+    addr.resolve(RESOLVE_TIMEOUT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{flag} '{given}': {e}"))?;
+    let how = match (given.contains("://"), addr.is_tls()) {
+        (false, true) => " (host:port with --ca-root: TLS)",
+        (false, false) => " (host:port without --ca-root: plaintext)",
+        (true, false) if config.ca_root.is_some() => {
+            tracing::warn!(
+                "{flag} {given} is plaintext: --ca-root is not used for it (write https://... or host:port for TLS)"
+            );
+            ""
+        }
+        (true, _) => "",
+    };
+    tracing::info!("{flag} {addr}{how}");
+    Ok(addr)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -87,23 +134,18 @@ async fn main() -> anyhow::Result<()> {
     if let Some(ttl) = args.ttl {
         config = config.with_ttl(ttl);
     }
-    if let Some(path) = args.xds_socket.clone() {
-        let addr = args
-            .xds_addr
-            .clone()
-            .unwrap_or_else(|| args.ca_addr.clone());
-        let upstream = config
-            .endpoint(&addr, None)
-            .with_context(|| format!("--xds-addr {addr}"))?
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect_lazy();
-        tracing::info!("xDS proxy on {} to {addr}", path.display());
-        tokio::spawn(async move {
-            if let Err(e) = XdsProxy::new(upstream).serve_unix(&path).await {
-                tracing::error!("xDS proxy on {}: {e}", path.display());
-            }
-        });
-    }
+    // Every address is checked before anything starts.
+    config.ca_addr = usable_addr(&config, "--ca-addr", &args.ca_addr)
+        .await?
+        .to_string();
+    let xds = match (&args.xds_socket, &args.xds_addr) {
+        (None, _) => None,
+        (Some(path), Some(given)) => Some((
+            path.clone(),
+            usable_addr(&config, "--xds-addr", given).await?,
+        )),
+        (Some(path), None) => Some((path.clone(), config.parse_addr(&config.ca_addr)?)),
+    };
     // One agent per identity, each with its own key, renewals and backoff.
     let mut certs = Vec::new();
     for token in &args.token {
@@ -120,6 +162,10 @@ async fn main() -> anyhow::Result<()> {
         let mut c = config.clone();
         c.insecure_identity = Some(id.to_string());
         certs.push(agent::spawn(c));
+    }
+    // The first identity's trust bundle (clap asks for at least one identity).
+    if let (Some((path, addr)), Some(first)) = (xds, certs.first()) {
+        xds_proxy(&config, path, addr, first.clone())?;
     }
     let sds = SdsServer::with_identities(certs);
     if let Some(addr) = args.sds_addr {
@@ -146,5 +192,70 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.xds_socket {
         let _ = std::fs::remove_file(path);
     }
+    Ok(())
+}
+
+/// Proxies Envoy's ADS stream from the Unix socket `path` to the control plane at `addr`. Over
+/// TLS the upstream channel is rebuilt whenever the first identity's trust bundle changes, so
+/// that new streams verify a control plane whose certificate comes from a rotated root.
+fn xds_proxy(
+    config: &AgentConfig,
+    path: PathBuf,
+    addr: GrpcAddr,
+    mut certs: tokio::sync::watch::Receiver<Option<std::sync::Arc<agent::WorkloadCert>>>,
+) -> anyhow::Result<()> {
+    let url = addr.to_string();
+    let channel = {
+        let config = config.clone();
+        let url = url.clone();
+        move |bundle: &[String]| {
+            config.endpoint_trusting(&url, None, bundle).map(|e| {
+                e.http2_keep_alive_interval(Duration::from_secs(30))
+                    .connect_lazy()
+            })
+        }
+    };
+    let (upstream, following) =
+        tokio::sync::watch::channel(channel(&[]).with_context(|| format!("--xds-addr {url}"))?);
+    if addr.is_tls() {
+        let configured = config.ca_root.clone().unwrap_or_default();
+        tokio::spawn(async move {
+            // The bundle's roots beyond --ca-root; the channel is rebuilt when they change (a
+            // rotation), not for the first certificate, whose root is --ca-root's.
+            let mut extra: Vec<String> = Vec::new();
+            while certs.changed().await.is_ok() {
+                let bundle: Vec<String> = certs
+                    .borrow_and_update()
+                    .as_ref()
+                    .map(|c| c.roots.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| !configured.contains(r.trim()))
+                    .collect();
+                if bundle == extra {
+                    continue;
+                }
+                match channel(&bundle) {
+                    Ok(c) => {
+                        tracing::info!(
+                            "xDS proxy: new streams also trust {} root(s) from the CA's trust bundle",
+                            bundle.len()
+                        );
+                        extra = bundle;
+                        if upstream.send(c).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!("xDS proxy: keeping the current channel: {e}"),
+                }
+            }
+        });
+    }
+    tracing::info!("xDS proxy on {} to {url}", path.display());
+    tokio::spawn(async move {
+        if let Err(e) = XdsProxy::following(following).serve_unix(&path).await {
+            tracing::error!("xDS proxy on {}: {e}", path.display());
+        }
+    });
     Ok(())
 }

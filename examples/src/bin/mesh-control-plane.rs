@@ -5,6 +5,36 @@
 //! on `--xds-addr`. Invalid resources are logged with their errors and never reach a proxy;
 //! everything else keeps flowing. Debug HTTP on `--debug-addr`: `/debug/syncz`,
 //! `/debug/config_dump?proxyID=ID`, `/metrics`.
+//!
+//! With `--ca-dir` the debug server also rotates the CA's root without a restart (the POSTs
+//! are taken from loopback peers only, as the debug port has no authentication):
+//!
+//! - `GET /debug/ca/roots`: the trust bundle as JSON, each root with its SHA-256, subject,
+//!   validity and whether it signs or is staged.
+//! - `POST /debug/ca/rotate-root?stage=true`: a new root is generated and trusted at once, but
+//!   does not sign yet. Every certificate response carries the trust bundle, so agents serve
+//!   it in `ROOTCA` from their next renewal on.
+//! - `POST /debug/ca/rotate-root`: the staged root (or, if none was staged, a new one, which
+//!   workloads that have not renewed since do not trust yet) signs from now on; the old root
+//!   stays trusted. With `--tls-dns-names` a staged root also re-issues the gRPC port's
+//!   certificate at once; an unstaged one waits for its scheduled renewal, so that agents that
+//!   only know the old root can still renew and learn the new one. With Istio's `cacerts`
+//!   the files are re-read instead (the operator has replaced them).
+//! - `POST /debug/ca/retire-root?sha256=HEX`: the root stops being trusted (not the signing
+//!   one); the gRPC port's certificate is re-issued from the signing root.
+//!
+//! The self-signed CA keeps all of it in `--ca-dir` (`root-cert.pem` and `ca-key.pem` sign,
+//! `trust-bundle.pem` lists every trusted root, `next-root-cert.pem` is the staged root), so
+//! a restart resumes where the rotation was; clients that verify the gRPC port should use
+//! `trust-bundle.pem`.
+//!
+//! ```text
+//! curl -s -X POST 'http://127.0.0.1:15014/debug/ca/rotate-root?stage=true'  # trust the next root
+//! # ... a renewal period later (12 h with 24 h certificates):
+//! curl -s -X POST http://127.0.0.1:15014/debug/ca/rotate-root               # it signs
+//! # ... once the old root's certificates have expired:
+//! curl -s -X POST 'http://127.0.0.1:15014/debug/ca/retire-root?sha256=...'
+//! ```
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,6 +48,8 @@ use bytes::Bytes;
 use clap::Parser;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
+use mesh_identity::ca::{CertificateAuthority, TrustedRoot};
+use mesh_identity::serving::ServingCert;
 use mesh_model::parse::ParseOutput;
 use mesh_model::{ConfigStore, MeshConfig};
 use mesh_xds::resource;
@@ -81,20 +113,28 @@ struct Args {
     ca_insecure_identity_claims: bool,
 }
 
-/// The CA service from the `--ca-*` flags, if asked for, and the TLS config of the gRPC port
-/// if `--tls-dns-names` is given.
-fn ca_service(
-    args: &Args,
-    trust_domain: &str,
-) -> anyhow::Result<(
-    Option<mesh_identity::ca::api::CaService>,
-    Option<std::sync::Arc<rustls::ServerConfig>>,
-)> {
+/// The CA from the `--ca-*` flags: its gRPC service, the TLS config of the gRPC port if
+/// `--tls-dns-names` is given, and what root rotation on the debug server needs.
+struct Ca {
+    service: mesh_identity::ca::api::CaService,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    admin: CaAdmin,
+}
+
+/// What the debug server's `/debug/ca/` endpoints act on.
+#[derive(Clone)]
+struct CaAdmin {
+    ca: Arc<CertificateAuthority>,
+    /// The gRPC port's certificate, re-issued when its root stops signing or being trusted.
+    serving: Option<Arc<ServingCert>>,
+}
+
+/// The CA service from the `--ca-*` flags, if asked for.
+fn ca_service(args: &Args, trust_domain: &str) -> anyhow::Result<Option<Ca>> {
+    use mesh_identity::ca::CaConfig;
     use mesh_identity::ca::auth::{AnyOf, Authenticator, JwtAuthenticator, SvidAuthenticator};
-    use mesh_identity::ca::{CaConfig, CertificateAuthority};
-    use mesh_identity::serving::ServingCert;
     let Some(dir) = &args.ca_dir else {
-        return Ok((None, None));
+        return Ok(None);
     };
     let td = mesh_identity::spiffe::TrustDomain::new(trust_domain)
         .with_context(|| format!("trust domain {trust_domain:?}"))?;
@@ -125,8 +165,8 @@ fn ca_service(
             mesh_identity::ca::auth::InsecureClaimAuthenticator::new(td.clone()),
         ));
     }
-    let tls = if args.tls_dns_names.is_empty() {
-        None
+    let (tls, serving) = if args.tls_dns_names.is_empty() {
+        (None, None)
     } else {
         // The control plane's own identity, as istiod's, with the DNS names clients dial.
         let id = mesh_identity::spiffe::SpiffeId::istio(td, "istio-system", "istiod")
@@ -140,16 +180,16 @@ fn ca_service(
             args.tls_dns_names.join(", "),
             args.tls_cert_ttl / 2
         );
-        Some(std::sync::Arc::new(
-            mesh_identity::serving::server_config(cert, ca.clone())
-                .context("TLS on the gRPC port")?,
-        ))
+        let config = mesh_identity::serving::server_config(cert.clone(), ca.clone())
+            .context("TLS on the gRPC port")?;
+        (Some(Arc::new(config)), Some(cert))
     };
     tracing::info!("CA for {trust_domain} from {}", dir.display());
-    Ok((
-        Some(mesh_identity::ca::api::CaService::new(ca, AnyOf(auth))),
+    Ok(Some(Ca {
+        service: mesh_identity::ca::api::CaService::new(ca.clone(), AnyOf(auth)),
         tls,
-    ))
+        admin: CaAdmin { ca, serving },
+    }))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -320,7 +360,12 @@ async fn main() -> anyhow::Result<()> {
         }
         None => MeshConfig::default(),
     };
-    let (ca, tls) = ca_service(&args, &mesh.trust_domain)?;
+    let ca = ca_service(&args, &mesh.trust_domain)?;
+    let ca_admin = ca.as_ref().map(|c| c.admin.clone());
+    let (ca, tls) = match ca {
+        Some(c) => (Some(c.service), c.tls),
+        None => (None, None),
+    };
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(ConfigStore::new());
     load(&args.config, &store, &metrics);
@@ -491,16 +536,27 @@ async fn main() -> anyhow::Result<()> {
         let (metrics, connections, cache) = (metrics.clone(), connections.clone(), cache.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = debug_listener.accept().await else {
+                let Ok((stream, peer)) = debug_listener.accept().await else {
                     continue;
                 };
-                let (metrics, connections, cache) =
-                    (metrics.clone(), connections.clone(), cache.clone());
+                let (metrics, connections, cache, ca_admin) = (
+                    metrics.clone(),
+                    connections.clone(),
+                    cache.clone(),
+                    ca_admin.clone(),
+                );
                 tokio::spawn(async move {
                     let svc =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let r = debug_response(&req, &metrics, &connections, &cache);
-                            async move { Ok::<_, Infallible>(r) }
+                            let ca_admin = ca_admin.clone();
+                            let r = (!req.uri().path().starts_with("/debug/ca/"))
+                                .then(|| debug_response(&req, &metrics, &connections, &cache));
+                            async move {
+                                Ok::<_, Infallible>(match r {
+                                    Some(r) => r,
+                                    None => ca_response(ca_admin, &req, peer).await,
+                                })
+                            }
                         });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -664,7 +720,10 @@ fn debug_response(
         "/debug" | "/debug/" | "/debug/list" => reply(
             StatusCode::OK,
             "text/plain",
-            "/debug/syncz\n/debug/config_dump?proxyID=ID\n/metrics\n".into(),
+            "/debug/syncz\n/debug/config_dump?proxyID=ID\n/metrics\n\
+             /debug/ca/roots\nPOST /debug/ca/rotate-root[?stage=true]\n\
+             POST /debug/ca/retire-root?sha256=HEX\n"
+                .into(),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -672,4 +731,232 @@ fn debug_response(
             "not found; see /debug/list\n".into(),
         ),
     }
+}
+
+// === root rotation on the debug server ===
+
+/// `/debug/ca/...`: the trust bundle, and root rotation (POSTs from loopback peers only).
+async fn ca_response(
+    admin: Option<CaAdmin>,
+    req: &Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let text = |status, body: String| reply(status, "text/plain", body + "\n");
+    let Some(admin) = admin else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no CA here: start mesh-control-plane with --ca-dir DIR".into(),
+        );
+    };
+    let path = req.uri().path();
+    let post = match (path, req.method()) {
+        ("/debug/ca/roots", &hyper::Method::GET) => {
+            return json(
+                StatusCode::OK,
+                serde_json::json!({"roots": roots_json(&admin.ca)}),
+            );
+        }
+        ("/debug/ca/roots", _) => return method_not_allowed("GET"),
+        ("/debug/ca/rotate-root" | "/debug/ca/retire-root", &hyper::Method::POST) => path,
+        ("/debug/ca/rotate-root" | "/debug/ca/retire-root", _) => {
+            return method_not_allowed("POST");
+        }
+        _ => {
+            return text(StatusCode::NOT_FOUND, "not found; see /debug/list".into());
+        }
+    };
+    if !peer.ip().is_loopback() {
+        return text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{post} is taken from loopback only (the debug port has no authentication); \
+                 ask from the control plane's host"
+            ),
+        );
+    }
+    let stage = query_param(req, "stage").is_some_and(|v| v == "true" || v == "1");
+    let sha256 = query_param(req, "sha256");
+    let post = post.to_string();
+    // Key generation and fsyncs: off the async workers.
+    tokio::task::spawn_blocking(move || match post.as_str() {
+        "/debug/ca/rotate-root" if stage => stage_root(&admin),
+        "/debug/ca/rotate-root" => rotate_root(&admin),
+        _ => retire_root(&admin, sha256.as_deref()),
+    })
+    .await
+    .unwrap_or_else(|e| {
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("root rotation failed: {e}"),
+        )
+    })
+}
+
+fn stage_root(admin: &CaAdmin) -> Response<Full<Bytes>> {
+    match admin.ca.stage_root() {
+        Ok(root) => {
+            tracing::info!(
+                sha256 = root.sha256,
+                "CA root staged: trusted now, signs after POST /debug/ca/rotate-root"
+            );
+            json(
+                StatusCode::OK,
+                serde_json::json!({"staged": root_json(&root), "roots": roots_json(&admin.ca)}),
+            )
+        }
+        Err(e) => ca_error(&e),
+    }
+}
+
+fn rotate_root(admin: &CaAdmin) -> Response<Full<Bytes>> {
+    let rotation = match admin.ca.rotate_root() {
+        Ok(r) => r,
+        Err(e) => return ca_error(&e),
+    };
+    let mut body = serde_json::json!({
+        "signing": root_json(&rotation.signing),
+        "previous": root_json(&rotation.previous),
+        "was_staged": rotation.was_staged,
+    });
+    if rotation.was_staged {
+        tracing::info!(
+            sha256 = rotation.signing.sha256,
+            previous = rotation.previous.sha256,
+            "CA root rotated to the staged root; the previous root stays trusted until retired"
+        );
+        // The agents have had the time to learn the root: serve a certificate from it.
+        if let Some(serving) = &admin.serving
+            && let Err(e) = serving.renew(&admin.ca)
+        {
+            tracing::warn!("gRPC port certificate not re-issued: {e}");
+        }
+    } else {
+        let warning = "the new root was not staged: workloads that have not renewed since do \
+                       not trust certificates from it yet (stage first with \
+                       POST /debug/ca/rotate-root?stage=true and wait a renewal period)";
+        tracing::warn!(
+            sha256 = rotation.signing.sha256,
+            "CA root rotated; {warning}"
+        );
+        body["warning"] = warning.into();
+    }
+    body["roots"] = roots_json(&admin.ca);
+    json(StatusCode::OK, body)
+}
+
+fn retire_root(admin: &CaAdmin, sha256: Option<&str>) -> Response<Full<Bytes>> {
+    let text = |status, body: String| reply(status, "text/plain", body + "\n");
+    let Some(sha256) = sha256.map(str::to_ascii_lowercase) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "sha256 is required: POST /debug/ca/retire-root?sha256=HEX, HEX from GET /debug/ca/roots"
+                .into(),
+        );
+    };
+    let Some(root) = admin
+        .ca
+        .trusted_roots()
+        .into_iter()
+        .find(|r| r.sha256 == sha256)
+    else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no trusted root with sha256 {sha256}; see GET /debug/ca/roots"),
+        );
+    };
+    if root.signing {
+        return text(
+            StatusCode::CONFLICT,
+            format!(
+                "root {sha256} signs: rotate to another root first (POST /debug/ca/rotate-root)"
+            ),
+        );
+    }
+    admin.ca.retire_root(&root.pem);
+    if let Err(e) = admin.ca.save_trust_bundle() {
+        return ca_error(&e);
+    }
+    // A certificate from the retired root would no longer verify.
+    if let Some(serving) = &admin.serving
+        && let Err(e) = serving.renew(&admin.ca)
+    {
+        tracing::warn!("gRPC port certificate not re-issued: {e}");
+    }
+    tracing::info!(sha256, "CA root retired");
+    json(
+        StatusCode::OK,
+        serde_json::json!({"retired": root_json(&root), "roots": roots_json(&admin.ca)}),
+    )
+}
+
+fn ca_error(e: &mesh_identity::ca::CaError) -> Response<Full<Bytes>> {
+    use mesh_identity::ca::CaError;
+    let status = match e {
+        CaError::NotSelfSigned { .. } | CaError::Unchanged { .. } => StatusCode::CONFLICT,
+        CaError::BadFile { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    tracing::warn!("root rotation refused: {e}");
+    reply(status, "text/plain", format!("{e}\n"))
+}
+
+fn method_not_allowed(allow: &str) -> Response<Full<Bytes>> {
+    let mut r = reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain",
+        format!("use {allow}\n"),
+    );
+    if let Ok(v) = allow.parse() {
+        r.headers_mut().insert(hyper::header::ALLOW, v);
+    }
+    r
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+    reply(
+        status,
+        "application/json",
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+    )
+}
+
+fn roots_json(ca: &CertificateAuthority) -> serde_json::Value {
+    ca.trusted_roots().iter().map(root_json).collect()
+}
+
+fn root_json(r: &TrustedRoot) -> serde_json::Value {
+    serde_json::json!({
+        "sha256": r.sha256,
+        "subject": r.subject,
+        "not_before": r.not_before.map(rfc3339),
+        "not_after": r.not_after.map(rfc3339),
+        "signing": r.signing,
+        "staged": r.staged,
+        "pem": r.pem,
+    })
+}
+
+/// UTC, to the second: `2035-01-31T12:00:00Z`.
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -5,6 +5,14 @@
 //! stay valid), or an intermediate plugged in with Istio's `cacerts` layout (`ca-cert.pem`,
 //! `ca-key.pem`, `cert-chain.pem`, `root-cert.pem`).
 //!
+//! Root rotation without restarts ([`CertificateAuthority::stage_root`],
+//! [`rotate_root`](CertificateAuthority::rotate_root),
+//! [`retire_root`](CertificateAuthority::retire_root)): a new root is trusted first (every
+//! certificate response carries the whole trust bundle, so workloads pick it up at their next
+//! renewal), then signs, and the old one is trusted until it is retired. A self-signed CA keeps
+//! all of it in its directory (`trust-bundle.pem`, and the staged root), so a restart resumes
+//! where it was; a CA on Istio's `cacerts` re-reads those files, which the operator replaces.
+//!
 //! Leaf certificates follow Istio: the only SAN is the URI of the authenticated identity (SANs
 //! asked for in the CSR are ignored), an empty subject with a critical SAN extension, digital
 //! signature and key encipherment key usages, server and client auth, a one-minute backdate for
@@ -14,10 +22,13 @@
 pub mod api;
 #[cfg(feature = "server")]
 pub mod auth;
+mod rotation;
 mod store;
 
-use std::path::Path;
-use std::sync::RwLock;
+pub use rotation::{RootRotation, TrustedRoot};
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
@@ -125,29 +136,87 @@ pub enum CaError {
         /// The CA's trust domain.
         trust_domain: String,
     },
+    /// Staging a root needs a self-signed CA; a CA on Istio's `cacerts` is rotated with its
+    /// files.
+    #[error(
+        "this CA signs with Istio's cacerts in {dir}: it cannot generate a root; add the new root to root-cert.pem (and later replace ca-cert.pem, ca-key.pem and cert-chain.pem), then rotate to re-read the files"
+    )]
+    NotSelfSigned {
+        /// The `cacerts` directory.
+        dir: String,
+    },
+    /// A `cacerts` rotation found the files as they were.
+    #[error(
+        "the cacerts files in {dir} are the ones in use: replace ca-cert.pem, ca-key.pem and cert-chain.pem (or add a root to root-cert.pem) first"
+    )]
+    Unchanged {
+        /// The `cacerts` directory.
+        dir: String,
+    },
 }
 
 /// The signing certificate and key, and the chain above it.
 struct Signer {
     issuer: Issuer<'static, KeyPair>,
-    /// The signing certificate, then its issuers up to (excluding) the root; PEM.
+    /// The signing certificate, then its issuers up to and including the root; PEM. For a
+    /// self-signed root, only the root.
     chain: Vec<String>,
+}
+
+impl Signer {
+    /// A self-signed root and its key; `path` names the certificate's file in errors.
+    fn self_signed(cert_pem: String, key: KeyPair, path: &Path) -> Result<Signer, CaError> {
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| CaError::BadFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Signer {
+            issuer,
+            chain: vec![cert_pem],
+        })
+    }
+
+    /// The root the chain ends with.
+    fn root(&self) -> &str {
+        self.chain.last().map_or("", String::as_str)
+    }
+}
+
+/// Where the CA's files are, and in which layout.
+#[derive(Debug)]
+enum Files {
+    /// A self-signed root kept by the CA.
+    SelfSigned(PathBuf),
+    /// Istio's `cacerts`, kept by the operator.
+    Cacerts(PathBuf),
+}
+
+/// What changes at a root rotation.
+struct State {
+    signer: Arc<Signer>,
+    /// Trusted roots, PEM: the signer's root first, then roots kept during a rotation.
+    roots: Vec<String>,
+    /// A self-signed root that is trusted and signs at the next rotation.
+    staged: Option<Arc<Signer>>,
 }
 
 /// A certificate authority for one trust domain.
 pub struct CertificateAuthority {
     config: CaConfig,
-    signer: Signer,
-    /// Trusted roots, PEM: the signer's root first, then roots kept during a rotation.
-    roots: RwLock<Vec<String>>,
+    files: Files,
+    state: RwLock<State>,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key.
+        let state = self.read();
         f.debug_struct("CertificateAuthority")
             .field("trust_domain", &self.config.trust_domain)
-            .field("chain_len", &self.signer.chain.len())
+            .field("files", &self.files)
+            .field("chain_len", &state.signer.chain.len())
+            .field("roots", &state.roots.len())
+            .field("staged", &state.staged.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -163,27 +232,60 @@ pub struct IssuedChain {
 
 impl CertificateAuthority {
     /// A CA whose self-signed root lives in `dir`: generated (ECDSA P-256) on first start and
-    /// written as `root-cert.pem` and `ca-key.pem` (mode 0600), reused afterwards.
+    /// written as `root-cert.pem` and `ca-key.pem` (mode 0600), reused afterwards. It also
+    /// trusts the roots of `dir/trust-bundle.pem` and a staged root (`next-root-cert.pem`),
+    /// which a rotation before the restart left there.
     pub fn self_signed(dir: &Path, config: CaConfig) -> Result<CertificateAuthority, CaError> {
+        if dir.exists() {
+            store::recover(dir)?;
+        }
         let (cert_pem, key) = store::load_or_create_root(dir, &config)?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| CaError::BadFile {
-            path: dir.join(store::ROOT_CERT).display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let signer = Signer::self_signed(cert_pem, key, &dir.join(store::ROOT_CERT))?;
+        let staged = store::load_staged(dir)?
+            .map(|(cert, key)| Signer::self_signed(cert, key, &dir.join(store::NEXT_CERT)))
+            .transpose()?
+            .map(Arc::new);
+        let mut roots = vec![signer.root().to_string()];
+        let extra = store::read_bundle(dir)?;
+        for root in extra
+            .iter()
+            .map(String::as_str)
+            .chain(staged.as_ref().map(|s| s.root()))
+        {
+            if !roots.iter().any(|r| r.trim() == root.trim()) {
+                roots.push(root.to_string());
+            }
+        }
         Ok(CertificateAuthority {
-            signer: Signer {
-                issuer,
-                chain: vec![cert_pem.clone()],
-            },
-            roots: RwLock::new(vec![cert_pem]),
             config,
+            files: Files::SelfSigned(dir.to_path_buf()),
+            state: RwLock::new(State {
+                signer: Arc::new(signer),
+                roots,
+                staged,
+            }),
         })
     }
 
     /// A CA signing with an intermediate from Istio's `cacerts` layout in `dir`: `ca-cert.pem`
     /// and `ca-key.pem` (the signer), `cert-chain.pem` (the signer's chain up to the root) and
-    /// `root-cert.pem` (the root).
+    /// `root-cert.pem` (the root; when it lists several, as during Istio's root rotation, all
+    /// of them are trusted).
     pub fn from_cacerts(dir: &Path, config: CaConfig) -> Result<CertificateAuthority, CaError> {
+        let (signer, roots) = Self::plugged(dir)?;
+        Ok(CertificateAuthority {
+            config,
+            files: Files::Cacerts(dir.to_path_buf()),
+            state: RwLock::new(State {
+                signer: Arc::new(signer),
+                roots,
+                staged: None,
+            }),
+        })
+    }
+
+    /// The signer and roots of Istio's `cacerts` in `dir`.
+    fn plugged(dir: &Path) -> Result<(Signer, Vec<String>), CaError> {
         let plugged = store::load_cacerts(dir)?;
         let issuer = Issuer::from_ca_cert_pem(&plugged.ca_cert, plugged.key).map_err(|e| {
             CaError::BadFile {
@@ -191,14 +293,27 @@ impl CertificateAuthority {
                 reason: e.to_string(),
             }
         })?;
-        Ok(CertificateAuthority {
-            signer: Signer {
-                issuer,
-                chain: plugged.chain,
-            },
-            roots: RwLock::new(vec![plugged.root]),
-            config,
-        })
+        let signer = Signer {
+            issuer,
+            chain: plugged.chain,
+        };
+        Ok((signer, plugged.roots))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn signer(&self) -> Arc<Signer> {
+        self.read().signer.clone()
     }
 
     /// The CA's settings.
@@ -206,33 +321,44 @@ impl CertificateAuthority {
         &self.config
     }
 
-    /// The trust bundle: every root certificate currently trusted, PEM.
+    /// The trust bundle: every root certificate currently trusted, PEM, the signing root
+    /// first.
     pub fn roots(&self) -> Vec<String> {
-        self.roots
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.read().roots.clone()
     }
 
-    /// Adds a root to the trust bundle (root rotation: the new root is trusted before anything
-    /// is signed by it, and the old one stays until [`retire_root`](Self::retire_root)).
+    /// The root that certificates issued now chain to, PEM.
+    pub fn signing_root(&self) -> String {
+        self.read().signer.root().to_string()
+    }
+
+    /// Adds a root to the trust bundle, in memory only (a restart forgets it unless
+    /// [`save_trust_bundle`](Self::save_trust_bundle) is called); the old one stays until
+    /// [`retire_root`](Self::retire_root). [`stage_root`](Self::stage_root) generates one and
+    /// keeps it.
     pub fn add_root(&self, pem: &str) {
-        let mut roots = self
-            .roots
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !roots.iter().any(|r| r.trim() == pem.trim()) {
-            roots.push(pem.to_string());
+        let mut state = self.write();
+        if !state.roots.iter().any(|r| r.trim() == pem.trim()) {
+            state.roots.push(pem.to_string());
         }
     }
 
-    /// Removes a root from the trust bundle; the signer's own root is never removed.
+    /// Removes a root from the trust bundle, in memory only (see
+    /// [`save_trust_bundle`](Self::save_trust_bundle)); the signer's own root is never
+    /// removed. Retiring the staged root unstages it.
     pub fn retire_root(&self, pem: &str) {
-        let own = self.signer.chain.last().map(|s| s.trim().to_string());
-        self.roots
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|r| r.trim() != pem.trim() || Some(r.trim().to_string()) == own);
+        let mut state = self.write();
+        let own = state.signer.root().trim().to_string();
+        state
+            .roots
+            .retain(|r| r.trim() != pem.trim() || r.trim() == own);
+        if state
+            .staged
+            .as_ref()
+            .is_some_and(|s| s.root().trim() == pem.trim())
+        {
+            state.staged = None;
+        }
     }
 
     /// Signs a PEM CSR for `identity` (already authenticated and authorized by the caller).
@@ -261,9 +387,10 @@ impl CertificateAuthority {
         }
         let (params, not_after) = self.leaf_params(vec![uri_san(identity)?], ttl)?;
         csr.params = params;
-        let leaf = csr.signed_by(&self.signer.issuer)?;
+        let signer = self.signer();
+        let leaf = csr.signed_by(&signer.issuer)?;
         Ok(IssuedChain {
-            chain: self.chain_for(leaf.pem()),
+            chain: chain_for(&signer, leaf.pem()),
             not_after,
         })
     }
@@ -314,19 +441,13 @@ impl CertificateAuthority {
         params.use_authority_key_identifier_extension = true;
         Ok((params, not_after))
     }
+}
 
-    /// The leaf, the signer's chain, and the root last.
-    fn chain_for(&self, leaf_pem: String) -> Vec<String> {
-        let mut chain = vec![leaf_pem];
-        chain.extend(self.signer.chain.iter().cloned());
-        let root = self.roots().into_iter().next();
-        if let Some(root) = root
-            && chain.last().map(|c| c.trim()) != Some(root.trim())
-        {
-            chain.push(root);
-        }
-        chain
-    }
+/// The leaf, the signer's chain, and the root last.
+fn chain_for(signer: &Signer, leaf_pem: String) -> Vec<String> {
+    let mut chain = vec![leaf_pem];
+    chain.extend(signer.chain.iter().cloned());
+    chain
 }
 
 fn uri_san(id: &SpiffeId) -> Result<SanType, CaError> {
@@ -356,9 +477,10 @@ impl CertificateAuthority {
             ));
         }
         let (params, not_after) = self.leaf_params(sans, ttl)?;
-        let leaf = params.signed_by(&key, &self.signer.issuer)?;
+        let signer = self.signer();
+        let leaf = params.signed_by(&key, &signer.issuer)?;
         let issued = IssuedChain {
-            chain: self.chain_for(leaf.pem()),
+            chain: chain_for(&signer, leaf.pem()),
             not_after,
         };
         Ok((issued, key.serialize_pem()))
