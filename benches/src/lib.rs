@@ -119,6 +119,52 @@ pub fn store(n: usize) -> Arc<ConfigStore> {
     Arc::new(store)
 }
 
+/// [`mesh`] with Istio's security kinds, as the issue's benchmark has them: every endpoint
+/// runs as service account `svc-I` with label `app: svc-I` (so clients originate mTLS and
+/// check its identity), one PeerAuthentication (STRICT) and one AuthorizationPolicy per
+/// namespace, and a selector AuthorizationPolicy (ALLOW by principal and path) per 10 services.
+pub fn secure_mesh(n: usize) -> Vec<Config> {
+    let mut out = mesh(n);
+    for c in &mut out {
+        if let Config::ServiceEntry(se) = c {
+            let app = se.metadata.name.clone();
+            for e in &mut se.spec.endpoints {
+                e.service_account = app.clone();
+                e.labels.insert("app".into(), app.clone());
+            }
+        }
+    }
+    let yaml = |s: String| mesh_model::parse_str(&s, "security.yaml").resources;
+    let mut docs = format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {{name: default, namespace: {NAMESPACE}}}\nspec: {{mtls: {{mode: STRICT}}}}\n\
+         ---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {{name: namespace, namespace: {NAMESPACE}}}\n\
+         spec: {{action: DENY, rules: [{{to: [{{operation: {{paths: [/admin*]}}}}]}}]}}\n"
+    );
+    for i in (0..n).step_by(10) {
+        docs.push_str(&format!(
+            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {{name: svc-{i}, namespace: {NAMESPACE}}}\nspec:\n  \
+             selector: {{matchLabels: {{app: svc-{i}}}}}\n  \
+             rules: [{{from: [{{source: {{principals: [cluster.local/ns/{NAMESPACE}/sa/svc-{}]}}}}], \
+             to: [{{operation: {{paths: [/api/*]}}}}]}}]\n",
+            (i + 1) % n.max(1)
+        ));
+    }
+    out.extend(yaml(docs).into_iter().map(|r| r.config));
+    out
+}
+
+/// A store holding [`secure_mesh`]`(n)`.
+pub fn secure_store(n: usize) -> Arc<ConfigStore> {
+    let store = ConfigStore::new();
+    for c in secure_mesh(n) {
+        store.apply(c).expect("generated config is valid");
+    }
+    Arc::new(store)
+}
+
 /// The translation benchmark body, for 100, 1,000 and 10,000 services and one sidecar that
 /// sees every service; each iteration also drops its output (as a push drops the previous one):
 /// - `snapshot`: `PushContext::new` + [`mesh_xds::translate_snapshot`], what the server does
@@ -144,6 +190,13 @@ pub fn translate_benches(c: &mut criterion::Criterion, group: &str) {
         g.bench_with_input(BenchmarkId::new("snapshot", n), &n, |b, _| {
             b.iter(|| {
                 let ctx = PushContext::new(MeshConfig::default(), snapshot.clone());
+                black_box(translate_snapshot(&ctx, &proxy, "1", None))
+            })
+        });
+        let secure = secure_store(n).snapshot();
+        g.bench_with_input(BenchmarkId::new("snapshot+security", n), &n, |b, _| {
+            b.iter(|| {
+                let ctx = PushContext::new(MeshConfig::default(), secure.clone());
                 black_box(translate_snapshot(&ctx, &proxy, "1", None))
             })
         });

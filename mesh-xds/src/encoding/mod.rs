@@ -102,25 +102,3 @@ pub(crate) fn fields(message: &[u8]) -> Vec<Field> {
     }
     out
 }
-
-/// Appends the fields of `a` (whose boundaries are `a_fields`) and of the encoded message `b`
-/// to `buf`, merged by field number: prost's encoding of the message holding both when no
-/// field number is in both.
-pub(crate) fn merge_fields(a: &[u8], a_fields: &[Field], b: &[u8], buf: &mut Vec<u8>) {
-    let b_fields = fields(b);
-    let (mut i, mut j) = (0, 0);
-    while i < a_fields.len() || j < b_fields.len() {
-        let take_a = match (a_fields.get(i), b_fields.get(j)) {
-            (Some(x), Some(y)) => x.0 <= y.0,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        if take_a {
-            buf.extend_from_slice(&a[a_fields[i].1.clone()]);
-            i += 1;
-        } else {
-            buf.extend_from_slice(&b[b_fields[j].1.clone()]);
-            j += 1;
-        }
-    }
-}

@@ -43,6 +43,27 @@ pub(crate) mod resource {
 pub(crate) mod cluster {
     pub(crate) const NAME: u32 = 1;
     pub(crate) const EDS_CLUSTER_CONFIG: u32 = 3;
+    pub(crate) const TRANSPORT_SOCKET: u32 = 24;
+    pub(crate) const TRANSPORT_SOCKET_MATCHES: u32 = 43;
+}
+
+/// `envoy.config.cluster.v3.Cluster.TransportSocketMatch`.
+pub(crate) mod transport_socket_match {
+    pub(crate) const NAME: u32 = 1;
+    pub(crate) const MATCH: u32 = 2;
+    pub(crate) const TRANSPORT_SOCKET: u32 = 3;
+}
+
+/// `envoy.config.core.v3.TransportSocket`.
+pub(crate) mod transport_socket {
+    pub(crate) const NAME: u32 = 1;
+    pub(crate) const TYPED_CONFIG: u32 = 3;
+}
+
+/// `envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext`.
+pub(crate) mod upstream_tls_context {
+    pub(crate) const COMMON_TLS_CONTEXT: u32 = 1;
+    pub(crate) const SNI: u32 = 2;
 }
 
 /// `envoy.config.cluster.v3.Cluster.EdsClusterConfig`.

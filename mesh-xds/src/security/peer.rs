@@ -136,6 +136,29 @@ impl PeerAuthentications {
         )
     }
 
+    /// The mode of traffic to `port` of a workload in `namespace` with `labels`: what
+    /// `for_workload(namespace, labels).for_port(port)` gives, without building the policy
+    /// (clients ask it for every endpoint).
+    pub(crate) fn mode_for(&self, namespace: &str, labels: &Labels, port: u32) -> Mode {
+        let base = self.namespace_mode(namespace);
+        let Some(p) = self.selected(namespace, labels) else {
+            return base;
+        };
+        let workload = Mode::over(base, mode_of(p));
+        match p.spec.port_level_mtls.get(&port) {
+            Some(m) => Mode::over(workload, m.mode),
+            None => workload,
+        }
+    }
+
+    /// The oldest workload policy of `namespace` selecting `labels`.
+    fn selected(&self, namespace: &str, labels: &Labels) -> Option<&PeerAuthentication> {
+        self.workloads.get(namespace).and_then(|ps| {
+            ps.iter()
+                .find(|p| p.spec.selector.as_ref().is_some_and(|s| s.matches(labels)))
+        })
+    }
+
     /// The composed policy of a workload in `namespace` with `labels`.
     pub(crate) fn for_workload(&self, namespace: &str, labels: &Labels) -> MtlsPolicy {
         let mut workload = self.namespace_mode(namespace);
@@ -226,6 +249,12 @@ spec: {mtls: {mode: UNSET}}
         // UNSET at port level takes the workload mode.
         assert_eq!(db.for_port(9000), Mode::Strict);
         assert_eq!(db.for_port(8080), Mode::Strict);
+        for port in [3306, 9000, 8080] {
+            assert_eq!(
+                pas.mode_for("shop", &labels(&[("app", "db")]), port),
+                db.for_port(port)
+            );
+        }
         let web = pas.for_workload("shop", &labels(&[("app", "web")]));
         assert_eq!(
             web,

@@ -133,6 +133,7 @@ fn outbound_clusters(
     out: &mut dyn Sink,
 ) {
     let mut templates = Templates::default();
+    let mut contexts = MtlsContexts::default();
     for svc in scope.services.iter().filter(|s| only(s)) {
         let dr = destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
         templates.local.clear();
@@ -145,7 +146,7 @@ fn outbound_clusters(
             let extras = if passthrough_tls {
                 None
             } else {
-                client_mtls(ctx, svc, port, "", &policy)
+                client_mtls(ctx, svc, port, "", &policy, &mut contexts)
             };
             add_cluster(
                 ctx,
@@ -169,7 +170,7 @@ fn outbound_clusters(
                     let extras = if passthrough_tls {
                         None
                     } else {
-                        client_mtls(ctx, svc, port, &subset.name, &policy)
+                        client_mtls(ctx, svc, port, &subset.name, &policy, &mut contexts)
                     };
                     add_cluster(
                         ctx,
@@ -226,33 +227,211 @@ pub(crate) struct ClusterTemplate {
     encoded: std::cell::OnceCell<(Vec<u8>, Vec<u8>, Vec<crate::encoding::Field>)>,
 }
 
-/// Per-cluster fields on top of a shared template (the mTLS transport sockets, whose SNI and
-/// SANs differ per cluster), kept with their encoding; the template's encoder merges these
-/// fields into the body's by field number, so the bytes stay prost's.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Per-cluster fields on top of a shared template, merged into the body's by field number so
+/// that the bytes stay prost's: the client side of Istio mTLS, whose SNI differs per cluster,
+/// over a TLS context the clusters of one service share: a plain `transport_socket`, or
+/// istiod's two `transport_socket_matches` (`tlsMode-istio`, then `tlsMode-disabled`).
+#[derive(Clone, Debug)]
 pub(crate) struct ClusterExtras {
-    /// A cluster holding only the per-cluster fields.
-    pub(crate) fields: Cluster,
+    /// The cluster's SNI.
+    sni: String,
+    /// The shared TLS context and its encoding.
+    tls: std::rc::Rc<MtlsContext>,
+    /// Matches (EDS and DNS clusters) or a plain socket (ORIGINAL_DST).
+    matches: bool,
+}
+
+/// An ISTIO_MUTUAL client context without its SNI (which is per cluster), encoded once.
+#[derive(Debug)]
+pub(crate) struct MtlsContext {
+    common: envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CommonTlsContext,
     encoded: Vec<u8>,
 }
 
-impl ClusterExtras {
-    /// The extras `fields` holds (every field it sets must be one templates leave unset).
-    pub(crate) fn new(fields: Cluster) -> ClusterExtras {
+impl MtlsContext {
+    fn new(sans: &[String], http2: bool) -> MtlsContext {
         use prost::Message;
-        let encoded = fields.encode_to_vec();
-        ClusterExtras { fields, encoded }
+        let common = crate::security::tls::istio_mutual("", sans, http2)
+            .common_tls_context
+            .unwrap_or_default();
+        let encoded = common.encode_to_vec();
+        MtlsContext { common, encoded }
+    }
+}
+
+const TLS_MODE_ISTIO: &str = "tlsMode-istio";
+const UPSTREAM_TLS_URL: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+
+/// The lengths of the nested messages of an mTLS transport socket, innermost first.
+struct MtlsLens {
+    /// `UpstreamTlsContext`.
+    context: usize,
+    /// Its `Any`.
+    any: usize,
+    /// The `TransportSocket`.
+    socket: usize,
+    /// The `tlsMode-istio` match.
+    first_match: usize,
+}
+
+impl MtlsLens {
+    fn of(sni: &str, tls: &MtlsContext) -> MtlsLens {
+        use crate::encoding::tag::{
+            any, transport_socket as ts, transport_socket_match as tsm, upstream_tls_context as utc,
+        };
+        use crate::encoding::{field_len, str_len};
+        let context =
+            field_len(utc::COMMON_TLS_CONTEXT, tls.encoded.len()) + str_len(utc::SNI, sni);
+        let any = field_len(any::TYPE_URL, UPSTREAM_TLS_URL.len()) + field_len(any::VALUE, context);
+        let socket =
+            str_len(ts::NAME, crate::security::tls::TLS_SOCKET) + field_len(ts::TYPED_CONFIG, any);
+        let first_match = str_len(tsm::NAME, TLS_MODE_ISTIO)
+            + field_len(tsm::MATCH, match_constants().0.len())
+            + field_len(tsm::TRANSPORT_SOCKET, socket);
+        MtlsLens {
+            context,
+            any,
+            socket,
+            first_match,
+        }
+    }
+}
+const TLS_MODE_DISABLED: &str = "tlsMode-disabled";
+
+fn tls_mode_struct(mode: Option<&str>) -> envoy_types::pb::google::protobuf::Struct {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value};
+    Struct {
+        fields: mode
+            .map(|m| {
+                (
+                    "tlsMode".to_string(),
+                    Value {
+                        kind: Some(value::Kind::StringValue(m.to_string())),
+                    },
+                )
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// The constant parts of istiod's transport socket matches, encoded once: the `match` of
+/// `tlsMode-istio`, and the whole `tlsMode-disabled` entry.
+fn match_constants() -> &'static (Vec<u8>, Vec<u8>) {
+    static BYTES: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        use prost::Message;
+        (
+            tls_mode_struct(Some("istio")).encode_to_vec(),
+            cluster::TransportSocketMatch {
+                name: TLS_MODE_DISABLED.into(),
+                r#match: Some(tls_mode_struct(None)),
+                transport_socket: Some(crate::security::tls::raw_buffer_socket()),
+            }
+            .encode_to_vec(),
+        )
+    })
+}
+
+impl ClusterExtras {
+    /// A cluster holding only these fields.
+    fn to_fields(&self) -> Cluster {
+        use crate::security::tls;
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+        let socket = tls::tls_socket(&UpstreamTlsContext {
+            common_tls_context: Some(self.tls.common.clone()),
+            sni: self.sni.clone(),
+            ..Default::default()
+        });
+        if !self.matches {
+            return Cluster {
+                transport_socket: Some(socket),
+                ..Default::default()
+            };
+        }
+        Cluster {
+            transport_socket_matches: vec![
+                cluster::TransportSocketMatch {
+                    name: TLS_MODE_ISTIO.into(),
+                    r#match: Some(tls_mode_struct(Some("istio"))),
+                    transport_socket: Some(socket),
+                },
+                cluster::TransportSocketMatch {
+                    name: TLS_MODE_DISABLED.into(),
+                    r#match: Some(tls_mode_struct(None)),
+                    transport_socket: Some(tls::raw_buffer_socket()),
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// The encoded length of [`ClusterExtras::encode`]'s output.
+    fn encoded_len(&self) -> usize {
+        use crate::encoding::field_len;
+        use crate::encoding::tag::cluster as c;
+        let l = MtlsLens::of(&self.sni, &self.tls);
+        if self.matches {
+            field_len(c::TRANSPORT_SOCKET_MATCHES, l.first_match)
+                + field_len(c::TRANSPORT_SOCKET_MATCHES, match_constants().1.len())
+        } else {
+            field_len(c::TRANSPORT_SOCKET, l.socket)
+        }
+    }
+
+    /// The encoding of [`ClusterExtras::to_fields`], written from the parts for mTLS.
+    fn encode(&self, buf: &mut Vec<u8>) {
+        use crate::encoding::tag::{
+            any, cluster as c, transport_socket as ts, transport_socket_match as tsm,
+            upstream_tls_context as utc,
+        };
+        use crate::encoding::{put_bytes, put_len, put_str};
+        let ClusterExtras { sni, tls, matches } = self;
+        let matches = *matches;
+        let l = MtlsLens::of(sni, tls);
+        let socket = |buf: &mut Vec<u8>| {
+            put_str(ts::NAME, crate::security::tls::TLS_SOCKET, buf);
+            put_len(ts::TYPED_CONFIG, l.any, buf);
+            put_str(any::TYPE_URL, UPSTREAM_TLS_URL, buf);
+            put_len(any::VALUE, l.context, buf);
+            put_bytes(utc::COMMON_TLS_CONTEXT, &tls.encoded, buf);
+            put_str(utc::SNI, sni, buf);
+        };
+        if matches {
+            let (istio_match, disabled) = match_constants();
+            put_len(c::TRANSPORT_SOCKET_MATCHES, l.first_match, buf);
+            put_str(tsm::NAME, TLS_MODE_ISTIO, buf);
+            put_bytes(tsm::MATCH, istio_match, buf);
+            put_len(tsm::TRANSPORT_SOCKET, l.socket, buf);
+            socket(buf);
+            put_bytes(c::TRANSPORT_SOCKET_MATCHES, disabled, buf);
+        } else {
+            put_len(c::TRANSPORT_SOCKET, l.socket, buf);
+            socket(buf);
+        }
+    }
+
+    /// The cluster field the extras set.
+    fn field(&self) -> u32 {
+        use crate::encoding::tag::cluster as c;
+        if self.matches {
+            c::TRANSPORT_SOCKET_MATCHES
+        } else {
+            c::TRANSPORT_SOCKET
+        }
     }
 }
 
 impl ClusterTemplate {
     /// The typed cluster named `name`, with `extras`.
     pub(crate) fn instantiate(&self, name: String, extras: Option<&ClusterExtras>) -> Cluster {
-        use prost::Message;
         let mut c = self.body.clone();
         if let Some(x) = extras {
-            // Cannot fail: the bytes are a cluster's own encoding.
-            let _ = c.merge(x.encoded.as_slice());
+            let fields = x.to_fields();
+            c.transport_socket = fields.transport_socket.or(c.transport_socket.take());
+            c.transport_socket_matches
+                .extend(fields.transport_socket_matches);
         }
         c.cluster_discovery_type = Some(self.discovery_type());
         if self.eds {
@@ -287,7 +466,18 @@ impl ClusterTemplate {
         }
         match extras {
             None => buf.extend_from_slice(body),
-            Some(x) => crate::encoding::merge_fields(body, body_fields, &x.encoded, buf),
+            Some(x) => {
+                // Every extras field has one number: its bytes go before the body's first
+                // field with a higher one (prost's order).
+                let tag = x.field();
+                let split = body_fields
+                    .iter()
+                    .find(|(t, _)| *t > tag)
+                    .map_or(body.len(), |(_, r)| r.start);
+                buf.extend_from_slice(&body[..split]);
+                x.encode(buf);
+                buf.extend_from_slice(&body[split..]);
+            }
         }
     }
 
@@ -304,7 +494,7 @@ impl ClusterTemplate {
             + self.discovery_type().encoded_len()
             + eds
             + self.encoded().0.len()
-            + extras.map_or(0, |x| x.encoded.len())
+            + extras.map_or(0, ClusterExtras::encoded_len)
     }
 
     /// The length of the `EdsClusterConfig` of the cluster named `name`.
@@ -410,6 +600,7 @@ fn client_mtls(
     port: &ServicePort,
     subset: &str,
     policy: &TrafficPolicy,
+    contexts: &mut MtlsContexts,
 ) -> Option<ClusterExtras> {
     use crate::security::{peer::Mode, tls};
     let kind = cluster_kind(svc, policy);
@@ -417,21 +608,21 @@ fn client_mtls(
         return None;
     }
     let http2 = is_http2_cluster(port, policy, &ctx.mesh);
-    let default_sni = naming::outbound_sni(port.number, subset, &svc.hostname);
+    let default_sni = || naming::outbound_sni(port.number, subset, &svc.hostname);
     if let Some(settings) = &policy.tls {
         if settings.mode != ClientTlsMode::IstioMutual {
             return None;
         }
-        let sni = settings.sni.clone().unwrap_or(default_sni);
         let sans = if settings.subject_alt_names.is_empty() {
             tls::service_sans(&ctx.mesh, svc)
         } else {
             settings.subject_alt_names.clone()
         };
-        return Some(ClusterExtras::new(Cluster {
-            transport_socket: Some(tls::tls_socket(&tls::istio_mutual(&sni, &sans, http2))),
-            ..Default::default()
-        }));
+        return Some(ClusterExtras {
+            sni: settings.sni.clone().unwrap_or_else(default_sni),
+            tls: contexts.get(sans, http2),
+            matches: false,
+        });
     }
     if !ctx.mesh.enable_auto_mtls
         || svc.location == mesh_model::networking::service_entry::Location::MeshExternal
@@ -446,48 +637,53 @@ fn client_mtls(
     if ctx.peer_authentications.namespace_mode(&svc.namespace) == Mode::Disable {
         return None;
     }
-    let socket = tls::tls_socket(&tls::istio_mutual(
-        &default_sni,
-        &tls::service_sans(&ctx.mesh, svc),
-        http2,
-    ));
-    if kind == Kind::OriginalDst {
-        return Some(ClusterExtras::new(Cluster {
-            transport_socket: Some(socket),
-            ..Default::default()
-        }));
+    Some(ClusterExtras {
+        sni: default_sni(),
+        tls: contexts.for_service(ctx, svc, http2),
+        matches: kind != Kind::OriginalDst,
+    })
+}
+
+/// The mTLS client contexts of one translation, by (SANs, HTTP/2): the clusters of a service
+/// (and services with the same identities) share one, encoded once. The service being
+/// translated keeps its own at hand (its SANs are computed once, not per cluster).
+#[derive(Default)]
+struct MtlsContexts {
+    by_sans: HashMap<(Vec<String>, bool), std::rc::Rc<MtlsContext>>,
+    /// The current service (by address) and its contexts for HTTP/1 and HTTP/2.
+    current: Option<(*const Service, [Option<std::rc::Rc<MtlsContext>>; 2])>,
+}
+
+impl MtlsContexts {
+    /// The context of `svc`'s own identities.
+    fn for_service(
+        &mut self,
+        ctx: &PushContext,
+        svc: &Service,
+        http2: bool,
+    ) -> std::rc::Rc<MtlsContext> {
+        let key = std::ptr::from_ref(svc);
+        if self.current.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.current = Some((key, [None, None]));
+        }
+        if let Some((_, slots)) = &self.current
+            && let Some(c) = &slots[usize::from(http2)]
+        {
+            return c.clone();
+        }
+        let c = self.get(crate::security::tls::service_sans(&ctx.mesh, svc), http2);
+        if let Some((_, slots)) = &mut self.current {
+            slots[usize::from(http2)] = Some(c.clone());
+        }
+        c
     }
-    let tls_mode = |mode: Option<&str>| {
-        let mut fields = std::collections::BTreeMap::new();
-        if let Some(m) = mode {
-            fields.insert(
-                "tlsMode".to_string(),
-                envoy_types::pb::google::protobuf::Value {
-                    kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
-                        m.to_string(),
-                    )),
-                },
-            );
-        }
-        envoy_types::pb::google::protobuf::Struct {
-            fields: fields.into_iter().collect(),
-        }
-    };
-    Some(ClusterExtras::new(Cluster {
-        transport_socket_matches: vec![
-            cluster::TransportSocketMatch {
-                name: "tlsMode-istio".into(),
-                r#match: Some(tls_mode(Some("istio"))),
-                transport_socket: Some(socket),
-            },
-            cluster::TransportSocketMatch {
-                name: "tlsMode-disabled".into(),
-                r#match: Some(tls_mode(None)),
-                transport_socket: Some(tls::raw_buffer_socket()),
-            },
-        ],
-        ..Default::default()
-    }))
+
+    fn get(&mut self, sans: Vec<String>, http2: bool) -> std::rc::Rc<MtlsContext> {
+        self.by_sans
+            .entry((sans, http2))
+            .or_insert_with_key(|(sans, http2)| std::rc::Rc::new(MtlsContext::new(sans, *http2)))
+            .clone()
+    }
 }
 
 /// Whether the cluster speaks HTTP/2 upstream: an HTTP/2 or gRPC port, or HTTP with
@@ -992,14 +1188,18 @@ mod tests {
             },
         ];
         // Per-cluster fields between and after the body's (24 and 43).
-        let extras = ClusterExtras::new(Cluster {
-            transport_socket: Some(crate::security::tls::raw_buffer_socket()),
-            transport_socket_matches: vec![cluster::TransportSocketMatch {
-                name: "tlsMode-disabled".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
+        let mut contexts = MtlsContexts::default();
+        let tls = contexts.get(vec!["spiffe://cluster.local/ns/a/sa/b".into()], true);
+        let plain = ClusterExtras {
+            sni: "outbound_.80_.v1_.reviews.shop.svc.cluster.local".into(),
+            tls: tls.clone(),
+            matches: false,
+        };
+        let matches = ClusterExtras {
+            sni: "outbound_.80_._.reviews.shop.svc.cluster.local".into(),
+            tls,
+            matches: true,
+        };
         for body in bodies {
             for kind in [
                 Kind::Eds,
@@ -1014,7 +1214,7 @@ mod tests {
                     encoded: std::cell::OnceCell::new(),
                 };
                 for name in ["", "outbound|80|v1|reviews.shop.svc.cluster.local"] {
-                    for extras in [None, Some(&extras)] {
+                    for extras in [None, Some(&plain), Some(&matches)] {
                         let mut buf = Vec::new();
                         t.encode_named(name, extras, &mut buf);
                         let want = t.instantiate(name.to_string(), extras).encode_to_vec();

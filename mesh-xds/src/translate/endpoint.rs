@@ -32,8 +32,7 @@ fn endpoint_mtls(
         Some(tls) => tls.mode == ClientTlsMode::IstioMutual,
         None => {
             ctx.peer_authentications
-                .for_workload(&svc.namespace, &ep.labels)
-                .for_port(target_port)
+                .mode_for(&svc.namespace, &ep.labels, target_port)
                 != crate::security::peer::Mode::Disable
         }
     }
