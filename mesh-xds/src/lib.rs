@@ -26,6 +26,7 @@
 #[cfg(feature = "cache")]
 pub mod cache;
 pub mod consistency;
+pub mod credentials;
 #[cfg(feature = "config-dump")]
 pub mod dump;
 mod encoding;

@@ -48,6 +48,9 @@ impl Snapshot {
         for rc in r.routes.values() {
             enc.route(rc.clone());
         }
+        for s in r.secrets.values() {
+            enc.secret(s.clone());
+        }
         enc.finish(version.into())
     }
 
@@ -97,6 +100,7 @@ impl Snapshot {
             endpoints: each::<ClusterLoadAssignment>(self, resource::ENDPOINT, &mut problems),
             listeners: each::<Listener>(self, resource::LISTENER, &mut problems),
             routes: each::<RouteConfiguration>(self, resource::ROUTE, &mut problems),
+            secrets: each(self, resource::SECRET, &mut problems),
         };
         if problems.is_empty() {
             Ok(r)
@@ -190,6 +194,7 @@ struct Encoder<'a> {
     endpoints: Vec<Arc<EncodedResource>>,
     listeners: Vec<Arc<EncodedResource>>,
     routes: TypedResources,
+    secrets: TypedResources,
     /// Keep EDS assignments only (see [`update_assignments`]).
     assignments_only: bool,
 }
@@ -202,6 +207,7 @@ impl<'a> Encoder<'a> {
             endpoints: Vec::new(),
             listeners: Vec::new(),
             routes: TypedResources::new(),
+            secrets: TypedResources::new(),
             assignments_only: false,
         }
     }
@@ -276,6 +282,7 @@ impl<'a> Encoder<'a> {
                 Self::collect(self.listeners, previous(resource::LISTENER)),
             ),
             (resource::ROUTE, self.routes),
+            (resource::SECRET, self.secrets),
         ] {
             if !m.is_empty() {
                 // The previous snapshot's map itself when nothing of the type changed.
@@ -386,5 +393,15 @@ impl Sink for Encoder<'_> {
     }
     fn has_route(&self, name: &str) -> bool {
         self.routes.contains_key(name)
+    }
+    fn secret(
+        &mut self,
+        s: envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret,
+    ) {
+        if self.assignments_only {
+            return;
+        }
+        let e = EncodedResource::with_type_url(&s.name, resource::SECRET, &s);
+        Self::put(self.previous, &mut self.secrets, resource::SECRET, e);
     }
 }

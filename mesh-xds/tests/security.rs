@@ -618,3 +618,140 @@ async fn jwt_on(kind: ProxyKind) {
     assert_eq!(call(Some(&bob)).await.unwrap().0, 403);
     rig.no_rejections().await;
 }
+
+/// A gateway terminating TLS with certificates the control plane serves over its ADS stream
+/// (`credentialName`, SDS `kubernetes://NAME`): SIMPLE answers any client that trusts the
+/// certificate, MUTUAL only clients with a certificate from the credential's CA; replacing the
+/// credential rotates the served certificate without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_credentials_come_over_ads() {
+    ProxyKind::each(gateway_credentials_on).await;
+}
+
+async fn gateway_credentials_on(kind: ProxyKind) {
+    use mesh_test_support::tls::self_signed;
+    use mesh_xds::credentials::{Credential, Credentials};
+    let app = upstream::start("app").await;
+    let (simple, mutual) = (free_port(), free_port());
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: app, namespace: shop}}
+spec:
+  hosts: [app.shop.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {app}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {simple}, name: https, protocol: HTTPS}}
+    bind: 127.0.0.1
+    hosts: ["shop/secure.example.com"]
+    tls: {{mode: SIMPLE, credentialName: shop-cert}}
+  - port: {{number: {mutual}, name: https-mutual, protocol: HTTPS}}
+    bind: 127.0.0.1
+    hosts: ["shop/secure.example.com"]
+    tls: {{mode: MUTUAL, credentialName: shop-cert}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: secure, namespace: shop}}
+spec:
+  hosts: [secure.example.com]
+  gateways: [edge]
+  http: [{{route: [{{destination: {{host: app.shop.svc.cluster.local}}}}]}}]
+"#,
+        app = app.port()
+    );
+    let cp = ControlPlane::new(&config);
+    let (server_dir, cert, key) = self_signed("mesh-gw-cred", "secure.example.com");
+    let (client_dir, client_cert, client_key) = self_signed("mesh-gw-client", "client.example.com");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let mut creds = Credentials::default();
+    creds.insert(
+        "shop-cert",
+        Credential {
+            cert_chain: read(&cert),
+            key: read(&key),
+            ca: Some(read(&client_cert)),
+        },
+    );
+    cp.set_credentials(creds);
+    let (xds, _) = serve(cp.clone()).await;
+    let node = r#"{id: "router~127.0.0.1~gw.shop~shop.svc.cluster.local", cluster: gw, metadata: {NAMESPACE: shop, LABELS: {istio: ingressgateway}}}"#;
+    let gw = Proxy::start(kind, xds, Api::Sotw, node).await;
+    let curl = |port: u16, ca: &std::path::Path, client: bool| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-s", "--max-time", "5", "--cacert"]).arg(ca);
+        if client {
+            cmd.arg("--cert")
+                .arg(&client_cert)
+                .arg("--key")
+                .arg(&client_key);
+        }
+        cmd.args([
+            "--resolve",
+            &format!("secure.example.com:{port}:127.0.0.1"),
+            &format!("https://secure.example.com:{port}/"),
+        ])
+        .output()
+        .unwrap()
+    };
+    eventually(
+        "HTTPS with a credential served over ADS",
+        Duration::from_secs(30),
+        async || {
+            let out = curl(simple, &cert, false);
+            (out.status.success() && out.stdout == b"app").then_some(())
+        },
+    )
+    .await;
+    // MUTUAL: a client certificate from the credential's CA is required.
+    eventually(
+        "MUTUAL with a client certificate",
+        Duration::from_secs(30),
+        async || {
+            let out = curl(mutual, &cert, true);
+            (out.status.success() && out.stdout == b"app").then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !curl(mutual, &cert, false).status.success(),
+        "MUTUAL without a client certificate"
+    );
+    // A new certificate for the credential: new handshakes get it, with no restart.
+    let (new_dir, new_cert, new_key) = self_signed("mesh-gw-cred-2", "secure.example.com");
+    let mut creds = Credentials::default();
+    creds.insert(
+        "shop-cert",
+        Credential {
+            cert_chain: read(&new_cert),
+            key: read(&new_key),
+            ca: Some(read(&client_cert)),
+        },
+    );
+    cp.set_credentials(creds);
+    eventually(
+        "the rotated credential",
+        Duration::from_secs(30),
+        async || {
+            let out = curl(simple, &new_cert, false);
+            (out.status.success() && out.stdout == b"app").then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !curl(simple, &cert, false).status.success(),
+        "the old certificate is gone"
+    );
+    assert_eq!(gw.rejections().await, 0, "{}", gw.log());
+    for d in [server_dir, client_dir, new_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

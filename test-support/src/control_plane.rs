@@ -20,6 +20,7 @@ pub struct ControlPlane {
     pub mesh: MeshConfig,
     views: std::sync::Mutex<Vec<(Proxy, watch::Sender<Arc<Snapshot>>)>>,
     version: std::sync::atomic::AtomicU64,
+    credentials: std::sync::Mutex<Arc<mesh_xds::credentials::Credentials>>,
 }
 
 impl ControlPlane {
@@ -36,6 +37,7 @@ impl ControlPlane {
             mesh,
             views: std::sync::Mutex::new(Vec::new()),
             version: std::sync::atomic::AtomicU64::new(1),
+            credentials: std::sync::Mutex::default(),
         });
         cp.apply(yaml);
         cp
@@ -59,8 +61,16 @@ impl ControlPlane {
         report
     }
 
+    /// Replaces the gateway credentials (`credentialName`s) and pushes.
+    pub fn set_credentials(&self, credentials: mesh_xds::credentials::Credentials) {
+        *self.credentials.lock().unwrap() = Arc::new(credentials);
+        self.update();
+    }
+
     fn snapshot_for(&self, proxy: &Proxy, previous: Option<&Snapshot>) -> Snapshot {
-        let ctx = PushContext::new(self.mesh.clone(), self.store.snapshot());
+        let credentials = self.credentials.lock().unwrap().clone();
+        let ctx = PushContext::new(self.mesh.clone(), self.store.snapshot())
+            .with_credentials(credentials);
         let resources = translate(&ctx, proxy);
         resources.consistent().expect("consistent translation");
         let v = self

@@ -84,6 +84,12 @@ struct Args {
     /// then get only the endpoints they reach without another network's gateway.
     #[arg(long)]
     mesh_networks: Option<PathBuf>,
+    /// Gateway credentials for `credentialName`: one directory per credential,
+    /// `DIR/NAME/{tls.crt,tls.key[,ca.crt]}` (Kubernetes' TLS secret layout), served to the
+    /// gateways that name them over their ADS stream as `kubernetes://NAME` (and
+    /// `kubernetes://NAME-cacert`), as istiod serves secrets. Watched.
+    #[arg(long)]
+    credentials_dir: Option<PathBuf>,
     /// How often the config directory is checked for changes.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     poll_interval: Duration,
@@ -278,6 +284,48 @@ impl Metrics {
 }
 
 /// A fingerprint of every manifest file: changes when a file is added, removed or modified.
+/// Reads the credentials directory now and whenever it changes, pushing every view when the
+/// credentials differ. A broken credential is logged (once per change) and left out.
+fn watch_credentials(dir: PathBuf, cache: Arc<ViewCache>, interval: Duration) {
+    let read = {
+        let dir = dir.clone();
+        move || mesh_xds::credentials::Credentials::read_dir(&dir)
+    };
+    let (initial, problems) = read();
+    for p in &problems {
+        tracing::error!("{p}");
+    }
+    tracing::info!(
+        "{} credential(s) from {}",
+        initial.names().count(),
+        dir.display()
+    );
+    cache.set_credentials(initial);
+    tokio::spawn(async move {
+        let mut last_problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let Ok((creds, problems)) = tokio::task::spawn_blocking(read.clone()).await else {
+                continue;
+            };
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            if problems != last_problems {
+                for p in &problems {
+                    tracing::error!("{p}");
+                }
+                last_problems = problems;
+            }
+            let names: Vec<String> = creds.names().map(str::to_string).collect();
+            if cache.set_credentials(creds) {
+                tracing::info!("credentials changed: {names:?}");
+                let cache = cache.clone();
+                let _ = tokio::task::spawn_blocking(move || cache.push_all()).await;
+            }
+        }
+    });
+}
+
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     mesh_model::parse::manifest_files(dir)
         .unwrap_or_default()
@@ -391,6 +439,15 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .run_debounced(store.subscribe(), Debounce::default()),
     );
+    if let Some(dir) = &args.credentials_dir {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--credentials-dir {}: not a directory (write a directory holding one \
+             NAME/tls.crt, NAME/tls.key and optional NAME/ca.crt per credential)",
+            dir.display()
+        );
+        watch_credentials(dir.clone(), cache.clone(), args.poll_interval);
+    }
 
     // Convergence: from the first config change after a push to the ACK of the next push.
     let change_started: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));

@@ -123,6 +123,8 @@ pub struct ViewCache {
     store: Arc<ConfigStore>,
     mesh: RwLock<MeshConfig>,
     networks: RwLock<mesh_model::MeshNetworks>,
+    credentials: RwLock<Arc<crate::credentials::Credentials>>,
+    jwks: RwLock<BTreeMap<String, String>>,
     views: Mutex<BTreeMap<String, View>>,
     version: AtomicU64,
     pushes: broadcast::Sender<PushSummary>,
@@ -149,6 +151,8 @@ impl ViewCache {
             store,
             mesh: RwLock::new(mesh),
             networks: RwLock::new(mesh_model::MeshNetworks::default()),
+            credentials: RwLock::default(),
+            jwks: RwLock::default(),
             views: Mutex::new(BTreeMap::new()),
             version: AtomicU64::new(0),
             pushes: broadcast::channel(64).0,
@@ -169,6 +173,39 @@ impl ViewCache {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = networks;
         self.settings.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Replaces the gateway credentials (`credentialName`s; takes effect at the next push).
+    /// Nothing happens when they are the same as before; returns whether they changed.
+    pub fn set_credentials(&self, credentials: crate::credentials::Credentials) -> bool {
+        let mut current = self
+            .credentials
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if **current == credentials {
+            return false;
+        }
+        *current = Arc::new(credentials);
+        self.settings.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// Replaces the JWKS documents of RequestAuthentications' `jwksUri`s (takes effect at the
+    /// next push); see [`PushContext::with_jwks`]. Nothing happens when they are the same;
+    /// returns whether they changed.
+    pub fn set_jwks(&self, jwks: BTreeMap<String, String>) -> bool {
+        let mut current = self.jwks.write().unwrap_or_else(PoisonError::into_inner);
+        if *current == jwks {
+            return false;
+        }
+        *current = jwks;
+        self.settings.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// The `jwksUri`s the current configuration needs fetched (see [`ViewCache::set_jwks`]).
+    pub fn jwks_uris(&self) -> std::collections::BTreeSet<String> {
+        self.source().0.jwks_uris()
     }
 
     /// Replaces the mesh settings (takes effect at the next push).
@@ -212,7 +249,22 @@ impl ViewCache {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let ctx = Arc::new(PushContext::new(mesh, config).with_networks(networks));
+        let credentials = self
+            .credentials
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let jwks = self
+            .jwks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let ctx = Arc::new(
+            PushContext::new(mesh, config)
+                .with_networks(networks)
+                .with_credentials(credentials)
+                .with_jwks(jwks),
+        );
         let source = Arc::new(Source {
             config: ctx.snapshot.clone(),
             registry: ctx.registry.clone(),

@@ -173,6 +173,20 @@ pub(crate) fn inbound_context(mesh: &MeshConfig) -> DownstreamTlsContext {
     }
 }
 
+/// A gateway server's ISTIO_MUTUAL context: the gateway's workload identity, client
+/// certificates required and checked against `sans` (exact; none = any mesh certificate).
+pub(crate) fn gateway_istio_mutual(sans: &[String]) -> DownstreamTlsContext {
+    let sans = sans
+        .iter()
+        .map(|s| matcher(string_matcher::MatchPattern::Exact(s.clone())))
+        .collect();
+    DownstreamTlsContext {
+        common_tls_context: Some(common(SERVER_ALPN, sans, None)),
+        require_client_certificate: Some(boolv(true)),
+        ..Default::default()
+    }
+}
+
 /// The client side of ISTIO_MUTUAL: SNI `sni`, the server's identity one of `sans` (exact;
 /// none = any certificate of the mesh's CA), ALPN by the upstream protocol.
 pub(crate) fn istio_mutual(sni: &str, sans: &[String], http2: bool) -> UpstreamTlsContext {

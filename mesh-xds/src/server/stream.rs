@@ -130,7 +130,14 @@ where
             },
             changed = changed(&mut p.core().snapshots) => {
                 let mut ok = changed;
-                for type_url in PUSH_ORDER {
+                // Secrets go with the clusters, before the listeners that name them.
+                for type_url in [
+                    PUSH_ORDER[0],
+                    PUSH_ORDER[1],
+                    crate::resource::SECRET,
+                    PUSH_ORDER[2],
+                    PUSH_ORDER[3],
+                ] {
                     if ok && p.requested(type_url) {
                         ok = p.push(type_url).await;
                     }

@@ -67,6 +67,8 @@ pub struct PushContext {
     pub(crate) request_authentications: Vec<Arc<Config>>,
     /// JWKS documents by `jwksUri`, fetched by the caller (see [`PushContext::with_jwks`]).
     pub(crate) jwks: BTreeMap<String, String>,
+    /// Gateway credentials (see [`PushContext::with_credentials`]).
+    pub(crate) credentials: Arc<crate::credentials::Credentials>,
 }
 
 type DrMemo = HashMap<String, HashMap<String, HashMap<String, Option<scope::DrHit>>>>;
@@ -154,6 +156,7 @@ impl PushContext {
             authorization_policies: sorted(&snapshot, Kind::AuthorizationPolicy),
             request_authentications: sorted(&snapshot, Kind::RequestAuthentication),
             jwks: BTreeMap::new(),
+            credentials: Arc::default(),
             registry,
             dynamic_dns,
             networks: mesh_model::MeshNetworks::default(),
@@ -189,6 +192,17 @@ impl PushContext {
     #[must_use]
     pub fn with_jwks(mut self, jwks: BTreeMap<String, String>) -> PushContext {
         self.jwks = jwks;
+        self
+    }
+
+    /// With the credentials gateways' `credentialName`s refer to: each gateway gets the ones
+    /// its listeners name over its ADS stream, as SDS secrets (`kubernetes://NAME`).
+    #[must_use]
+    pub fn with_credentials(
+        mut self,
+        credentials: Arc<crate::credentials::Credentials>,
+    ) -> PushContext {
+        self.credentials = credentials;
         self
     }
 
@@ -250,6 +264,9 @@ pub struct Resources {
     pub listeners: BTreeMap<String, Listener>,
     /// RDS, for every route config a listener names.
     pub routes: BTreeMap<String, RouteConfiguration>,
+    /// SDS over ADS: the gateway credentials (`credentialName`) the listeners name.
+    pub secrets:
+        BTreeMap<String, envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>,
 }
 
 /// Translates the configuration one proxy sees.
@@ -318,6 +335,8 @@ pub(crate) trait Sink {
     }
     /// Whether a route config of this name was already emitted (listeners share them).
     fn has_route(&self, name: &str) -> bool;
+    /// A secret served over ADS.
+    fn secret(&mut self, s: envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret);
 }
 
 impl Sink for Resources {
@@ -335,6 +354,12 @@ impl Sink for Resources {
     }
     fn has_route(&self, name: &str) -> bool {
         self.routes.contains_key(name)
+    }
+    fn secret(
+        &mut self,
+        s: envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret,
+    ) {
+        self.secrets.insert(s.name.clone(), s);
     }
 }
 

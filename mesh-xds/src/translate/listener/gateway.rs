@@ -86,10 +86,13 @@ pub(crate) fn gateway_listeners(lx: ListenerContext<'_>, out: &mut dyn Sink) {
                 continue;
             };
             match tls.mode {
-                ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+                ServerTlsMode::Simple
+                | ServerTlsMode::Mutual
+                | ServerTlsMode::OptionalMutual
+                | ServerTlsMode::IstioMutual
                     if proto == "HTTPS" =>
                 {
-                    let Some(tls_ctx) = downstream_tls(tls) else {
+                    let Some(tls_ctx) = server_tls(ctx, tls, out) else {
                         continue;
                     };
                     needs_tls_inspector = true;
@@ -388,4 +391,91 @@ fn tcp_chains(ctx: &PushContext, s: &GatewayServer<'_>, port: u32) -> Vec<Filter
         }
     }
     Vec::new()
+}
+
+/// The TLS context of a gateway server (reference: security §6.1): ISTIO_MUTUAL with the
+/// gateway's workload identity (`default`/`ROOTCA` from its agent), client certificates
+/// required and checked against `subjectAltNames`; `credentialName` as SDS secrets over the
+/// ADS stream (`kubernetes://NAME`, and `kubernetes://NAME-cacert` for MUTUAL), which are
+/// emitted when the control plane has them; else certificate files.
+fn server_tls(
+    ctx: &PushContext,
+    tls: &mesh_model::networking::gateway::ServerTlsSettings,
+    out: &mut dyn Sink,
+) -> Option<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext> {
+    use crate::credentials::{sds_ca_name, sds_name};
+    use crate::security::tls as istio;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+        common_tls_context,
+    };
+    if tls.mode == ServerTlsMode::IstioMutual {
+        return Some(istio::gateway_istio_mutual(&tls.subject_alt_names));
+    }
+    let names: Vec<&String> = tls
+        .credential_name
+        .iter()
+        .chain(&tls.credential_names)
+        .collect();
+    if names.is_empty() {
+        return downstream_tls(tls);
+    }
+    let ads = |name: String| SdsSecretConfig {
+        name,
+        sds_config: Some(crate::pb::ads_source(None)),
+    };
+    let mut common = CommonTlsContext {
+        alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+        ..Default::default()
+    };
+    for n in &names {
+        let sds = sds_name(n);
+        if let Some(s) = ctx.credentials.get(&sds) {
+            out.secret(s);
+        }
+        common.tls_certificate_sds_secret_configs.push(ads(sds));
+    }
+    let mutual = matches!(
+        tls.mode,
+        ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    );
+    if mutual {
+        let ca = match &tls.ca_cert_credential_name {
+            Some(c) => sds_name(c),
+            None => sds_ca_name(names[0]),
+        };
+        if let Some(s) = ctx.credentials.get(&ca) {
+            out.secret(s);
+        }
+        #[allow(deprecated)]
+        let checks = CertificateValidationContext {
+            match_subject_alt_names: tls
+                .subject_alt_names
+                .iter()
+                .map(|s| envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher {
+                    match_pattern: Some(
+                        envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Exact(
+                            s.clone(),
+                        ),
+                    ),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        common.validation_context_type = Some(
+            common_tls_context::ValidationContextType::CombinedValidationContext(
+                common_tls_context::CombinedCertificateValidationContext {
+                    default_validation_context: Some(checks),
+                    validation_context_sds_secret_config: Some(ads(ca)),
+                    ..Default::default()
+                },
+            ),
+        );
+    }
+    Some(DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(crate::pb::boolv(tls.mode == ServerTlsMode::Mutual)),
+        ..Default::default()
+    })
 }
