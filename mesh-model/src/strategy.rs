@@ -417,25 +417,36 @@ pub fn service_entry_for(
         versions
     };
     let all_versions = versions.clone();
+    let app = meta.name.clone();
     vec(
         (
-            ip(),
+            // Sometimes the address of the first test proxy (10.0.0.1), which then backs the
+            // service and gets its inbound chains.
+            prop_oneof![4 => ip(), 1 => Just("10.0.0.1".to_string())],
             proptest::sample::select(versions),
             1u32..=10,
             option::of(prop_oneof![Just("us-east/a"), Just("us-west/b")]),
+            // With a service account the endpoint accepts Istio mTLS (tlsMode istio).
+            option::of(Just("workload")),
         ),
         1..5,
     )
     .prop_map(move |eps| {
         let mut endpoints: Vec<WorkloadEntrySpec> = eps
             .into_iter()
-            .map(|(address, version, weight, locality)| WorkloadEntrySpec {
-                address,
-                labels: BTreeMap::from([("version".to_string(), version)]),
-                weight: Some(weight),
-                locality: locality.unwrap_or_default().to_string(),
-                ..Default::default()
-            })
+            .map(
+                |(address, version, weight, locality, sa)| WorkloadEntrySpec {
+                    address,
+                    labels: BTreeMap::from([
+                        ("version".to_string(), version),
+                        ("app".to_string(), app.clone()),
+                    ]),
+                    weight: Some(weight),
+                    locality: locality.unwrap_or_default().to_string(),
+                    service_account: sa.unwrap_or_default().to_string(),
+                    ..Default::default()
+                },
+            )
             .collect();
         // Every version (subset) selects at least one endpoint.
         for (i, v) in all_versions.iter().enumerate() {
@@ -559,6 +570,148 @@ pub fn authorization_policy() -> impl Strategy<Value = Resource<AuthorizationPol
         })
 }
 
+/// A JWKS (one RSA public key) for generated RequestAuthentications.
+const TEST_JWKS: &str = r#"{"keys":[{"kty":"RSA","e":"AQAB","n":"xjlCRBqkQRuaBrFjfxxyHhpIMG9OmnNi8nEfINRNTl8SwFgFnBN0rAGDtBwXVybpcBN4ZUUbw0lBxgiz0yqGV8UcuDr_3S2HdvTn4UjbpmVWAZWjd4GaHhh-NwG_vGUlx0Mw_ZJfxXN3SuY5_cgWPgJV9WF_ZdVtTe9_bJSVpjiaECZS4TKBEqvGbw0r0ZZuUVZUiybXL6wmFLeO3AObgN7KBYkwaWn5A0dbzXiVl8IbAjxqmA3PAYkc0Er-JnkLamC7BiY2W9idIWpTRZNsbJrIKnKuJBkgEVGbwNGX-JbApBWUOhTzSQFp07NVAq1QM9U61Dvb55iQzwx7K0OMvQ"}]}"#;
+
+/// Security policies for namespace `ns` whose workloads carry `app: <one of apps>`: 0-2
+/// PeerAuthentications (namespace-wide, or selecting an app with port-level modes), 0-3
+/// AuthorizationPolicies (every action, dry-run, principals, namespaces, ports, paths,
+/// methods, conditions), 0-1 RequestAuthentication with inline keys.
+pub fn security_for(ns: String, apps: Vec<String>) -> impl Strategy<Value = Vec<Config>> {
+    use crate::security::WorkloadSelector;
+    use crate::security::authorization_policy::{Condition, RuleFrom, Source};
+    use crate::security::request_authentication::{JwtRule, RequestAuthenticationSpec};
+    let apps = if apps.is_empty() {
+        vec!["app".to_string()]
+    } else {
+        apps
+    };
+    let mode = || {
+        prop_oneof![
+            Just(MtlsMode::Strict),
+            Just(MtlsMode::Permissive),
+            Just(MtlsMode::Disable),
+            Just(MtlsMode::Unset)
+        ]
+    };
+    let selector = move |apps: Vec<String>| {
+        option::of(proptest::sample::select(apps)).prop_map(|app| {
+            app.map(|a| WorkloadSelector {
+                match_labels: BTreeMap::from([("app".to_string(), a)]),
+            })
+        })
+    };
+    let pa = (
+        selector(apps.clone()),
+        mode(),
+        option::of((1u32..=65535, mode())),
+    );
+    let ap = (
+        selector(apps.clone()),
+        prop_oneof![Just(Action::Allow), Just(Action::Deny), Just(Action::Audit)],
+        any::<bool>(),
+        option::of(proptest::sample::select(vec![
+            "cluster.local/ns/other/sa/client",
+            "*",
+        ])),
+        option::of(vec(dns_label(), 1..3)),
+        option::of(1u32..=65535),
+        option::of(prop_oneof![
+            Just(("source.ip", "10.0.0.0/8")),
+            Just(("request.headers[x-token]", "*")),
+            Just(("destination.port", "8080")),
+        ]),
+    );
+    let ra = (selector(apps), any::<bool>());
+    let ns2 = ns.clone();
+    let ns3 = ns.clone();
+    (vec(pa, 0..=2), vec(ap, 0..=3), option::of(ra)).prop_map(move |(pas, aps, ra)| {
+        let mut out = Vec::new();
+        for (i, (sel, mode, port)) in pas.into_iter().enumerate() {
+            // Port-level modes need a selector.
+            let port_level_mtls = match (&sel, port) {
+                (Some(_), Some((p, m))) => BTreeMap::from([(p, MutualTls { mode: m })]),
+                _ => BTreeMap::new(),
+            };
+            out.push(Config::from(Resource::new(
+                ObjectMeta::new(&ns, format!("pa-{i}")),
+                PeerAuthenticationSpec {
+                    selector: sel,
+                    mtls: Some(MutualTls { mode }),
+                    port_level_mtls,
+                },
+            )));
+        }
+        for (i, (sel, action, dry_run, principal, paths, port, when)) in aps.into_iter().enumerate()
+        {
+            let mut meta = ObjectMeta::new(&ns2, format!("ap-{i}"));
+            if dry_run && matches!(action, Action::Allow | Action::Deny) {
+                meta.annotations
+                    .insert("istio.io/dry-run".into(), "true".into());
+            }
+            let rule = Rule {
+                from: principal.map(|p| {
+                    vec![RuleFrom {
+                        source: Some(Source {
+                            principals: vec![p.to_string()],
+                            namespaces: vec![ns2.clone()],
+                            ..Default::default()
+                        }),
+                    }]
+                }),
+                to: (paths.is_some() || port.is_some()).then(|| {
+                    vec![RuleTo {
+                        operation: Some(Operation {
+                            methods: vec!["GET".into()],
+                            paths: paths
+                                .clone()
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|p| format!("/{p}*"))
+                                .collect(),
+                            ports: port.map(|p| p.to_string()).into_iter().collect(),
+                            ..Default::default()
+                        }),
+                    }]
+                }),
+                when: when.map(|(key, value)| {
+                    vec![Condition {
+                        key: key.into(),
+                        values: vec![value.into()],
+                        ..Default::default()
+                    }]
+                }),
+            };
+            out.push(Config::from(Resource::new(
+                meta,
+                AuthorizationPolicySpec {
+                    selector: sel,
+                    action,
+                    rules: Some(vec![rule]),
+                    ..Default::default()
+                },
+            )));
+        }
+        if let Some((sel, forward)) = ra {
+            out.push(Config::from(Resource::new(
+                ObjectMeta::new(&ns3, "jwt"),
+                RequestAuthenticationSpec {
+                    selector: sel,
+                    jwt_rules: vec![JwtRule {
+                        issuer: "https://issuer.example".into(),
+                        audiences: vec!["api".into()],
+                        jwks: Some(TEST_JWKS.into()),
+                        forward_original_token: forward.then_some(true),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            )));
+        }
+        out
+    })
+}
+
 /// Any single valid resource.
 pub fn any_config() -> impl Strategy<Value = Config> {
     prop_oneof![
@@ -582,6 +735,9 @@ pub struct MeshSet {
     pub virtual_services: Vec<Resource<VirtualServiceSpec>>,
     /// A gateway that the edge VirtualServices bind to.
     pub gateways: Vec<Resource<GatewaySpec>>,
+    /// Security policies of the namespace: PeerAuthentications, AuthorizationPolicies and
+    /// RequestAuthentications, namespace-wide or selecting the services' workloads.
+    pub security: Vec<Config>,
 }
 
 impl MeshSet {
@@ -592,6 +748,7 @@ impl MeshSet {
         out.extend(self.destination_rules.iter().cloned().map(Config::from));
         out.extend(self.virtual_services.iter().cloned().map(Config::from));
         out.extend(self.gateways.iter().cloned().map(Config::from));
+        out.extend(self.security.iter().cloned());
         out
     }
 }
@@ -704,12 +861,14 @@ pub fn mesh_set() -> impl Strategy<Value = MeshSet> {
                 gw_port,
                 vec![format!("{ns}/{edge_host}")],
             );
-            (ses, drs, vss).prop_map(
-                move |(service_entries, destination_rules, virtual_services)| MeshSet {
+            let apps: Vec<String> = services.iter().map(|(n, _, _)| n.clone()).collect();
+            (ses, drs, vss, security_for(ns.clone(), apps)).prop_map(
+                move |(service_entries, destination_rules, virtual_services, security)| MeshSet {
                     service_entries,
                     destination_rules,
                     virtual_services,
                     gateways: vec![gw.clone()],
+                    security,
                 },
             )
         })
