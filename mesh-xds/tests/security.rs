@@ -750,6 +750,41 @@ spec:
         !curl(simple, &cert, false).status.success(),
         "the old certificate is gone"
     );
+    // The gateway's own AuthorizationPolicy applies on its HTTP connection managers.
+    cp.apply(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+         metadata: {name: edge-deny, namespace: shop}\nspec:\n  \
+         selector: {matchLabels: {istio: ingressgateway}}\n  action: DENY\n  \
+         rules: [{to: [{operation: {paths: [\"/admin*\"]}}]}]\n",
+    );
+    cp.update();
+    let get = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+                "--cacert",
+            ])
+            .arg(&new_cert)
+            .args([
+                "--resolve",
+                &format!("secure.example.com:{simple}:127.0.0.1"),
+                &format!("https://secure.example.com:{simple}{path}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    eventually("DENY on the gateway", Duration::from_secs(30), async || {
+        (get("/admin/x") == "403").then_some(())
+    })
+    .await;
+    assert_eq!(get("/public"), "200");
     assert_eq!(gw.rejections().await, 0, "{}", gw.log());
     for d in [server_dir, client_dir, new_dir] {
         let _ = std::fs::remove_dir_all(d);

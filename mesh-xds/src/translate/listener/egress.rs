@@ -90,5 +90,5 @@ pub(crate) fn sidecar_hcm(
             &mut |emit| route::sidecar_vhosts(ctx, proxy, scope, port, imports, emit),
         );
     }
-    network_filter(HCM, &hcm(ctx, stat_prefix, rds, false))
+    network_filter(HCM, &hcm(ctx, stat_prefix, rds, false, &[]))
 }

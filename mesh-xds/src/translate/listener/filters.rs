@@ -87,8 +87,9 @@ pub(crate) fn hcm(
     stat_prefix: &str,
     route_config: &str,
     proxyless: bool,
+    policies: &[HttpFilter],
 ) -> HttpConnectionManager {
-    let mut filters = Vec::new();
+    let mut filters = policies.to_vec();
     if !proxyless {
         filters.push(http_filter(route::FAULT_FILTER, &HttpFault::default()));
         filters.push(http_filter(route::CORS_FILTER, &Cors::default()));

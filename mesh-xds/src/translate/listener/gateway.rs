@@ -38,6 +38,9 @@ pub(crate) fn gateway_listeners(lx: ListenerContext<'_>, out: &mut dyn Sink) {
         proxy,
         scope: _,
     } = lx;
+    // The gateway's own AuthorizationPolicies and RequestAuthentications, on every HTTP
+    // connection manager it serves.
+    let policies = super::policies::Policies::for_proxy(ctx, proxy, true);
     let mut by_port: BTreeMap<(String, u32), Vec<GatewayServer<'_>>> = BTreeMap::new();
     for gw in selected_gateways(ctx, proxy) {
         for s in &gw.spec.servers {
@@ -73,7 +76,10 @@ pub(crate) fn gateway_listeners(lx: ListenerContext<'_>, out: &mut dyn Sink) {
             let rc = gateway_route_config(ctx, proxy, &http_servers, port, &rds);
             out.route(rc);
             chains.push(FilterChain {
-                filters: vec![network_filter(HCM, &hcm(ctx, &name, &rds, false))],
+                filters: vec![network_filter(
+                    HCM,
+                    &hcm(ctx, &name, &rds, false, &policies.http),
+                )],
                 ..Default::default()
             });
         }
@@ -109,7 +115,10 @@ pub(crate) fn gateway_listeners(lx: ListenerContext<'_>, out: &mut dyn Sink) {
                             "envoy.transport_sockets.tls",
                             &tls_ctx,
                         )),
-                        filters: vec![network_filter(HCM, &hcm(ctx, &name, &rds, false))],
+                        filters: vec![network_filter(
+                            HCM,
+                            &hcm(ctx, &name, &rds, false, &policies.http),
+                        )],
                         ..Default::default()
                     });
                 }

@@ -46,6 +46,7 @@ use mesh_model::networking::sidecar::{CaptureMode, IstioIngressListener};
 
 use super::context::ListenerContext;
 use super::filters::{HCM, http_filter, listener_filter, tcp_proxy_to};
+use super::policies::Policies;
 use crate::naming;
 use crate::pb::{any, boolv, dur, pipe, socket, u32v};
 use crate::proxy::{InterceptionMode, Proxy};
@@ -63,51 +64,6 @@ const PASSTHROUGH_HTTP_CHAIN: &str = "virtualInbound-catchall-http";
 const PASSTHROUGH_TCP_CHAIN: &str = "virtualInbound";
 const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
-
-/// The authentication and authorization filters of the workload's inbound chains
-/// (reference: security §5): on HTTP chains CUSTOM, `jwt_authn`, AUDIT, DENY, ALLOW before
-/// the router; on TCP chains the network CUSTOM, AUDIT, DENY, ALLOW before the TCP proxy.
-struct Policies {
-    http: Vec<envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter>,
-    tcp: Vec<Filter>,
-}
-
-impl Policies {
-    fn for_proxy(ctx: &PushContext, proxy: &Proxy) -> Policies {
-        use crate::security::{applicable, authz, jwt};
-        use mesh_model::security::authorization_policy::AuthorizationPolicySpec;
-        use mesh_model::security::request_authentication::RequestAuthenticationSpec;
-        let root = &ctx.mesh.root_namespace;
-        let authz: Vec<_> = applicable::<AuthorizationPolicySpec>(
-            &ctx.authorization_policies,
-            root,
-            &proxy.namespace,
-            &proxy.labels,
-        );
-        let authn: Vec<_> = applicable::<RequestAuthenticationSpec>(
-            &ctx.request_authentications,
-            root,
-            &proxy.namespace,
-            &proxy.labels,
-        );
-        let jwt = jwt::jwt_filter(&authn, false, &|rule| {
-            rule.jwks_uri
-                .as_ref()
-                .and_then(|u| ctx.jwks.get(u).cloned())
-        });
-        Policies {
-            http: authz::http_filters(&authz, &ctx.mesh).into_http_filters(jwt),
-            tcp: authz::network_filters(&authz, &ctx.mesh).into_filters(),
-        }
-    }
-
-    /// The TCP chain's filters: the policies, then the TCP proxy to `cluster`.
-    fn tcp_filters(&self, cluster: &str) -> Vec<Filter> {
-        let mut v = self.tcp.clone();
-        v.push(tcp_proxy_to(cluster, cluster));
-        v
-    }
-}
 
 /// What a port's traffic is, for its chain set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,7 +309,7 @@ pub(crate) fn sidecar_inbound(lx: ListenerContext<'_>, out: &mut dyn Sink) {
     let mtls = ctx
         .peer_authentications
         .for_workload(&proxy.namespace, &proxy.labels);
-    let policies = Policies::for_proxy(ctx, proxy);
+    let policies = Policies::for_proxy(ctx, proxy, false);
     let mut captured = Vec::new();
     let mut served = BTreeSet::new();
     for (p, bound) in inbound_ports(lx, out) {

@@ -8,7 +8,8 @@
 //! - [`egress`] (bound Sidecar egress ports and the outbound HTTP connection manager),
 //!   [`outbound`] (captured outbound ports), [`inbound`] (inbound chains and clusters) and
 //!   [`virtual_listeners`] (`virtualOutbound`) build the sidecar's parts;
-//! - [`tcp`] builds the TLS/TCP route chains sidecars and gateways share;
+//! - [`tcp`] builds the TLS/TCP route chains sidecars and gateways share, [`policies`] the
+//!   authentication and authorization filters inbound chains and gateways carry;
 //! - [`filters`] holds the filter and chain builders everything uses, and [`context`] the one
 //!   value the builders take ([`ListenerContext`]).
 
@@ -18,6 +19,7 @@ pub(crate) mod filters;
 mod gateway;
 mod inbound;
 mod outbound;
+mod policies;
 mod sidecar;
 mod tcp;
 mod virtual_listeners;

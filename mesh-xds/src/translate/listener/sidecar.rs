@@ -90,7 +90,7 @@ fn proxyless_listeners(lx: ListenerContext<'_>, out: &mut dyn Sink) {
             out.listener(Listener {
                 name: name.clone(),
                 api_listener: Some(ApiListener {
-                    api_listener: Some(any(&hcm(ctx, &name, &name, true))),
+                    api_listener: Some(any(&hcm(ctx, &name, &name, true, &[]))),
                 }),
                 ..Default::default()
             });
