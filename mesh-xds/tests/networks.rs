@@ -1,8 +1,9 @@
-//! Multi-network endpoints (Istio's `meshNetworks`) on the translated output: a proxy gets the
-//! endpoints of its own network and of networks without a gateway; endpoints behind another
-//! network's gateway need mTLS through that gateway, which this translation does not originate
-//! yet, so they are left out (as istiod leaves out cross-network endpoints without mTLS). An
-//! endpoint without a `network` is placed by the networks' `fromCidr` rules.
+//! Multi-network endpoints (Istio's `meshNetworks`) on the translated output, istiod's split
+//! horizon: a proxy gets the endpoints of its own network and of networks without a gateway;
+//! an endpoint behind another network's gateway is replaced by that network's gateways (with
+//! `tlsMode: istio`, reached over mTLS, the weight split evenly over the gateways), or left out
+//! when it does not accept mTLS. An endpoint without a `network` is placed by the networks'
+//! `fromCidr` rules.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -105,6 +106,87 @@ fn without_mesh_networks_every_endpoint_is_direct() {
             "10.3.0.1",
             "172.16.0.1",
             "192.168.7.1"
+        ]
+    );
+}
+
+/// Endpoints with identities (so they accept mTLS): two in east (one gateway), one in west
+/// (two gateways), one local.
+const WITH_IDENTITIES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 10.1.0.1, network: east, serviceAccount: api}
+  - {address: 10.1.0.2, network: east, serviceAccount: api}
+  - {address: 10.2.0.1, network: west, serviceAccount: api}
+  - {address: 10.9.0.1, network: south, serviceAccount: api}
+"#;
+
+const TWO_GATEWAYS: &str = r#"
+networks:
+  east:
+    endpoints: [{fromRegistry: east-cluster}]
+    gateways: [{address: 203.0.113.1, port: 15443}]
+  west:
+    endpoints: [{fromRegistry: west-cluster}]
+    gateways: [{address: 203.0.113.2, port: 15443}, {address: 203.0.113.3, port: 15443}]
+"#;
+
+#[test]
+fn remote_endpoints_are_reached_through_their_networks_gateways() {
+    let store = ConfigStore::new();
+    assert!(
+        store
+            .apply_all(parse_str(WITH_IDENTITIES, "api.yaml"))
+            .rejected
+            .is_empty()
+    );
+    let (networks, _) = parse_mesh_networks(TWO_GATEWAYS).unwrap();
+    let ctx = PushContext::new(MeshConfig::default(), store.snapshot()).with_networks(networks);
+    let proxy = Proxy {
+        namespace: "shop".into(),
+        network: "south".into(),
+        ..Default::default()
+    };
+    let out = translate(&ctx, &proxy);
+    out.consistent().unwrap();
+    let cla = &out.endpoints["outbound|8080||api.shop.svc.cluster.local"];
+    let mut found: Vec<(String, u32, u32, bool)> = cla
+        .endpoints
+        .iter()
+        .flat_map(|g| &g.lb_endpoints)
+        .filter_map(|e| {
+            let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+                return None;
+            };
+            let Some(address::Address::SocketAddress(s)) = ep.address.as_ref()?.address.as_ref()
+            else {
+                return None;
+            };
+            let port = match s.port_specifier {
+                Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => p,
+                _ => 0,
+            };
+            let mtls = format!("{:?}", e.metadata).contains("tlsMode");
+            Some((s.address.clone(), port, e.load_balancing_weight?.value, mtls))
+        })
+        .collect();
+    found.sort();
+    // Scale 2 (the LCM of 1 and 2 gateways): the local endpoint weighs 2; east's gateway stands
+    // for two endpoints (2 + 2); west's endpoint (2) splits over its two gateways.
+    assert_eq!(
+        found,
+        [
+            ("10.9.0.1".to_string(), 8080, 2, true),
+            ("203.0.113.1".to_string(), 15443, 4, true),
+            ("203.0.113.2".to_string(), 15443, 1, true),
+            ("203.0.113.3".to_string(), 15443, 1, true),
         ]
     );
 }

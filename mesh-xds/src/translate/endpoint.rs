@@ -103,7 +103,7 @@ pub(crate) fn keep_first(cla: &mut ClusterLoadAssignment) {
 /// locality (sorted), each weighted by the sum of its endpoints' weights, with failover
 /// priorities when locality failover applies.
 pub(crate) fn assignment<'a>(
-    ctx: &PushContext,
+    ctx: &'a PushContext,
     proxy: &Proxy,
     svc: &'a Service,
     port: &ServicePort,
@@ -127,10 +127,24 @@ pub(crate) fn assignment<'a>(
     // short vector beats a map.
     let mut groups_by: Vec<(&str, u32, Vec<Ep<'a>>, u32)> = Vec::new();
     let multi_network = ctx.multi_network();
+    // Split horizon (reference: security §6.4): every weight is scaled by the least common
+    // multiple of the gateway counts of the remote networks involved, so that a remote
+    // endpoint's weight splits evenly over its network's gateways.
+    let scale = if multi_network {
+        svc.endpoints
+            .iter()
+            .filter_map(|ep| remote_gateways(ctx, proxy, ep))
+            .map(|g| u32::try_from(g.len()).unwrap_or(1).max(1))
+            .fold(1u32, lcm)
+    } else {
+        1
+    };
     for ep in &svc.endpoints {
-        if multi_network && !directly_reachable(ctx, proxy, ep) {
-            continue;
-        }
+        let remote = if multi_network {
+            remote_gateways(ctx, proxy, ep)
+        } else {
+            None
+        };
         if let Some(labels) = subset_labels
             && !labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v))
         {
@@ -139,6 +153,34 @@ pub(crate) fn assignment<'a>(
         if ep.address.is_empty() {
             continue;
         }
+        let target = ep.port_for(port);
+        let mtls = endpoint_mtls(ctx, svc, ep, target, policy);
+        let weight = ep.weight.max(1).saturating_mul(scale);
+        let eps: Vec<Ep<'a>> = match remote {
+            None => vec![Ep {
+                address: &ep.address,
+                port: target,
+                weight,
+                mtls,
+            }],
+            // Behind another network's gateway: reachable only over mTLS through it (the
+            // gateway routes by the SNI to the endpoint), so plaintext endpoints are dropped.
+            Some(_) if !mtls => continue,
+            Some(gateways) => {
+                let share = weight / u32::try_from(gateways.len()).unwrap_or(1).max(1);
+                gateways
+                    .iter()
+                    .filter_map(|g| {
+                        Some(Ep {
+                            address: g.address.as_deref()?,
+                            port: g.port,
+                            weight: share.max(1),
+                            mtls: true,
+                        })
+                    })
+                    .collect()
+            }
+        };
         let loc = ep.locality.as_str();
         let level = label_priorities.map_or(0, |keys| label_priority(proxy, ep, keys));
         let i = match groups_by.binary_search_by(|(l, p, _, _)| (*l, *p).cmp(&(loc, level))) {
@@ -149,14 +191,16 @@ pub(crate) fn assignment<'a>(
             }
         };
         let group = &mut groups_by[i];
-        let target = ep.port_for(port);
-        group.2.push(Ep {
-            address: &ep.address,
-            port: target,
-            weight: ep.weight.max(1),
-            mtls: endpoint_mtls(ctx, svc, ep, target, policy),
-        });
-        group.3 += ep.weight.max(1);
+        for e in eps {
+            group.3 += e.weight;
+            // A gateway standing in for several endpoints appears once, with their weights.
+            match group.2.iter_mut().find(|x| {
+                x.mtls && e.mtls && x.address == e.address && x.port == e.port && remote.is_some()
+            }) {
+                Some(x) => x.weight += e.weight,
+                None => group.2.push(e),
+            }
+        }
     }
     let failover_regions: Vec<(String, String)> = setting
         .map(|l| {
@@ -213,20 +257,31 @@ pub(crate) fn assignment<'a>(
     Assignment { cluster, groups }
 }
 
-/// Whether the proxy reaches `ep` without a network gateway: same network, or a network
-/// without gateways (see [`PushContext::with_networks`]).
-fn directly_reachable(ctx: &PushContext, proxy: &Proxy, ep: &crate::registry::Endpoint) -> bool {
+/// The gateways through which the proxy reaches `ep`, when `ep` is on another network that
+/// has gateways (with an address); `None` when the proxy reaches it directly (same network,
+/// or a network without gateways; see [`PushContext::with_networks`]).
+fn remote_gateways<'c>(
+    ctx: &'c PushContext,
+    proxy: &Proxy,
+    ep: &crate::registry::Endpoint,
+) -> Option<&'c [mesh_model::mesh::NetworkGateway]> {
     let network = if ep.network.is_empty() {
         network_by_cidr(ctx, &ep.address).unwrap_or_default()
     } else {
         ep.network.as_str()
     };
-    network == proxy.network
-        || ctx
-            .networks
-            .networks
-            .get(network)
-            .is_none_or(|n| n.gateways.is_empty())
+    if network == proxy.network {
+        return None;
+    }
+    let n = ctx.networks.networks.get(network)?;
+    (!n.gateways.is_empty()).then_some(n.gateways.as_slice())
+}
+
+fn lcm(a: u32, b: u32) -> u32 {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    (a / gcd(a, b).max(1)).saturating_mul(b)
 }
 
 /// The first network whose `fromCidr` contains `address`.

@@ -173,12 +173,12 @@ impl PushContext {
         }
     }
 
-    /// With the mesh's networks: endpoints on another network than the proxy's are then
-    /// reached directly only if their network has no gateway. Behind a gateway they need
-    /// Istio's mTLS (SNI-DNAT through the gateway), which this translation does not originate
-    /// yet, so they are left out of the proxy's endpoints, as istiod leaves out cross-network
-    /// endpoints without mTLS. An endpoint's network is its own `network`, else the first
-    /// network whose `fromCidr` contains its address.
+    /// With the mesh's networks (istiod's split horizon): an endpoint on another network than
+    /// the proxy's, when that network has gateways, is replaced by those gateways (reached
+    /// over Istio mTLS, which the gateway routes by SNI to the endpoint; the endpoint's weight
+    /// split evenly over them, every weight scaled by the least common multiple of the gateway
+    /// counts), or left out when it does not accept mTLS. An endpoint's network is its own
+    /// `network`, else the first network whose `fromCidr` contains its address.
     #[must_use]
     pub fn with_networks(mut self, networks: mesh_model::MeshNetworks) -> PushContext {
         self.networks = networks;
