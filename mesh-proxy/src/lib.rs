@@ -106,6 +106,7 @@ pub mod layer;
 pub mod listener;
 pub mod proto;
 pub mod retry;
+pub mod secret;
 pub mod server;
 #[cfg(feature = "sidecar")]
 pub mod sidecar;

@@ -33,6 +33,8 @@ use envoy_types::pb::envoy::config::listener::v3 as lis;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use mesh_test_support::identity::WorkloadSds;
+use mesh_test_support::proxy::{Bootstrap, XdsAt};
 use mesh_test_support::upstream::{self, Upstream};
 use mesh_test_support::{Api, ControlPlane, Proxy, ProxyKind, eventually, free_port};
 use mesh_xds::Snapshot;
@@ -378,6 +380,10 @@ const STAT_DIFFERENCES: &[(&str, &str)] = &[
         "mesh-sidecar's ADS stream does not go through the xds cluster's pools (only upstream_cx_total is counted)",
     ),
     (
+        "cluster.sds-grpc.*",
+        "mesh-sidecar's SDS streams do not go through the sds-grpc cluster's pools, and it keeps no host for a pipe endpoint (only upstream_cx_total is counted)",
+    ),
+    (
         "*.circuit_breakers.default.remaining_cx_pools",
         "Envoy's unlimited is 2^64-1 minus the pools in use; ours is 2^63-1 and does not count pools",
     ),
@@ -489,13 +495,23 @@ fn sections(dump: &Value) -> BTreeMap<String, Value> {
 }
 
 /// Runs one proxy through the scenario and records its answers.
-async fn run(kind: ProxyKind, source: &Arc<Staged>, port: u16, xds: SocketAddr) -> Capture {
+async fn run(
+    kind: ProxyKind,
+    source: &Arc<Staged>,
+    port: u16,
+    xds: SocketAddr,
+    sds: &std::path::Path,
+) -> Capture {
     let mut cap = Capture::default();
     source.set_stage(1);
     // Before the control plane answers: the proxy's connection is accepted and held without
     // a word, so nothing is applied (and no connection fails, whatever each proxy's back-off).
     let hold = tokio::net::TcpListener::bind(xds).await.unwrap();
-    let p = Proxy::start(kind, xds, Api::Sotw, NODE).await;
+    let bootstrap = Bootstrap {
+        sds: Some(sds),
+        ..Bootstrap::ads(XdsAt::Tcp(xds), Api::Sotw, NODE)
+    };
+    let p = Proxy::start_with_bootstrap(kind, &bootstrap.yaml()).await;
     let held = tokio::time::timeout(WAIT, hold.accept())
         .await
         .unwrap_or_else(|_| panic!("{kind} connects to the control plane"))
@@ -669,8 +685,10 @@ async fn admin_answers_match_envoys() {
     });
     // The same control-plane address for both (it is in the bootstrap, which is dumped).
     let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let envoy = run(ProxyKind::Envoy, &source, port, xds).await;
-    let ours = run(ProxyKind::MeshSidecar, &source, port, xds).await;
+    // One agent for both, so that they hold the same secrets (their dumps compare).
+    let sds = WorkloadSds::start("shop", "default");
+    let envoy = run(ProxyKind::Envoy, &source, port, xds, &sds.socket).await;
+    let ours = run(ProxyKind::MeshSidecar, &source, port, xds, &sds.socket).await;
     drop(busy);
     // MESH_ADMIN_CAPTURE_DIR=DIR keeps every answer of both proxies there, for a closer look.
     if let Some(dir) = std::env::var_os("MESH_ADMIN_CAPTURE_DIR") {
@@ -717,7 +735,6 @@ fn compare(e: &Capture, m: &Capture, port: u16, f: &mut Vec<String>) {
         "live /config_dump?resource=dynamic_endpoint_configs",
         "live /config_dump?resource=dynamic_warming_clusters",
         "live /config_dump?resource=static_listeners",
-        "live /config_dump?resource=dynamic_active_secrets",
         "live /listeners",
         "live /listeners?format=json",
         "live /quitquitquit",
@@ -737,6 +754,16 @@ fn compare(e: &Capture, m: &Capture, port: u16, f: &mut Vec<String>) {
         }
         check!(f, a == b, "{key}: Envoy {a:?}\n  ours {b:?}");
     }
+    // The secrets from the agent both share: the same but for the times they arrived.
+    let key = "/config_dump?resource=dynamic_active_secrets";
+    let (a, b) = (e.get("live", key), m.get("live", key));
+    check!(
+        f,
+        a.status == b.status
+            && without_times(&a.json()) == without_times(&b.json())
+            && a.json()["configs"].as_array().is_some_and(|c| c.len() == 2),
+        "{key}: Envoy {a:?}\n  ours {b:?}"
+    );
     let (a, b) = (
         e.get("live", "/stats?format=bogus"),
         m.get("live", "/stats?format=bogus"),
@@ -914,7 +941,8 @@ fn compare_stats(e: &Capture, m: &Capture, port: u16, f: &mut Vec<String>) {
         ("cluster_manager.cds.update_failure".into(), json!(1)),
         ("cluster_manager.cds.update_rejected".into(), json!(0)),
         ("cluster_manager.cds.version_text".into(), json!("1")),
-        ("cluster_manager.active_clusters".into(), json!(7)),
+        // The bootstrap's xds and sds-grpc, and the control plane's.
+        ("cluster_manager.active_clusters".into(), json!(8)),
         ("control_plane.connected_state".into(), json!(1)),
         ("server.state".into(), json!(0)),
         ("server.live".into(), json!(1)),
@@ -1087,6 +1115,7 @@ fn compare_prometheus(e: &Capture, m: &Capture, port: u16, f: &mut Vec<String>) 
 /// Prometheus series of the stats in [`STAT_DIFFERENCES`].
 fn prom_differs_knowingly(k: &str) -> bool {
     k.contains("envoy_cluster_name=\"xds\"")
+        || k.contains("envoy_cluster_name=\"sds-grpc\"")
         || k.contains("_circuit_breakers_default_remaining_cx_pools{")
         || k.contains("_downstream_cx_http1_total{")
         || (k.contains("_rq_total{envoy_http_conn_manager_prefix")
@@ -1102,7 +1131,9 @@ fn cluster_lines(a: &Answer) -> (BTreeSet<String>, BTreeMap<String, String>) {
     let mut hosts = BTreeMap::new();
     for l in a.body.lines() {
         let parts: Vec<&str> = l.split("::").collect();
-        let is_host = parts.len() >= 4 && parts[1].parse::<SocketAddr>().is_ok();
+        // A host is an IP address or a Unix socket (a pipe endpoint).
+        let is_host = parts.len() >= 4
+            && (parts[1].parse::<SocketAddr>().is_ok() || parts[1].starts_with('/'));
         if is_host {
             hosts.insert(parts[..3].join("::"), parts[3..].join("::"));
         } else {
@@ -1138,6 +1169,10 @@ fn compare_clusters(e: &Capture, m: &Capture, f: &mut Vec<String>) {
                     !bh.contains_key(k),
                     "{path}: we now have {k}: update HOST_STATS_WE_LACK"
                 );
+                continue;
+            }
+            // The SDS streams reach the agent's socket without a host (see STAT_DIFFERENCES).
+            if k.starts_with("sds-grpc::") {
                 continue;
             }
             // The ADS stream does not go through the xds host (its connection, its request,
@@ -1191,6 +1226,10 @@ fn compare_clusters(e: &Capture, m: &Capture, f: &mut Vec<String>) {
     );
     for (name, x) in &a {
         let Some(y) = b.get(name) else { continue };
+        if name == "sds-grpc" {
+            // No host for its pipe endpoint (see STAT_DIFFERENCES).
+            continue;
+        }
         let strip = |v: &Value| {
             let mut v = v.clone();
             if let Some(hs) = v.get_mut("host_statuses").and_then(Value::as_array_mut) {

@@ -1056,7 +1056,8 @@ fn rejections() -> Vec<(&'static str, Result<(), InvalidField>, &'static str)> {
                 }),
                 ..static_cluster("c", "10.0.0.1")
             }),
-            "transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs",
+            // A secret without a config source names a static secret, which is not supported.
+            "transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].sds_config",
         ),
         (
             "unknown protocol options",
@@ -1704,10 +1705,14 @@ fn the_example_sidecar_bootstrap() {
     assert!(b.cds_over_ads && b.lds_over_ads);
     assert_eq!(b.cds_initial_fetch_timeout, None, "0s waits forever");
     assert_eq!(b.admin, Some("127.0.0.1:15000".parse().unwrap()));
-    assert_eq!(b.static_clusters.len(), 1);
+    assert_eq!(b.static_clusters.len(), 2);
     let xds = &b.static_clusters[0];
     assert_eq!(xds.connect_timeout, Duration::from_secs(1));
     assert_eq!(xds.http.protocol, config::cluster::UpstreamProtocol::Http2);
+    // Istio's `sds-grpc`: HTTP/2 to the agent's socket.
+    let sds = &b.static_clusters[1];
+    assert_eq!(sds.name, "sds-grpc");
+    assert_eq!(sds.http.protocol, config::cluster::UpstreamProtocol::Http2);
     assert!(b.dns_resolvers.is_empty());
 }
 
@@ -1841,8 +1846,8 @@ fn the_test_support_bootstraps() {
     );
 }
 
-/// mesh-identity's `tests/envoy_sds.rs` bootstraps: they parse; their SDS secrets are refused
-/// by the conversion (until SDS exists), naming the field.
+/// mesh-identity's `tests/envoy_sds.rs` bootstraps: they parse and convert, with their SDS
+/// secrets (`default` and a combined `ROOTCA` validation) from the static `sds-grpc` cluster.
 #[test]
 fn the_sds_bootstraps_parse() {
     let sds_cluster = r#"
@@ -1929,17 +1934,39 @@ static_resources:
 {admin}"#,
         tls = tls_context("        "),
     );
-    let sds_field =
-        "transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs";
-    let server = proto::parse_bootstrap(&server).unwrap();
-    let e = proto::bootstrap(server.clone()).unwrap_err();
+    use config::tls::{
+        DownstreamTransport, SdsConfig, SdsSecret, SdsSource, SecretSource, UpstreamTransport,
+        ValidationSource,
+    };
+    let sds_secret = |name: &str| SdsSecret {
+        name: name.into(),
+        config: SdsConfig {
+            source: SdsSource::Grpc {
+                cluster: "sds-grpc".into(),
+                api: config::bootstrap::AdsApi::Sotw,
+                set_node_on_first_message_only: false,
+            },
+            // Unset: Envoy's 15 s.
+            initial_fetch_timeout: Some(Duration::from_secs(15)),
+        },
+    };
+    let server = proto::bootstrap(proto::parse_bootstrap(&server).unwrap()).unwrap();
+    let DownstreamTransport::Tls(tls) = &server.static_listeners[0].filter_chains[0].transport
+    else {
+        panic!("a TLS chain")
+    };
+    assert!(tls.require_client_certificate);
     assert_eq!(
-        e.field,
-        format!("static_resources.listeners[0].filter_chains[0].{sds_field}")
+        tls.common.certificates,
+        [SecretSource::Sds(sds_secret("default"))]
     );
-    // The rest of it converts: the inline route, the pipe endpoint of the SDS cluster.
-    let mut clusters = server.static_resources.clone().unwrap().clusters;
-    let sds_grpc = proto::cluster(clusters.remove(1)).unwrap();
+    let Some(ValidationSource::Combined { default, sds }) = &tls.common.validation else {
+        panic!("a combined validation context")
+    };
+    assert_eq!(sds, &sds_secret("ROOTCA"));
+    assert_eq!(default.sans.len(), 1);
+    assert_eq!(server.static_listeners[0].sds_secrets().len(), 2);
+    let sds_grpc = &server.static_clusters[1];
     let config::cluster::Discovery::Static(cla) = &sds_grpc.discovery else {
         panic!()
     };
@@ -1947,11 +1974,40 @@ static_resources:
         cla.localities[0].endpoints[0].address,
         config::endpoint::EndpointAddress::Pipe("/tmp/sds.sock".into())
     );
-    let client = proto::parse_bootstrap(&client).unwrap();
-    let e = proto::bootstrap(client.clone()).unwrap_err();
-    assert_eq!(e.field, format!("static_resources.clusters[0].{sds_field}"));
-    let outbound = proto::listener(client.static_resources.unwrap().listeners.remove(0)).unwrap();
-    assert_eq!(outbound.address, "127.0.0.1:18081".parse().unwrap());
+    let client = proto::bootstrap(proto::parse_bootstrap(&client).unwrap()).unwrap();
+    let UpstreamTransport::Tls(up) = &client.static_clusters[0].transport else {
+        panic!("a TLS cluster")
+    };
+    assert_eq!(up.common.sds_secrets().len(), 2);
+    assert_eq!(
+        client.static_listeners[0].address,
+        "127.0.0.1:18081".parse().unwrap()
+    );
+
+    // Without its static cluster the bootstrap is refused, naming the listener and the secret.
+    let server_without = r#"
+static_resources:
+  listeners:
+  - name: inbound
+    address: {socket_address: {address: 127.0.0.1, port_value: 18443}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}, resource_api_version: V3}}]
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c}
+"#;
+    let e = proto::bootstrap(proto::parse_bootstrap(server_without).unwrap()).unwrap_err();
+    assert_eq!(e.field, "static_resources.listeners[0]");
+    assert!(
+        e.to_string()
+            .contains("SDS secret 'default' is fetched over ADS"),
+        "{e}"
+    );
 }
 
 #[test]

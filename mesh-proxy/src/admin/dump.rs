@@ -398,9 +398,45 @@ fn live_assignment(
             .or_default()
             .push(h);
     }
+    // Pipe endpoints (a Unix socket, Istio's `sds-grpc`) are no hosts here; Envoy lists
+    // them as healthy.
+    let mut pipes: BTreeMap<(u32, bool, Locality), Vec<ep::LbEndpoint>> = BTreeMap::new();
+    for loc in la.iter().flat_map(|a| a.localities.iter()) {
+        for e in &loc.endpoints {
+            if let crate::config::endpoint::EndpointAddress::Pipe(path) = &e.address {
+                let not_local = local != Some(&loc.locality);
+                pipes
+                    .entry((loc.priority, not_local, loc.locality.clone()))
+                    .or_default()
+                    .push(ep::LbEndpoint {
+                        host_identifier: Some(ep::lb_endpoint::HostIdentifier::Endpoint(
+                            ep::Endpoint {
+                                address: Some(core::Address {
+                                    address: Some(core::address::Address::Pipe(core::Pipe {
+                                        path: path.display().to_string(),
+                                        mode: 0,
+                                    })),
+                                }),
+                                health_check_config: Some(Default::default()),
+                                hostname: e.hostname.clone(),
+                                ..Default::default()
+                            },
+                        )),
+                        health_status: core::HealthStatus::Healthy as i32,
+                        load_balancing_weight: Some(UInt32Value { value: e.weight }),
+                        ..Default::default()
+                    });
+                levels
+                    .entry(loc.priority)
+                    .or_default()
+                    .entry((not_local, loc.locality.clone()))
+                    .or_default();
+            }
+        }
+    }
     let mut endpoints = Vec::new();
     for (priority, locs) in levels {
-        for ((_, l), hosts) in locs {
+        for ((not_local, l), hosts) in locs {
             let weight = la
                 .as_ref()
                 .and_then(|a| {
@@ -410,6 +446,7 @@ fn live_assignment(
                 })
                 .and_then(|x| x.weight)
                 .unwrap_or(0);
+            let pipe_endpoints = pipes.remove(&(priority, not_local, l.clone()));
             let lb_endpoints = hosts
                 .iter()
                 .map(|h| {
@@ -441,6 +478,7 @@ fn live_assignment(
                         load_balancing_weight: Some(UInt32Value { value: h.weight() }),
                     }
                 })
+                .chain(pipe_endpoints.into_iter().flatten())
                 .collect();
             endpoints.push(ep::LocalityLbEndpoints {
                 locality: Some(core::Locality {
@@ -533,8 +571,90 @@ fn sections(
     out.push(listeners(&d.listeners, &d.lds_version, names)?);
     out.push(Section::new("ScopedRoutesConfigDump"));
     out.push(routes(&d.routes, names)?);
-    out.push(Section::new("SecretsConfigDump"));
+    out.push(secrets(server, names)?);
     Ok(out)
+}
+
+/// `SecretsConfigDump`: every subscribed secret, certificates first, then validation
+/// contexts (Envoy's order); those that have not arrived are warming, with version
+/// `uninitialized`, the epoch as their `last_updated` and only their name. Private keys read `[redacted]`, as Envoy prints them.
+fn secrets(server: &Server, names: Names<'_>) -> Result<Section, DumpError> {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls_pb;
+    let mut active = Vec::new();
+    let mut warming = Vec::new();
+    for kind in [
+        crate::config::tls::SecretKind::Certificate,
+        crate::config::tls::SecretKind::Validation,
+    ] {
+        for d in server.secret_dumps(kind) {
+            if !keep(names, &d.name) {
+                continue;
+            }
+            let (secret, version, updated) = match &d.loaded {
+                Some(l) => {
+                    let mut secret = tls_pb::Secret::decode(l.raw.clone()).unwrap_or_default();
+                    redact(&mut secret);
+                    (secret, l.version.clone(), l.updated)
+                }
+                // Envoy's version of a secret that has not arrived.
+                None => (
+                    tls_pb::Secret::default(),
+                    "uninitialized".to_string(),
+                    SystemTime::UNIX_EPOCH,
+                ),
+            };
+            let secret = tls_pb::Secret {
+                name: d.name.clone(),
+                ..secret
+            };
+            let mut m = Map::new();
+            m.insert("name".into(), d.name.clone().into());
+            if !version.is_empty() {
+                m.insert("version_info".into(), version.into());
+            }
+            m.insert("last_updated".into(), rfc3339(updated).into());
+            m.insert(
+                "secret".into(),
+                any(&d.name, type_url::SECRET, &secret.encode_to_vec())?,
+            );
+            if d.loaded.is_some() {
+                active.push(Value::Object(m));
+            } else {
+                warming.push(Value::Object(m));
+            }
+        }
+    }
+    let mut s = Section::new("SecretsConfigDump");
+    s.set("dynamic_active_secrets", active.into());
+    s.set("dynamic_warming_secrets", warming.into());
+    Ok(s)
+}
+
+/// Envoy's redaction of `sensitive` fields (`MessageUtil::redact`): every string and bytes
+/// value inside a certificate's `private_key` and `password` becomes `[redacted]`, keeping
+/// its kind (`inline_bytes` stays bytes).
+fn redact(s: &mut envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret) {
+    use core::data_source::Specifier as S;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret::Type;
+    const R: &str = "[redacted]";
+    let redacted = |d: &mut Option<core::DataSource>| {
+        if let Some(ds) = d {
+            ds.specifier = match ds.specifier.take() {
+                Some(S::InlineBytes(_)) => Some(S::InlineBytes(R.as_bytes().to_vec())),
+                Some(S::InlineString(_)) => Some(S::InlineString(R.into())),
+                Some(S::Filename(_)) => Some(S::Filename(R.into())),
+                Some(S::EnvironmentVariable(_)) => Some(S::EnvironmentVariable(R.into())),
+                None => None,
+            };
+            if let Some(w) = &mut ds.watched_directory {
+                w.path = R.into();
+            }
+        }
+    };
+    if let Some(Type::TlsCertificate(c)) = &mut s.r#type {
+        redacted(&mut c.private_key);
+        redacted(&mut c.password);
+    }
 }
 
 /// The dump for a request.

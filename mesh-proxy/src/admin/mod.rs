@@ -369,7 +369,7 @@ impl Admin {
                     text(StatusCode::OK, &s)
                 }
             }
-            (_, "/certs") => json_pretty(&serde_json::json!({ "certificates": [] })),
+            (_, "/certs") => json_pretty(&certs(&self.server)),
             (&Method::POST, "/quitquitquit") => {
                 self.quit.send_replace(true);
                 text(StatusCode::OK, "OK\n")
@@ -453,6 +453,15 @@ impl Admin {
         }
         if expect_lds {
             extra.push(t("listener_manager.lds.version_text".into(), lds));
+        }
+        for (name, version, grpc) in shared.secrets.readouts() {
+            if grpc {
+                extra.push(t(
+                    format!("sds.{name}.control_plane.identifier"),
+                    String::new(),
+                ));
+            }
+            extra.push(t(format!("sds.{name}.version_text"), version));
         }
         let dumps = self.server.dumps();
         let eds_versions: std::collections::HashMap<&str, &str> = dumps
@@ -713,13 +722,66 @@ pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = if month <= 2 { y + 1 } else { y };
+    // Protobuf's JSON timestamps leave out a zero fraction.
+    let fraction = match d.subsec_millis() {
+        0 => String::new(),
+        ms => format!(".{ms:03}"),
+    };
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
         rem / 3600,
         (rem % 3600) / 60,
         rem % 60,
-        d.subsec_millis()
     )
+}
+
+/// `/certs`: every TLS context's trust anchor and presented certificate, as Envoy's
+/// `admin.v3.Certificates` prints them.
+fn certs(server: &Server) -> serde_json::Value {
+    use crate::config::tls::SanType;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let at = |secs: i64| {
+        rfc3339(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0)),
+        )
+    };
+    let detail = |c: &crate::tls::CertInfo| {
+        let sans: Vec<serde_json::Value> = c
+            .sans
+            .iter()
+            .filter_map(|(k, v)| match k {
+                SanType::Dns => Some(serde_json::json!({ "dns": v })),
+                SanType::Uri => Some(serde_json::json!({ "uri": v })),
+                SanType::Ip => Some(serde_json::json!({ "ip_address": v })),
+                SanType::Email => None,
+            })
+            .collect();
+        let days = (c.not_after - now).max(0) / 86_400;
+        serde_json::json!({
+            "path": c.path,
+            "serial_number": c.serial,
+            "subject_alt_names": sans,
+            "days_until_expiration": days.to_string(),
+            "valid_from": at(c.not_before),
+            "expiration_time": at(c.not_after),
+        })
+    };
+    let list: Vec<serde_json::Value> = server
+        .shared()
+        .tls_contexts()
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "ca_cert": c.ca.iter().map(detail).collect::<Vec<_>>(),
+                "cert_chain": c.chain.iter().map(detail).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "certificates": list })
 }
 
 /// Binds the admin address (port 0 = any) and returns the bound address.
@@ -734,10 +796,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rfc3339_dates_leave_out_a_zero_fraction() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400 * 365);
+        assert_eq!(rfc3339(t), "1971-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(t + std::time::Duration::from_millis(7)),
+            "1971-01-01T00:00:00.007Z"
+        );
+    }
+
+    #[test]
     fn rfc3339_dates() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_620_075_123);
         assert_eq!(rfc3339(t), "2025-12-01T20:14:35.123Z");
-        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 
     #[test]

@@ -216,6 +216,8 @@ static EXTRACTORS: LazyLock<Vec<Extractor>> = LazyLock::new(|| {
         ("envoy_response_code", r"_rq(_(\d{3}))$"),
         ("envoy_response_code_class", r"_rq_(\d)xx$"),
         ("envoy_tcp_prefix", r"^tcp\.((.*?)\.)\w+?$"),
+        // `sds.NAME.`: the secret's name (SDS subscriptions' stats).
+        ("envoy_xds_resource_name", r"^sds\.((.*?)\.)"),
     ]
     .into_iter()
     .filter_map(|(label, re)| {
@@ -367,6 +369,10 @@ mod tests {
         assert_eq!(
             t("http.admin.rds.r1.update_success"),
             "http.rds.update_success envoy_rds_route_config=r1,envoy_http_conn_manager_prefix=admin"
+        );
+        assert_eq!(
+            t("sds.ROOTCA.version_text"),
+            "sds.version_text envoy_xds_resource_name=ROOTCA"
         );
         assert_eq!(
             t("tcp.outbound|9000||db.shop.svc.downstream_cx_total"),

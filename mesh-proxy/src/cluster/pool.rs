@@ -93,11 +93,8 @@ pub struct ConnectParams {
     pub bind: Option<SocketAddr>,
     /// TCP keepalive.
     pub keepalive: Option<TcpKeepalive>,
-    /// TLS: connector and server name; `None` = plaintext.
-    pub tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls_pki_types::ServerName<'static>,
-    )>,
+    /// TLS; `None` = plaintext.
+    pub tls: Option<TlsConnect>,
     /// Close connections idle this long.
     pub idle_timeout: Option<Duration>,
     /// Requests per connection at most.
@@ -115,9 +112,20 @@ impl std::fmt::Debug for ConnectParams {
         f.debug_struct("ConnectParams")
             .field("connect_timeout", &self.connect_timeout)
             .field("bind", &self.bind)
-            .field("tls", &self.tls.as_ref().map(|t| t.1.clone()))
+            .field("tls", &self.tls.as_ref().map(|t| t.name.clone()))
             .finish_non_exhaustive()
     }
+}
+
+/// How a pool opens TLS.
+#[derive(Clone)]
+pub struct TlsConnect {
+    /// The connector (its config reads the current SDS material at each handshake).
+    pub connector: tokio_rustls::TlsConnector,
+    /// The server name: the SNI, or an IP address (no SNI).
+    pub name: rustls_pki_types::ServerName<'static>,
+    /// The cluster's `ssl.*` stats.
+    pub stats: crate::tls::SslStats,
 }
 
 /// What tells a host's pools apart: the protocol and the SNI.
@@ -439,6 +447,9 @@ impl Pool {
         addr: SocketAddr,
         admission: &dyn Admission,
     ) -> Result<Conn, SendError> {
+        // Connections found closed are dropped after the lock is released: the last handle
+        // of a connection takes the pool's lock to count it closed (`ConnPermit::drop`).
+        let mut closed: Vec<Conn> = Vec::new();
         let rx = {
             let mut st = self.lock();
             match self.protocol {
@@ -447,16 +458,24 @@ impl Pool {
                         if c.send.is_ready()
                             && !c._permit.expired.load(std::sync::atomic::Ordering::Relaxed)
                         {
+                            drop(st);
+                            drop(closed);
                             return Ok(Conn::H1(c));
                         }
+                        closed.push(Conn::H1(c));
                     }
                 }
                 PoolProtocol::Http2 => {
                     if let Some(c) = &st.h2 {
                         if !c.send.is_closed() {
-                            return Ok(Conn::H2(c.clone()));
+                            let c = c.clone();
+                            drop(st);
+                            drop(closed);
+                            return Ok(Conn::H2(c));
                         }
-                        st.h2 = None;
+                        if let Some(c) = st.h2.take() {
+                            closed.push(Conn::H2(c));
+                        }
                     }
                 }
             }
@@ -495,6 +514,7 @@ impl Pool {
             });
             rx
         };
+        drop(closed);
         // Pending until answered, or until the request is given up (timeout, client gone).
         let _pending = PendingGauge::new(&self.params.stats.rq_pending_active);
         let r = rx.await;
@@ -613,12 +633,19 @@ impl Pool {
         self.lock().open += 1;
         match &p.tls {
             None => self.handshake(TokioIo::new(tcp), permit).await,
-            Some((connector, name)) => {
-                match tokio::time::timeout(p.connect_timeout, connector.connect(name.clone(), tcp))
-                    .await
+            Some(t) => {
+                match tokio::time::timeout(
+                    p.connect_timeout,
+                    t.connector.connect(t.name.clone(), tcp),
+                )
+                .await
                 {
-                    Ok(Ok(tls)) => self.handshake(TokioIo::new(tls), permit).await,
+                    Ok(Ok(tls)) => {
+                        t.stats.succeeded(tls.get_ref().1);
+                        self.handshake(TokioIo::new(tls), permit).await
+                    }
                     Ok(Err(e)) => {
+                        t.stats.failed(&e);
                         tracing::debug!(%addr, "TLS handshake failed: {e}");
                         p.stats.cx_connect_fail.inc();
                         HostCounters::add(&self.host.cx_connect_fail);
@@ -880,5 +907,127 @@ impl http_body::Body for PooledBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    struct Unlimited;
+
+    impl Admission for Unlimited {
+        fn connection(&self) -> Option<Permit> {
+            Some(Box::new(()))
+        }
+
+        fn pending(&self) -> Option<Permit> {
+            Some(Box::new(()))
+        }
+    }
+
+    /// An upstream that answers one keep-alive request per connection, then closes it.
+    async fn one_request_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// A pooled HTTP/1.1 connection the upstream closed while it was idle is replaced: it is
+    /// dropped outside the pool's lock (its last handle takes that lock to count it closed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_idle_connection_is_replaced() {
+        let (addr, accepted) = one_request_per_connection().await;
+        let pools = HostPools::default();
+        let pool = pools.get(PoolProtocol::Http1, None, || ConnectParams {
+            connect_timeout: Duration::from_secs(1),
+            bind: None,
+            keepalive: None,
+            tls: None,
+            idle_timeout: None,
+            max_requests_per_connection: None,
+            max_connection_duration: None,
+            http2: Http2Options::default(),
+            stats: PoolStats::default(),
+        });
+        let sender = pool.clone();
+        let get = move || {
+            let pool = sender.clone();
+            async move {
+                let req = Request::builder()
+                    .uri("/")
+                    .header("host", "a")
+                    .body(crate::body::empty())
+                    .unwrap();
+                let resp = pool.send(addr, &Unlimited, req).await.ok()?;
+                let status = resp.status();
+                resp.into_body().collect().await.ok()?;
+                Some(status)
+            }
+        };
+        assert_eq!(get().await, Some(http::StatusCode::OK));
+        // The upstream closed the idle connection: wait (bounded) until its driver is gone,
+        // so that the idle entry holds its last handle.
+        let only_idle_holds_it = {
+            let pool = pool.clone();
+            async move {
+                loop {
+                    let last = pool
+                        .lock()
+                        .idle
+                        .first()
+                        .is_some_and(|c| Arc::strong_count(&c._permit) == 1);
+                    eprintln!(
+                        "idle {} count {:?}",
+                        pool.lock().idle.len(),
+                        pool.lock()
+                            .idle
+                            .first()
+                            .map(|c| (Arc::strong_count(&c._permit), c.send.is_ready()))
+                    );
+                    if last {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), only_idle_holds_it)
+            .await
+            .expect("the closed connection's driver ends");
+        let second = tokio::spawn(async move {
+            while accepted.load(Ordering::SeqCst) < 2 {
+                let _ = get().await;
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("a new connection is made, nothing hangs")
+            .unwrap();
     }
 }

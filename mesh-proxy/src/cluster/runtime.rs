@@ -147,7 +147,7 @@ impl ClusterStats {
 #[derive(Debug, Clone)]
 struct Transport {
     /// `None` = plaintext.
-    tls: Option<crate::config::tls::UpstreamTls>,
+    tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
 /// A cluster, live.
@@ -204,23 +204,36 @@ impl std::fmt::Debug for HostRequest<'_> {
 
 impl ClusterRuntime {
     /// Builds a cluster. Fails when its TLS material cannot be loaded (the resource is then
-    /// rejected, as Envoy does).
+    /// rejected, as Envoy does); SDS secrets its transport sockets name are subscribed in
+    /// `secrets` (the cluster warms until they arrive: [`ClusterRuntime::secrets_ready`]).
     pub fn new(
         config: Arc<Cluster>,
         store: &Arc<Store>,
+        secrets: &crate::secret::SecretManager,
     ) -> Result<Arc<ClusterRuntime>, crate::tls::TlsError> {
         let stat_name = config
             .alt_stat_name
             .clone()
             .unwrap_or_else(|| config.name.clone());
         let stats = ClusterStats::new(store, &stat_name);
-        let mut transports = vec![Transport {
-            tls: tls_of(&config.transport),
-        }];
+        // Every TLS transport socket counts under the cluster's `ssl.` scope, as in Envoy
+        // (`transport_socket_matches` included); plaintext clusters have no `ssl.` stats.
+        let scope = format!("cluster.{stat_name}.");
+        let tls_of = |t: &UpstreamTransport| -> Result<Transport, crate::tls::TlsError> {
+            Ok(Transport {
+                tls: match t {
+                    UpstreamTransport::Plain => None,
+                    UpstreamTransport::Tls(t) => Some(Arc::new(crate::tls::ClientTls::new(
+                        t,
+                        secrets,
+                        crate::tls::SslStats::new(store, &scope),
+                    )?)),
+                },
+            })
+        };
+        let mut transports = vec![tls_of(&config.transport)?];
         for m in &config.transport_socket_matches {
-            transports.push(Transport {
-                tls: tls_of(&m.transport),
-            });
+            transports.push(tls_of(&m.transport)?);
         }
         let rt = ClusterRuntime {
             resources: ResourceManager::new(
@@ -243,12 +256,6 @@ impl ClusterRuntime {
             stats,
             config,
         };
-        // Load TLS material now, so that a broken certificate rejects the cluster.
-        for t in &rt.transports {
-            if let Some(tls) = &t.tls {
-                crate::tls::client_config(tls, None, None)?;
-            }
-        }
         let rt = Arc::new(rt);
         match &rt.config.discovery {
             Discovery::Static(la) => rt.set_assignment(la.clone()),
@@ -268,6 +275,20 @@ impl ClusterRuntime {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Whether the SDS secrets of its transport sockets have all arrived (or stopped being
+    /// waited for); until then the cluster warms.
+    pub fn secrets_ready(&self) -> bool {
+        self.transports
+            .iter()
+            .filter_map(|t| t.tls.as_ref())
+            .all(|t| t.ready())
+    }
+
+    /// Its upstream TLS contexts (`/certs`).
+    pub fn tls_contexts(&self) -> impl Iterator<Item = &crate::tls::ClientTls> {
+        self.transports.iter().filter_map(|t| t.tls.as_deref())
     }
 
     /// Its stats.
@@ -462,7 +483,11 @@ impl ClusterRuntime {
             UpstreamProtocol::Auto => PoolProtocol::Http1,
         };
         let ti = host.transport_match().unwrap_or(0);
-        let tls = self.transports.get(ti).and_then(|t| t.tls.as_ref());
+        let tls = self
+            .transports
+            .get(ti)
+            .and_then(|t| t.tls.as_ref())
+            .map(|t| t.settings());
         let sni = tls.and_then(|t| {
             if t.auto_sni {
                 req.headers()
@@ -495,7 +520,7 @@ impl ClusterRuntime {
             .get(transport)
             .and_then(|t| t.tls.as_ref())
             .and_then(|t| {
-                let alpn: Option<&[&str]> = if t.common.alpn.is_empty() {
+                let alpn: Option<&[&str]> = if t.settings().common.alpn.is_empty() {
                     match protocol {
                         PoolProtocol::Http2 => Some(&["h2"]),
                         PoolProtocol::Http1 => None,
@@ -503,15 +528,7 @@ impl ClusterRuntime {
                 } else {
                     None
                 };
-                let cfg = crate::tls::client_config(t, alpn, sni).ok()?;
-                let name = sni
-                    .and_then(|s| rustls_pki_types::ServerName::try_from(s.to_string()).ok())
-                    .unwrap_or_else(|| {
-                        rustls_pki_types::ServerName::IpAddress(
-                            std::net::IpAddr::from([127, 0, 0, 1]).into(),
-                        )
-                    });
-                Some((tokio_rustls::TlsConnector::from(cfg), name))
+                tls_connect(t, alpn, sni)
             });
         ConnectParams {
             connect_timeout: c.connect_timeout,
@@ -542,11 +559,13 @@ impl ClusterRuntime {
         })
     }
 
-    /// Opens a TCP connection to a host for the TCP proxy (`max_connections` applies).
+    /// Opens a connection to a host for the TCP proxy (`max_connections` applies), with the
+    /// host's transport socket (TLS when its `transport_socket_matches` entry, or the
+    /// cluster's socket, says so; ALPN and SNI from the context).
     pub async fn connect_tcp(
         &self,
         host: &Arc<Host>,
-    ) -> Result<(tokio::net::TcpStream, Permit), Failure> {
+    ) -> Result<(Box<dyn UpstreamIo>, Permit), Failure> {
         let Some(permit) = self.resources.try_acquire_connection() else {
             self.stats.pool.cx_overflow.inc();
             return Err(Failure::Overflow);
@@ -565,14 +584,42 @@ impl ClusterRuntime {
                 let _ = s.set_nodelay(true);
                 self.stats.pool.cx_total.inc();
                 self.stats.pool.cx_active.inc();
-                Ok((
-                    s,
-                    Box::new(TcpPermit {
-                        _permit: Box::new(permit),
-                        active: self.stats.pool.cx_active.clone(),
-                        destroy: self.stats.pool.cx_destroy.clone(),
-                    }),
-                ))
+                let permit: Permit = Box::new(TcpPermit {
+                    _permit: Box::new(permit),
+                    active: self.stats.pool.cx_active.clone(),
+                    destroy: self.stats.pool.cx_destroy.clone(),
+                });
+                let ti = host.transport_match().unwrap_or(0);
+                let Some(tls) = self.transports.get(ti).and_then(|t| t.tls.as_ref()) else {
+                    return Ok((Box::new(s), permit));
+                };
+                let sni = Some(tls.settings().sni.as_str()).filter(|s| !s.is_empty());
+                let Some(c) = tls_connect(tls, None, sni) else {
+                    self.stats.pool.cx_connect_fail.inc();
+                    return Err(Failure::ConnectFailure);
+                };
+                match tokio::time::timeout(
+                    self.config.connect_timeout,
+                    c.connector.connect(c.name, s),
+                )
+                .await
+                {
+                    Ok(Ok(t)) => {
+                        c.stats.succeeded(t.get_ref().1);
+                        Ok((Box::new(t), permit))
+                    }
+                    Ok(Err(e)) => {
+                        c.stats.failed(&e);
+                        tracing::debug!(%addr, "upstream TLS handshake failed: {e}");
+                        self.stats.pool.cx_connect_fail.inc();
+                        Err(Failure::ConnectFailure)
+                    }
+                    Err(_) => {
+                        self.stats.pool.cx_connect_timeout.inc();
+                        self.stats.pool.cx_connect_fail.inc();
+                        Err(Failure::ConnectTimeout)
+                    }
+                }
             }
             Ok(Err(_)) => {
                 self.stats.pool.cx_connect_fail.inc();
@@ -597,12 +644,36 @@ impl ClusterRuntime {
     }
 }
 
-fn tls_of(t: &UpstreamTransport) -> Option<crate::config::tls::UpstreamTls> {
-    match t {
-        UpstreamTransport::Plain => None,
-        UpstreamTransport::Tls(t) => Some((**t).clone()),
-    }
+/// How to open TLS to a host: the connector, the server name (the SNI, else an IP that
+/// sends none) and the stats.
+fn tls_connect(
+    t: &crate::tls::ClientTls,
+    alpn: Option<&[&str]>,
+    sni: Option<&str>,
+) -> Option<super::pool::TlsConnect> {
+    let cfg = match t.config(alpn, sni) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("upstream TLS context unusable: {e}");
+            return None;
+        }
+    };
+    let name = sni
+        .and_then(|s| rustls_pki_types::ServerName::try_from(s.to_string()).ok())
+        .unwrap_or_else(|| {
+            rustls_pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into())
+        });
+    Some(super::pool::TlsConnect {
+        connector: tokio_rustls::TlsConnector::from(cfg),
+        name,
+        stats: t.stats.clone(),
+    })
 }
+
+/// A TCP proxy's upstream connection: plaintext or TLS.
+pub trait UpstreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpstreamIo for T {}
 
 /// An upstream request in flight on a cluster.
 pub struct RequestGuard {

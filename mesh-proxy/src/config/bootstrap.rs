@@ -75,7 +75,7 @@ pub struct AdsConfig {
 }
 
 /// `api_type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AdsApi {
     /// `GRPC`: state of the world.
     Sotw,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::endpoint::LoadAssignment;
 use super::http::{DnsCacheConfig, Http2Options};
-use super::tls::UpstreamTransport;
+use super::tls::{SdsSecret, SecretKind, UpstreamTransport};
 
 /// A cluster (CDS resource or static).
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +48,19 @@ pub struct Cluster {
     pub dns_refresh_rate: Duration,
     /// Keep ORIGINAL_DST hosts this long after their last use (5 s).
     pub cleanup_interval: Duration,
+}
+
+impl Cluster {
+    /// The SDS secrets its transport sockets need (deduplicated), which it warms on.
+    pub fn sds_secrets(&self) -> Vec<(SecretKind, &SdsSecret)> {
+        let mut v = self.transport.sds_secrets();
+        for m in &self.transport_socket_matches {
+            v.extend(m.transport.sds_secrets());
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 /// How a cluster's hosts are found (`type` / `cluster_type`).

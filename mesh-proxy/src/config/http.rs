@@ -56,6 +56,8 @@ pub struct HttpConnectionManager {
     pub websocket: bool,
     /// `forward_client_cert_details`.
     pub forward_client_cert_details: ForwardClientCertDetails,
+    /// `set_current_client_cert_details`: what this hop's XFCC element carries.
+    pub set_current_client_cert_details: ClientCertDetails,
     /// `via` to append, if any.
     pub via: Option<String>,
     /// `http2_protocol_options`.
@@ -108,6 +110,17 @@ pub enum ForwardClientCertDetails {
     SanitizeSet,
     /// Pass it through untouched.
     AlwaysForwardOnly,
+}
+
+/// `set_current_client_cert_details` (`cert` and `chain` are not implemented and rejected).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClientCertDetails {
+    /// `Subject="..."`.
+    pub subject: bool,
+    /// `URI=...`.
+    pub uri: bool,
+    /// `DNS=...`.
+    pub dns: bool,
 }
 
 /// `http2_protocol_options` that matter to the codec.

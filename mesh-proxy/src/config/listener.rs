@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::http::HttpConnectionManager;
 use super::matcher::Cidr;
-use super::tls::DownstreamTransport;
+use super::tls::{DownstreamTransport, SdsSecret, SecretKind};
 
 /// A listener (LDS resource or static).
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +36,21 @@ pub struct Listener {
     pub direction: TrafficDirection,
 }
 
+impl Listener {
+    /// The SDS secrets its filter chains need (deduplicated), which it warms on.
+    pub fn sds_secrets(&self) -> Vec<(SecretKind, &SdsSecret)> {
+        let mut v: Vec<_> = self
+            .filter_chains
+            .iter()
+            .chain(self.default_filter_chain.iter())
+            .flat_map(|c| c.transport.sds_secrets())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
 /// `traffic_direction`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TrafficDirection {
@@ -50,7 +65,7 @@ pub enum TrafficDirection {
 
 /// The listener filters a listener runs (each at most once, in Envoy's effective order:
 /// original destination first, then the inspectors, which only peek).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ListenerFilters {
     /// `envoy.filters.listener.original_dst`: the local address becomes the pre-redirect
     /// destination.
@@ -61,6 +76,70 @@ pub struct ListenerFilters {
     /// `envoy.filters.listener.http_inspector`: application protocol `http/1.0`, `http/1.1`
     /// or `h2c` from plaintext.
     pub http_inspector: bool,
+    /// `filter_disabled` of the original destination filter (against the accepted socket's
+    /// local address).
+    pub original_dst_disabled: Option<FilterPredicate>,
+    /// `filter_disabled` of the TLS inspector (against the destination after
+    /// `original_dst`).
+    pub tls_inspector_disabled: Option<FilterPredicate>,
+    /// `filter_disabled` of the HTTP inspector.
+    pub http_inspector_disabled: Option<FilterPredicate>,
+}
+
+impl ListenerFilters {
+    /// Whether the TLS inspector runs for a connection to `destination_port`.
+    pub fn tls_inspector_for(&self, destination_port: u16) -> bool {
+        self.tls_inspector && !disabled(&self.tls_inspector_disabled, destination_port)
+    }
+
+    /// Whether the HTTP inspector runs for a connection to `destination_port`.
+    pub fn http_inspector_for(&self, destination_port: u16) -> bool {
+        self.http_inspector && !disabled(&self.http_inspector_disabled, destination_port)
+    }
+
+    /// Whether the original destination filter runs for a socket on `local_port`.
+    pub fn original_dst_for(&self, local_port: u16) -> bool {
+        self.original_dst && !disabled(&self.original_dst_disabled, local_port)
+    }
+}
+
+fn disabled(p: &Option<FilterPredicate>, port: u16) -> bool {
+    p.as_ref().is_some_and(|p| p.matches(port))
+}
+
+/// `ListenerFilterChainMatchPredicate`: when a listener filter is skipped (`filter_disabled`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilterPredicate {
+    /// `any_match: true`.
+    Any,
+    /// `not_match`.
+    Not(Box<FilterPredicate>),
+    /// `and_match` (all of them; an empty list matches).
+    And(Vec<FilterPredicate>),
+    /// `or_match` (any of them).
+    Or(Vec<FilterPredicate>),
+    /// `destination_port_range`: `[start, end)`.
+    DestinationPortRange {
+        /// First port.
+        start: u32,
+        /// One past the last port.
+        end: u32,
+    },
+}
+
+impl FilterPredicate {
+    /// Whether a connection to `destination_port` matches.
+    pub fn matches(&self, destination_port: u16) -> bool {
+        match self {
+            FilterPredicate::Any => true,
+            FilterPredicate::Not(p) => !p.matches(destination_port),
+            FilterPredicate::And(ps) => ps.iter().all(|p| p.matches(destination_port)),
+            FilterPredicate::Or(ps) => ps.iter().any(|p| p.matches(destination_port)),
+            FilterPredicate::DestinationPortRange { start, end } => {
+                (*start..*end).contains(&u32::from(destination_port))
+            }
+        }
+    }
 }
 
 /// A filter chain.

@@ -169,6 +169,18 @@ pub struct ConnMeta {
     pub tls: bool,
     /// ALPN negotiated (`h2` selects HTTP/2 on TLS).
     pub alpn_h2: bool,
+    /// The terminated TLS connection: the peer's certificate and this side's SANs.
+    pub tls_info: Option<Arc<crate::tls::TlsInfo>>,
+}
+
+impl ConnMeta {
+    /// Envoy's authenticated principal of the peer (its certificate's first URI SAN, a
+    /// SPIFFE ID in the mesh; else DNS SAN, else subject), for authorization.
+    pub fn authenticated_principal(&self) -> Option<&str> {
+        self.tls_info
+            .as_deref()
+            .and_then(crate::tls::TlsInfo::authenticated_principal)
+    }
 }
 
 /// Serves one downstream connection until it closes, or, once `drain` turns true, until its
@@ -408,6 +420,11 @@ async fn route_request(
 ) -> Response<Body> {
     let cfg = &hcm.config;
     let (mut parts, body) = req.into_parts();
+    // What the connection's TLS says (the peer's principal) travels with the request, for
+    // the HTTP filters.
+    if let Some(info) = &meta.tls_info {
+        parts.extensions.insert(info.clone());
+    }
     // The authority: `:authority` in HTTP/2, Host in HTTP/1.1.
     let authority = parts
         .uri
@@ -463,7 +480,7 @@ async fn route_request(
         remote: meta.remote,
         local: meta.local,
         tls: meta.tls,
-        mtls: false,
+        tls_info: meta.tls_info.clone(),
     };
     let Some(table) = hcm.routes.current() else {
         hcm.stats.router_rq_total.inc();

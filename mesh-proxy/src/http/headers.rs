@@ -49,8 +49,15 @@ pub struct Downstream {
     pub local: SocketAddr,
     /// The connection is TLS.
     pub tls: bool,
-    /// The peer presented a verified certificate.
-    pub mtls: bool,
+    /// What the TLS handshake established (the peer's certificate, when it sent one).
+    pub tls_info: Option<std::sync::Arc<crate::tls::TlsInfo>>,
+}
+
+impl Downstream {
+    /// The peer presented a (verified) certificate.
+    pub fn mtls(&self) -> bool {
+        self.tls_info.as_ref().is_some_and(|i| i.peer.is_some())
+    }
 }
 
 /// `x-request-id`.
@@ -146,19 +153,74 @@ pub fn request(
             headers.insert(X_REQUEST_ID, request_id());
         }
     }
-    let drop_xfcc = match hcm.forward_client_cert_details {
-        ForwardClientCertDetails::AlwaysForwardOnly => false,
-        ForwardClientCertDetails::Sanitize => true,
-        // The XFCC element of mTLS connections comes with the security issue.
-        _ => !conn.mtls,
-    };
-    if drop_xfcc && present.xfcc {
-        headers.remove(X_FORWARDED_CLIENT_CERT);
-    }
+    xfcc(hcm, headers, conn, present.xfcc);
     if let Some(via) = &hcm.via {
         append_value(headers, header::VIA, via);
     }
     false
+}
+
+/// `x-forwarded-client-cert`, as Envoy's `mutateXfccRequestHeader` writes it: removed unless
+/// the connection is mTLS (or `ALWAYS_FORWARD_ONLY`); with `APPEND_FORWARD` or `SANITIZE_SET`
+/// this hop's element is added (`,`-separated) or replaces the header:
+/// `By=<our URI SAN>;Hash=<sha256 of the peer certificate>;Subject="<RFC 2253>";URI=<peer URI
+/// SAN>;DNS=<peer DNS SAN>`, with the keys `set_current_client_cert_details` asks for in
+/// Envoy's order (Subject, URI, DNS); `Subject` and `URI` are written even when empty.
+fn xfcc(hcm: &HttpConnectionManager, headers: &mut HeaderMap, conn: &Downstream, present: bool) {
+    use ForwardClientCertDetails as F;
+    let mode = hcm.forward_client_cert_details;
+    if mode == F::AlwaysForwardOnly {
+        return;
+    }
+    let peer = conn
+        .tls_info
+        .as_deref()
+        .and_then(|i| i.peer.as_ref().map(|p| (i, p)));
+    let Some((info, peer)) = peer.filter(|_| mode != F::Sanitize) else {
+        if present {
+            headers.remove(X_FORWARDED_CLIENT_CERT);
+        }
+        return;
+    };
+    if mode == F::ForwardOnly {
+        return;
+    }
+    let mut parts: Vec<String> = info
+        .local_uri_sans
+        .iter()
+        .map(|u| format!("By={u}"))
+        .collect();
+    if !peer.sha256.is_empty() {
+        parts.push(format!("Hash={}", peer.sha256));
+    }
+    let details = hcm.set_current_client_cert_details;
+    if details.subject {
+        parts.push(format!("Subject=\"{}\"", peer.subject));
+    }
+    if details.uri {
+        if peer.uri_sans.is_empty() {
+            parts.push("URI=".into());
+        }
+        parts.extend(peer.uri_sans.iter().map(|u| format!("URI={u}")));
+    }
+    if details.dns {
+        parts.extend(peer.dns_sans.iter().map(|d| format!("DNS={d}")));
+    }
+    let element = parts.join(";");
+    let value = match (mode, headers.get(X_FORWARDED_CLIENT_CERT)) {
+        (F::AppendForward, Some(old)) if !old.is_empty() => {
+            format!("{},{element}", String::from_utf8_lossy(old.as_bytes()))
+        }
+        _ => element,
+    };
+    match HeaderValue::from_str(&value) {
+        Ok(v) => {
+            headers.insert(X_FORWARDED_CLIENT_CERT, v);
+        }
+        Err(_) => {
+            headers.remove(X_FORWARDED_CLIENT_CERT);
+        }
+    }
 }
 
 /// Response-side rules: hop-by-hop headers, `server`, `via`.
@@ -296,7 +358,7 @@ mod tests {
             remote: "10.0.0.1:5000".parse().unwrap(),
             local: "10.0.0.2:80".parse().unwrap(),
             tls: false,
-            mtls: false,
+            tls_info: None,
         }
     }
 
@@ -394,6 +456,84 @@ mod tests {
         }
         assert_eq!(normalize_path("/a//b", true).as_deref(), Some("/a/b"));
         assert_eq!(normalize_path("a/b", false), None);
+    }
+
+    fn mtls(peer: Option<crate::tls::PeerCertificate>) -> Downstream {
+        Downstream {
+            tls: true,
+            tls_info: Some(std::sync::Arc::new(crate::tls::TlsInfo {
+                peer,
+                local_uri_sans: vec!["spiffe://cluster.local/ns/shop/sa/server".into()],
+                alpn: None,
+                sni: None,
+            })),
+            ..downstream()
+        }
+    }
+
+    fn client() -> crate::tls::PeerCertificate {
+        crate::tls::PeerCertificate {
+            uri_sans: vec!["spiffe://cluster.local/ns/shop/sa/client".into()],
+            dns_sans: vec!["client.shop".into()],
+            subject: String::new(),
+            sha256: "ab12".into(),
+        }
+    }
+
+    #[test]
+    fn xfcc_appends_this_hops_element_as_envoy_writes_it() {
+        let cfg = hcm("forward_client_cert_details: APPEND_FORWARD\n\
+             set_current_client_cert_details: {subject: true, uri: true, dns: true}");
+        let mut h = headers(&[("x-forwarded-client-cert", "By=spiffe://a;URI=spiffe://b")]);
+        request(&cfg, &[], &mut h, &mtls(Some(client())), false);
+        assert_eq!(
+            h["x-forwarded-client-cert"],
+            "By=spiffe://a;URI=spiffe://b,\
+             By=spiffe://cluster.local/ns/shop/sa/server;Hash=ab12;Subject=\"\";\
+             URI=spiffe://cluster.local/ns/shop/sa/client;DNS=client.shop"
+        );
+        // Without the details, only By and Hash; an absent URI SAN is still written.
+        let cfg = hcm("forward_client_cert_details: SANITIZE_SET\n\
+                       set_current_client_cert_details: {uri: true}");
+        let mut h = headers(&[("x-forwarded-client-cert", "By=spiffe://a")]);
+        let no_uri = crate::tls::PeerCertificate {
+            uri_sans: vec![],
+            ..client()
+        };
+        request(&cfg, &[], &mut h, &mtls(Some(no_uri)), false);
+        assert_eq!(
+            h["x-forwarded-client-cert"],
+            "By=spiffe://cluster.local/ns/shop/sa/server;Hash=ab12;URI="
+        );
+    }
+
+    #[test]
+    fn xfcc_is_removed_without_a_client_certificate() {
+        for mode in ["APPEND_FORWARD", "FORWARD_ONLY", "SANITIZE_SET", "SANITIZE"] {
+            let cfg = hcm(&format!("forward_client_cert_details: {mode}"));
+            for conn in [downstream(), mtls(None)] {
+                let mut h = headers(&[("x-forwarded-client-cert", "By=spiffe://forged")]);
+                request(&cfg, &[], &mut h, &conn, false);
+                assert!(!h.contains_key("x-forwarded-client-cert"), "{mode}");
+            }
+        }
+        // FORWARD_ONLY keeps what came over mTLS; SANITIZE never keeps it;
+        // ALWAYS_FORWARD_ONLY passes it whatever the connection.
+        let keep = |mode: &str, conn: Downstream| {
+            let cfg = hcm(&format!("forward_client_cert_details: {mode}"));
+            let mut h = headers(&[("x-forwarded-client-cert", "By=spiffe://x")]);
+            request(&cfg, &[], &mut h, &conn, false);
+            h.get("x-forwarded-client-cert").cloned()
+        };
+        assert_eq!(
+            keep("FORWARD_ONLY", mtls(Some(client()))).unwrap(),
+            "By=spiffe://x"
+        );
+        assert_eq!(keep("SANITIZE", mtls(Some(client()))), None);
+        assert_eq!(
+            keep("ALWAYS_FORWARD_ONLY", downstream()).unwrap(),
+            "By=spiffe://x"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::tcp::{TcpStats, TcpTarget};
 pub struct ChainRuntime {
     /// Its configuration.
     pub config: Arc<FilterChain>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     terminal: Terminal,
     drain: watch::Sender<bool>,
 }
@@ -57,16 +57,21 @@ enum Terminal {
 }
 
 impl ChainRuntime {
-    /// Builds a chain: loads its TLS material and prepares its terminal filter.
+    /// Builds a chain: loads its TLS material (subscribing its SDS secrets) and prepares its
+    /// terminal filter. `scope` is the listener's stats scope (`listener.ADDR.`), under which
+    /// its `ssl.*` stats go.
     pub fn new(
         config: Arc<FilterChain>,
         shared: &Shared,
+        scope: &str,
     ) -> Result<ChainRuntime, crate::tls::TlsError> {
         let tls = match &config.transport {
             DownstreamTransport::Plain => None,
-            DownstreamTransport::Tls(t) => Some(tokio_rustls::TlsAcceptor::from(
-                crate::tls::server_config(t)?,
-            )),
+            DownstreamTransport::Tls(t) => Some(Arc::new(crate::tls::ServerTls::new(
+                t,
+                &shared.secrets,
+                crate::tls::SslStats::new(&shared.stats, scope),
+            )?)),
         };
         let terminal = match &config.terminal {
             TerminalFilter::Http(hcm) => Terminal::Http(Arc::new(HcmRuntime::new(
@@ -84,6 +89,11 @@ impl ChainRuntime {
             terminal,
             drain: watch::channel(false).0,
         })
+    }
+
+    /// Its downstream TLS context, if it terminates TLS.
+    pub fn tls(&self) -> Option<&Arc<crate::tls::ServerTls>> {
+        self.tls.as_ref()
     }
 
     /// Tells this chain's connections to finish and close.
@@ -116,9 +126,14 @@ pub struct ListenerStats {
     pub listener_filter_error: Counter,
 }
 
+/// A listener's stats scope, `listener.IP_PORT.`.
+fn scope(l: &Listener) -> String {
+    format!("listener.{}_{}.", l.address.ip(), l.address.port())
+}
+
 impl ListenerStats {
     fn new(store: &Store, l: &Listener) -> ListenerStats {
-        let p = format!("listener.{}_{}.", l.address.ip(), l.address.port());
+        let p = scope(l);
         ListenerStats {
             cx_total: store.counter(format!("{p}downstream_cx_total")),
             cx_active: store.gauge(format!("{p}downstream_cx_active")),
@@ -157,17 +172,18 @@ impl ListenerRuntime {
                 .find(|p| Arc::ptr_eq(&p.config, c) || *p.config == **c)
                 .cloned()
         };
+        let scope = scope(&config);
         let mut chains = Vec::with_capacity(config.filter_chains.len());
         for c in &config.filter_chains {
             chains.push(match reuse(c) {
                 Some(r) => r,
-                None => Arc::new(ChainRuntime::new(c.clone(), shared)?),
+                None => Arc::new(ChainRuntime::new(c.clone(), shared, &scope)?),
             });
         }
         let default_chain = match &config.default_filter_chain {
             Some(c) => Some(match reuse(c) {
                 Some(r) => r,
-                None => Arc::new(ChainRuntime::new(c.clone(), shared)?),
+                None => Arc::new(ChainRuntime::new(c.clone(), shared, &scope)?),
             }),
             None => None,
         };
@@ -388,6 +404,17 @@ impl ListenerManager {
             .and_then(|e| e.bound)
     }
 
+    /// The installed listeners' runtimes, by name.
+    pub fn runtimes(&self) -> Vec<(String, Arc<ListenerRuntime>)> {
+        let by_name = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = by_name
+            .iter()
+            .map(|(n, e)| (n.clone(), e.slot.load_full()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// Names of the installed listeners.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
@@ -515,17 +542,24 @@ struct Inspected {
     alpn: Vec<String>,
 }
 
-async fn inspect(stream: &mut TcpStream, l: &Listener) -> Option<Inspected> {
-    let f = l.listener_filters;
+async fn inspect(
+    stream: &mut TcpStream,
+    l: &Listener,
+    destination: SocketAddr,
+) -> Option<Inspected> {
+    let f = &l.listener_filters;
     let mut out = Inspected {
         transport: "raw_buffer",
         ..Default::default()
     };
-    if !f.tls_inspector && !f.http_inspector {
+    // `filter_disabled` predicates see the destination after `original_dst`.
+    let tls_inspector = f.tls_inspector_for(destination.port());
+    let http_inspector = f.http_inspector_for(destination.port());
+    if !tls_inspector && !http_inspector {
         return Some(out);
     }
     let mut buf = BytesMut::with_capacity(4096);
-    let (mut tls_done, mut http_done) = (!f.tls_inspector, !f.http_inspector);
+    let (mut tls_done, mut http_done) = (!tls_inspector, !http_inspector);
     let work = async {
         loop {
             if !tls_done {
@@ -593,7 +627,7 @@ async fn handle_connection(
         return;
     };
     // `use_original_dst` implies the original-destination listener filter, as in Envoy.
-    if (lr.config.listener_filters.original_dst || lr.config.use_original_dst)
+    if (lr.config.listener_filters.original_dst_for(local.port()) || lr.config.use_original_dst)
         && let Some(dst) = original_dst(&stream)
     {
         local = dst;
@@ -608,7 +642,7 @@ async fn handle_connection(
     lr.stats.cx_total.inc();
     lr.stats.cx_active.inc();
     let _active = ActiveGuard(lr.stats.cx_active.clone());
-    let Some(seen) = inspect(&mut stream, &lr.config).await else {
+    let Some(seen) = inspect(&mut stream, &lr.config, local).await else {
         lr.stats.listener_filter_error.inc();
         return;
     };
@@ -644,21 +678,55 @@ async fn handle_connection(
                 local,
                 tls: false,
                 alpn_h2: false,
+                tls_info: None,
             };
             run_terminal(&shared, &chain, io, meta, &seen.sni, drain).await;
         }
-        Some(acceptor) => {
-            let Ok(tls) = acceptor.accept(io).await else {
-                return;
+        Some(tls) => {
+            let start = match tokio_rustls::LazyConfigAcceptor::new(
+                rustls::server::Acceptor::default(),
+                io,
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tls.stats.failed(&e);
+                    tracing::debug!(chain = %chain.config.name, "TLS handshake failed: {e}");
+                    return;
+                }
             };
-            let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let config = tls.config_for(&start.client_hello());
+            let stream = match start.into_stream(config).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let why = tls.stats.failed(&e);
+                    tracing::debug!(chain = %chain.config.name, ?why, "TLS handshake failed: {e}");
+                    return;
+                }
+            };
+            let conn = stream.get_ref().1;
+            tls.stats.succeeded(conn);
+            let alpn = conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+            let info = crate::tls::TlsInfo {
+                peer: conn
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(crate::tls::PeerCertificate::of),
+                local_uri_sans: tls.local_uri_sans(),
+                sni: conn.server_name().map(str::to_string),
+                alpn,
+            };
             let meta = ConnMeta {
                 remote,
                 local,
                 tls: true,
-                alpn_h2,
+                alpn_h2: info.alpn.as_deref() == Some("h2"),
+                tls_info: Some(Arc::new(info)),
             };
-            run_terminal(&shared, &chain, tls, meta, &seen.sni, drain).await;
+            run_terminal(&shared, &chain, stream, meta, &seen.sni, drain).await;
         }
     }
 }

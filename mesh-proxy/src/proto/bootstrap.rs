@@ -175,6 +175,7 @@ pub fn bootstrap(b: bs::Bootstrap) -> Result<Bootstrap, InvalidField> {
             format!("Unknown gRPC client cluster '{}'", ads.cluster),
         ));
     }
+    check_static_sds(&out)?;
     if (out.cds_over_ads || out.lds_over_ads) && out.ads.is_none() {
         return Err(InvalidField::invalid(
             "dynamic_resources.ads_config",
@@ -185,6 +186,51 @@ pub fn bootstrap(b: bs::Bootstrap) -> Result<Bootstrap, InvalidField> {
         out.dns_resolvers = dns_resolver(t).within("typed_dns_resolver_config")?;
     }
     Ok(out)
+}
+
+/// The SDS secrets of static listeners and clusters: over `api_config_source` they must come
+/// from a static non-EDS cluster, over `ads` the bootstrap must have an ADS stream.
+fn check_static_sds(b: &Bootstrap) -> Result<(), InvalidField> {
+    use crate::config::tls::{SdsSecret, SdsSource, SecretKind};
+    let check = |secrets: Vec<(SecretKind, &SdsSecret)>, at: String| {
+        for (_, s) in secrets {
+            match &s.config.source {
+                SdsSource::Grpc { cluster, .. } => {
+                    let ok = b
+                        .static_clusters
+                        .iter()
+                        .any(|c| c.name == *cluster && c.discovery.eds_service_name().is_none());
+                    if !ok {
+                        return Err(InvalidField::invalid(
+                            at,
+                            format!(
+                                "SDS secret '{}': envoy::config::core::v3::ApiConfigSource must have a statically defined non-EDS cluster: '{cluster}' does not exist, was added via api, or is an EDS cluster",
+                                s.name
+                            ),
+                        ));
+                    }
+                }
+                SdsSource::Ads if b.ads.is_none() => {
+                    return Err(InvalidField::invalid(
+                        at,
+                        format!(
+                            "SDS secret '{}' is fetched over ADS, but no ads_config is given",
+                            s.name
+                        ),
+                    ));
+                }
+                SdsSource::Ads => {}
+            }
+        }
+        Ok(())
+    };
+    for (i, l) in b.static_listeners.iter().enumerate() {
+        check(l.sds_secrets(), at("static_resources.listeners", i))?;
+    }
+    for (i, c) in b.static_clusters.iter().enumerate() {
+        check(c.sds_secrets(), at("static_resources.clusters", i))?;
+    }
+    Ok(())
 }
 
 fn node_of(n: core::Node) -> Result<Node, InvalidField> {
@@ -276,7 +322,7 @@ fn dynamic(d: bs::bootstrap::DynamicResources, out: &mut Bootstrap) -> Result<()
 }
 
 /// `ads_config`: gRPC (SotW or delta), V3, one Envoy gRPC service naming a static cluster.
-fn ads(a: core::ApiConfigSource) -> Result<AdsConfig, InvalidField> {
+pub(crate) fn ads(a: core::ApiConfigSource) -> Result<AdsConfig, InvalidField> {
     use core::api_config_source::ApiType;
     use core::grpc_service::TargetSpecifier;
     let core::ApiConfigSource {

@@ -38,8 +38,9 @@ use super::route::route_configuration;
 use super::{InvalidField, Within};
 use crate::config::cluster::DnsLookupFamily;
 use crate::config::http::{
-    Codec, DnsCacheConfig, ForwardClientCertDetails, Http2Keepalive, Http2Options,
-    HttpConnectionManager, HttpFilter, RouteSource, RouterConfig, ServerHeaderTransformation,
+    ClientCertDetails, Codec, DnsCacheConfig, ForwardClientCertDetails, Http2Keepalive,
+    Http2Options, HttpConnectionManager, HttpFilter, RouteSource, RouterConfig,
+    ServerHeaderTransformation,
 };
 use crate::config::matcher::FractionalPercent;
 use crate::config::route::{
@@ -131,7 +132,6 @@ pub(crate) fn http_connection_manager(
         flush_access_log_on_new_request,
         original_ip_detection_extensions,
         early_header_mutation_extensions,
-        set_current_client_cert_details,
         forward_client_cert_matcher,
         represent_ipv4_remote_address_as_ipv4_mapped_ipv6,
         request_id_extension,
@@ -234,6 +234,45 @@ pub(crate) fn http_connection_manager(
         Ok(S::PassThrough) => ServerHeaderTransformation::PassThrough,
         Err(_) => return Err(bad_enum("server_header_transformation")),
     };
+    let set_current_client_cert_details = match set_current_client_cert_details {
+        None => ClientCertDetails::default(),
+        Some(hcm_pb::http_connection_manager::SetCurrentClientCertDetails {
+            subject,
+            cert,
+            chain,
+            dns,
+            uri,
+            issuer,
+            format,
+        }) => {
+            if format != 0 {
+                return Err(InvalidField::unsupported(
+                    "set_current_client_cert_details.format",
+                ));
+            }
+            if issuer {
+                return Err(InvalidField::unsupported(
+                    "set_current_client_cert_details.issuer",
+                ));
+            }
+            // The URL-encoded PEM elements are not implemented.
+            if cert {
+                return Err(InvalidField::unsupported(
+                    "set_current_client_cert_details.cert",
+                ));
+            }
+            if chain {
+                return Err(InvalidField::unsupported(
+                    "set_current_client_cert_details.chain",
+                ));
+            }
+            ClientCertDetails {
+                subject: bool_or(subject, false),
+                uri,
+                dns,
+            }
+        }
+    };
     let forward_client_cert_details = match F::try_from(forward_client_cert_details) {
         Ok(F::Sanitize) => ForwardClientCertDetails::Sanitize,
         Ok(F::ForwardOnly) => ForwardClientCertDetails::ForwardOnly,
@@ -311,6 +350,7 @@ pub(crate) fn http_connection_manager(
         merge_slashes,
         websocket,
         forward_client_cert_details,
+        set_current_client_cert_details,
         via: (!via.is_empty()).then_some(via),
         http2,
         proxy_100_continue,

@@ -39,8 +39,8 @@ use super::http::{dns_cache_config, http_connection_manager};
 use super::tls::downstream_transport;
 use super::{InvalidField, Within};
 use crate::config::listener::{
-    FilterChain, FilterChainMatch, Listener, ListenerFilters, NetworkFilter, SourceType,
-    TcpCluster, TcpProxy, TerminalFilter, TrafficDirection,
+    FilterChain, FilterChainMatch, FilterPredicate, Listener, ListenerFilters, NetworkFilter,
+    SourceType, TcpCluster, TcpProxy, TerminalFilter, TrafficDirection,
 };
 use crate::config::matcher::Cidr;
 
@@ -161,7 +161,10 @@ fn listener_filter(f: ls::ListenerFilter, out: &mut ListenerFilters) -> Result<(
         filter_disabled,
         config_type,
     } = f;
-    unsupported_if_set!(filter_disabled);
+    let disabled = filter_disabled
+        .map(filter_predicate)
+        .transpose()
+        .within("filter_disabled")?;
     let a = match config_type {
         Some(ConfigType::TypedConfig(a)) => a,
         Some(ConfigType::ConfigDiscovery(_)) => {
@@ -169,7 +172,7 @@ fn listener_filter(f: ls::ListenerFilter, out: &mut ListenerFilters) -> Result<(
         }
         None => return Err(required("typed_config")),
     };
-    let slot = if is::<TlsInspector>(&a) {
+    let (slot, disabled_slot) = if is::<TlsInspector>(&a) {
         let TlsInspector {
             enable_ja3_fingerprinting: _,
             enable_ja4_fingerprinting: _,
@@ -185,13 +188,13 @@ fn listener_filter(f: ls::ListenerFilter, out: &mut ListenerFilters) -> Result<(
             Ok(())
         })();
         r.within("typed_config")?;
-        &mut out.tls_inspector
+        (&mut out.tls_inspector, &mut out.tls_inspector_disabled)
     } else if is::<HttpInspector>(&a) {
         let HttpInspector {} = decode(&a).within("typed_config")?;
-        &mut out.http_inspector
+        (&mut out.http_inspector, &mut out.http_inspector_disabled)
     } else if is::<OriginalDst>(&a) {
         let OriginalDst {} = decode(&a).within("typed_config")?;
-        &mut out.original_dst
+        (&mut out.original_dst, &mut out.original_dst_disabled)
     } else {
         return Err(unknown_type(&a).within("typed_config"));
     };
@@ -201,7 +204,56 @@ fn listener_filter(f: ls::ListenerFilter, out: &mut ListenerFilters) -> Result<(
             format!("listener filter {} given twice", type_name(&a)),
         ));
     }
+    *disabled_slot = disabled;
     Ok(())
+}
+
+/// `ListenerFilterChainMatchPredicate` (a listener filter's `filter_disabled`).
+fn filter_predicate(
+    p: ls::ListenerFilterChainMatchPredicate,
+) -> Result<FilterPredicate, InvalidField> {
+    use ls::listener_filter_chain_match_predicate::{MatchSet, Rule};
+    let set = |m: MatchSet, field: &str| -> Result<Vec<FilterPredicate>, InvalidField> {
+        let MatchSet { rules } = m;
+        if rules.len() < 2 {
+            return Err(InvalidField::invalid(
+                format!("{field}.rules"),
+                "value must contain at least 2 item(s)",
+            ));
+        }
+        rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| filter_predicate(r).within(&at(&format!("{field}.rules"), i)))
+            .collect()
+    };
+    match p.rule {
+        Some(Rule::OrMatch(m)) => Ok(FilterPredicate::Or(set(m, "or_match")?)),
+        Some(Rule::AndMatch(m)) => Ok(FilterPredicate::And(set(m, "and_match")?)),
+        Some(Rule::NotMatch(n)) => Ok(FilterPredicate::Not(Box::new(
+            filter_predicate(*n).within("not_match")?,
+        ))),
+        Some(Rule::AnyMatch(true)) => Ok(FilterPredicate::Any),
+        Some(Rule::AnyMatch(false)) => {
+            Err(InvalidField::invalid("any_match", "value must equal true"))
+        }
+        Some(Rule::DestinationPortRange(envoy_types::pb::envoy::r#type::v3::Int32Range {
+            start,
+            end,
+        })) => {
+            if start < 0 || !(0..=65536).contains(&end) {
+                return Err(InvalidField::invalid(
+                    "destination_port_range",
+                    "ports must be in [0, 65536]",
+                ));
+            }
+            Ok(FilterPredicate::DestinationPortRange {
+                start: start.unsigned_abs(),
+                end: end.unsigned_abs(),
+            })
+        }
+        None => Err(required("rule")),
+    }
 }
 
 fn filter_chain(c: ls::FilterChain, address: &SocketAddr) -> Result<FilterChain, InvalidField> {

@@ -30,6 +30,7 @@ pub use endpoint::load_assignment;
 pub use json::{BootstrapParseError, parse_bootstrap, parse_yaml};
 pub use listener::listener;
 pub use route::route_configuration;
+pub use tls::secret;
 
 /// A field of a resource that this proxy cannot run, with why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

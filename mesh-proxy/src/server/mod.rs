@@ -5,6 +5,9 @@
 //!   known, and only then replaces the active cluster of the same name (the old one keeps
 //!   serving meanwhile).
 //! - A listener warms until every route configuration it names over RDS has arrived.
+//! - A listener or cluster whose TLS contexts name SDS secrets also warms until they have
+//!   arrived (or their `initial_fetch_timeout` expired; see [`crate::secret`]). Secrets over
+//!   `api_config_source` must come from a static cluster, as in Envoy.
 //! - A resource that does not convert (or whose TLS files do not load, or whose socket does
 //!   not bind) is rejected with its field path and the previous version keeps serving; the
 //!   other resources of the same response are applied.
@@ -98,13 +101,17 @@ pub struct Shared {
     pub workers: Workers,
     /// How long connections on removed chains may go on.
     pub drain_time: Duration,
+    /// SDS secrets.
+    pub secrets: crate::secret::SecretManager,
 }
 
 impl Shared {
     /// A new, empty proxy state.
     pub fn new(workers: Workers, dns_servers: Vec<std::net::SocketAddr>) -> Arc<Shared> {
+        let stats = Arc::new(Store::new());
         Arc::new(Shared {
-            stats: Arc::new(Store::new()),
+            secrets: crate::secret::SecretManager::new(),
+            stats,
             clusters: ClusterManager::new(),
             listeners: ListenerManager::default(),
             routes: RouteRegistry::default(),
@@ -113,6 +120,26 @@ impl Shared {
             workers,
             drain_time: crate::listener::DEFAULT_DRAIN_TIME,
         })
+    }
+
+    /// Every TLS context in use, for `/certs`: the filter chains' of each listener, then the
+    /// transports' of each cluster.
+    pub fn tls_contexts(&self) -> Vec<crate::tls::ContextCerts> {
+        let mut out = Vec::new();
+        for (_, l) in self.listeners.runtimes() {
+            for c in l.chains.iter().chain(l.default_chain.iter()) {
+                if let Some(t) = c.tls() {
+                    out.push(t.certs());
+                }
+            }
+        }
+        let clusters = self.clusters.all();
+        let mut names: Vec<&String> = clusters.keys().collect();
+        names.sort();
+        for c in names.into_iter().filter_map(|n| clusters.get(n)) {
+            out.extend(c.tls_contexts().map(|t| t.certs()));
+        }
+        out
     }
 }
 
@@ -184,6 +211,8 @@ struct ListenerEntry {
     config: Arc<Listener>,
     /// Sockets bound for a warming listener.
     prebound: Option<crate::listener::PreBound>,
+    /// Its SDS secrets, subscribed while it warms (its chains hold them once active).
+    secrets: Vec<Arc<crate::secret::SecretEntry>>,
     raw: Bytes,
     version: String,
     updated: std::time::SystemTime,
@@ -213,6 +242,8 @@ struct State {
     cds_version: String,
     lds_version: String,
     cds_done: bool,
+    /// The bootstrap's static resources are installed ([`Server::static_resources_added`]).
+    statics_done: bool,
     lds_done: bool,
 }
 
@@ -227,6 +258,8 @@ pub struct Server {
     expect_cds: bool,
     expect_lds: bool,
     activations: Mutex<Vec<Arc<ClusterRuntime>>>,
+    /// Keeps the task that finishes warming when secrets arrive.
+    _secrets_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -238,18 +271,41 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// A manager for `shared`. `expect_cds` / `expect_lds` say whether initialisation waits
     /// for a first CDS / LDS response.
+    ///
+    /// In a tokio runtime, a task of the manager finishes warming listeners and clusters when
+    /// their SDS secrets arrive.
     pub fn new(shared: Arc<Shared>, expect_cds: bool, expect_lds: bool) -> Arc<Server> {
         let store = shared.stats.clone();
-        let s = Arc::new(Server {
-            cds: XdsStats::new(&store, "cluster_manager.cds."),
-            lds: XdsStats::new(&store, "listener_manager.lds."),
-            connected: store.gauge("control_plane.connected_state"),
-            ready: watch::channel(false).0,
-            shared,
-            state: Mutex::new(State::default()),
-            expect_cds,
-            expect_lds,
-            activations: Mutex::new(Vec::new()),
+        let s = Arc::new_cyclic(|weak: &std::sync::Weak<Server>| {
+            // gRPC SDS streams find their static cluster here.
+            let w = weak.clone();
+            shared
+                .secrets
+                .set_targets(Arc::new(move |name: &str| w.upgrade()?.sds_target(name)));
+            let task = tokio::runtime::Handle::try_current().ok().map(|rt| {
+                let w = weak.clone();
+                let mut changes = shared.secrets.changes();
+                rt.spawn(async move {
+                    while changes.changed().await.is_ok() {
+                        let Some(s) = w.upgrade() else {
+                            return;
+                        };
+                        s.secrets_changed();
+                    }
+                })
+            });
+            Server {
+                cds: XdsStats::new(&store, "cluster_manager.cds."),
+                lds: XdsStats::new(&store, "listener_manager.lds."),
+                connected: store.gauge("control_plane.connected_state"),
+                ready: watch::channel(false).0,
+                shared,
+                state: Mutex::new(State::default()),
+                expect_cds,
+                expect_lds,
+                activations: Mutex::new(Vec::new()),
+                _secrets_task: task,
+            }
         });
         {
             let mut st = s.lock();
@@ -289,6 +345,16 @@ impl Server {
         self.check_ready(&st);
     }
 
+    /// Says that the bootstrap's static clusters and listeners are all added: initialisation
+    /// completes (`/ready` turns LIVE) once they are warm (their SDS secrets arrived) and the
+    /// first CDS and LDS responses, if expected, are applied.
+    pub fn static_resources_added(&self) {
+        let mut st = self.lock();
+        st.statics_done = true;
+        self.update_gauges(&st);
+        self.check_ready(&st);
+    }
+
     /// Adds a static cluster (bootstrap `static_resources`).
     pub fn add_static_cluster(&self, c: Cluster, raw: Bytes) -> Result<(), String> {
         let mut st = self.lock();
@@ -319,10 +385,13 @@ impl Server {
                 return Err("cannot update a static cluster over CDS".into());
             }
         }
+        if dynamic {
+            Self::check_sds_clusters(st, &c.sds_secrets())?;
+        }
         let config = Arc::new(c);
-        let rt =
-            ClusterRuntime::new(config.clone(), &self.shared.stats).map_err(|e| e.to_string())?;
-        let mut warming = false;
+        let rt = ClusterRuntime::new(config.clone(), &self.shared.stats, &self.shared.secrets)
+            .map_err(|e| e.to_string())?;
+        let mut warming = !rt.secrets_ready();
         if let Some(service) = config.discovery.eds_service_name() {
             // The cluster's EDS subscription starts: Envoy counts an attempt.
             rt.stats().update_attempt.inc();
@@ -347,6 +416,115 @@ impl Server {
             },
         );
         Ok(())
+    }
+
+    /// Secrets of dynamic resources over `api_config_source` must come from a static cluster
+    /// (Envoy's `checkApiConfigSourceSubscriptionBackingCluster`).
+    fn check_sds_clusters(
+        st: &State,
+        secrets: &[(
+            crate::config::tls::SecretKind,
+            &crate::config::tls::SdsSecret,
+        )],
+    ) -> Result<(), String> {
+        for (_, s) in secrets {
+            if let crate::config::tls::SdsSource::Grpc { cluster, .. } = &s.config.source
+                && !st
+                    .clusters
+                    .get(cluster)
+                    .is_some_and(|e| !e.dynamic && e.config.discovery.eds_service_name().is_none())
+            {
+                return Err(format!(
+                    "SDS secret '{}': envoy::config::core::v3::ApiConfigSource must have a statically defined non-EDS cluster: '{cluster}' does not exist, was added via api, or is an EDS cluster",
+                    s.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The address of static cluster `name` for a gRPC SDS stream.
+    fn sds_target(&self, name: &str) -> Option<crate::secret::SdsTarget> {
+        use crate::config::cluster::Discovery;
+        use crate::config::endpoint::EndpointAddress;
+        use crate::secret::{SdsAddress, SdsTarget};
+        let st = self.lock();
+        let e = st.clusters.get(name).filter(|e| !e.dynamic)?;
+        let la = match &e.config.discovery {
+            Discovery::Static(la) | Discovery::StrictDns(la) | Discovery::LogicalDns(la) => la,
+            _ => return None,
+        };
+        let address = la
+            .localities
+            .iter()
+            .flat_map(|l| l.endpoints.iter())
+            .map(|e| e.address.clone())
+            .next()?;
+        let transport = match address {
+            EndpointAddress::Socket(a) => SdsAddress::Resolved(crate::xds::XdsTransport::Tcp(a)),
+            EndpointAddress::Pipe(p) => SdsAddress::Resolved(crate::xds::XdsTransport::Unix(p)),
+            EndpointAddress::Dns { host, port } => SdsAddress::Dns { host, port },
+        };
+        Some(SdsTarget {
+            transport,
+            connect_timeout: e.config.connect_timeout,
+            connections: Some(e.runtime.stats().pool.cx_total.clone()),
+        })
+    }
+
+    /// A secret arrived or timed out: finish warming what waited for it.
+    fn secrets_changed(&self) {
+        let mut st = self.lock();
+        self.finish_warming(&mut st);
+        self.flush_activations();
+        self.update_gauges(&st);
+        self.check_ready(&st);
+    }
+
+    /// Activates warming listeners whose route configurations and secrets are all there,
+    /// and warming clusters whose assignment (for EDS) and secrets are.
+    fn finish_warming(&self, st: &mut State) {
+        let waiting: Vec<String> = st
+            .listeners
+            .iter()
+            .filter(|(_, e)| e.warming)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in waiting {
+            let Some(e) = st.listeners.get_mut(&name) else {
+                continue;
+            };
+            let config = e.config.clone();
+            let ready = rds_names(&config)
+                .iter()
+                .all(|n| self.shared.routes.is_ready(n))
+                && e.secrets.iter().all(|s| s.is_ready());
+            if !ready {
+                continue;
+            }
+            let prebound = e.prebound.take();
+            match self.shared.listeners.upsert(&self.shared, config, prebound) {
+                Ok(()) => {
+                    if let Some(e) = st.listeners.get_mut(&name) {
+                        e.warming = false;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!("listener {name} could not be installed: {err}");
+                }
+            }
+        }
+        let mut to_activate = Vec::new();
+        for e in st.clusters.values_mut().filter(|e| e.warming) {
+            let assigned = !e.runtime.needs_assignment() || e.runtime.assignment().is_some();
+            if assigned && e.runtime.secrets_ready() {
+                e.warming = false;
+                to_activate.push(e.runtime.clone());
+            }
+        }
+        for rt in to_activate {
+            self.activate(&rt);
+        }
     }
 
     /// Queues a cluster for activation; [`Server::flush_activations`] installs the queue at
@@ -380,10 +558,19 @@ impl Server {
         {
             return Ok(());
         }
+        let sds = l.sds_secrets();
+        if dynamic {
+            Self::check_sds_clusters(st, &sds)?;
+        }
+        let secrets = sds
+            .iter()
+            .map(|(kind, s)| self.shared.secrets.acquire(*kind, s))
+            .collect::<Result<Vec<_>, _>>()?;
         let config = Arc::new(l);
         let waiting = rds_names(&config)
             .iter()
-            .any(|n| !self.shared.routes.is_ready(n));
+            .any(|n| !self.shared.routes.is_ready(n))
+            || secrets.iter().any(|s| !s.is_ready());
         // Bind now, so that a listener that cannot bind is rejected with this update.
         let mut prebound = self
             .shared
@@ -407,6 +594,7 @@ impl Server {
             ListenerEntry {
                 config,
                 prebound,
+                secrets,
                 raw,
                 version,
                 updated: std::time::SystemTime::now(),
@@ -593,7 +781,7 @@ impl Server {
             for name in names {
                 if let Some(e) = st.clusters.get_mut(name) {
                     e.runtime.set_assignment(la.clone());
-                    if e.warming {
+                    if e.warming && e.runtime.secrets_ready() {
                         e.warming = false;
                         to_activate.push(e.runtime.clone());
                     }
@@ -774,34 +962,14 @@ impl Server {
             }
         }
         // Listeners waiting for these routes may be complete now.
-        let waiting: Vec<String> = st
-            .listeners
-            .iter()
-            .filter(|(_, e)| e.warming)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in waiting {
-            let Some(e) = st.listeners.get_mut(&name) else {
-                continue;
-            };
-            let config = e.config.clone();
-            if rds_names(&config)
-                .iter()
-                .all(|n| self.shared.routes.is_ready(n))
-            {
-                let prebound = e.prebound.take();
-                match self.shared.listeners.upsert(&self.shared, config, prebound) {
-                    Ok(()) => {
-                        if let Some(e) = st.listeners.get_mut(&name) {
-                            e.warming = false;
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!("listener {name} could not be installed: {err}");
-                    }
-                }
-            }
-        }
+        self.finish_warming(st);
+        rejected
+    }
+
+    fn apply_secrets(&self, st: &mut State, version: &str, update: Update) -> Vec<Rejected> {
+        let (updated, _removed, _) = split(update);
+        let rejected = self.shared.secrets.apply_ads(version, updated);
+        self.finish_warming(st);
         rejected
     }
 
@@ -834,7 +1002,8 @@ impl Server {
     fn check_ready(&self, st: &State) {
         let clusters_warm = st.clusters.values().all(|e| !e.warming);
         let listeners_warm = st.listeners.values().all(|e| !e.warming);
-        let ready = st.cds_done && st.lds_done && clusters_warm && listeners_warm;
+        let ready =
+            st.statics_done && st.cds_done && st.lds_done && clusters_warm && listeners_warm;
         let ready = ready || (*self.ready.borrow() && st.cds_done && st.lds_done);
         self.ready.send_if_modified(|r| {
             let changed = *r != ready && ready;
@@ -876,6 +1045,14 @@ impl Server {
     pub fn versions(&self) -> (String, String) {
         let st = self.lock();
         (st.cds_version.clone(), st.lds_version.clone())
+    }
+
+    /// The SDS secrets subscribed, by kind, for `/config_dump`.
+    pub fn secret_dumps(
+        &self,
+        kind: crate::config::tls::SecretKind,
+    ) -> Vec<crate::secret::SecretDump> {
+        self.shared.secrets.dump(kind)
     }
 
     /// Whether initialisation waits for CDS and LDS.
@@ -936,6 +1113,7 @@ impl Handler for Server {
             type_url::ENDPOINT => self.apply_assignments(&mut st, version, update),
             type_url::LISTENER => self.apply_listeners(&mut st, version, update),
             type_url::ROUTE => self.apply_routes(&mut st, version, update),
+            type_url::SECRET => self.apply_secrets(&mut st, version, update),
             _ => Vec::new(),
         };
         self.cds.update_attempt.inc_if(t == type_url::CLUSTER);
@@ -962,6 +1140,10 @@ impl Handler for Server {
                 .values()
                 .flat_map(|e| rds_names(&e.config))
                 .collect(),
+            type_url::SECRET => {
+                drop(st);
+                self.shared.secrets.ads_names()
+            }
             _ => BTreeSet::new(),
         }
     }

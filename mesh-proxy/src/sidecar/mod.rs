@@ -251,6 +251,15 @@ impl Sidecar {
         let expect_cds = b.cds_over_ads && ads.is_some();
         let expect_lds = b.lds_over_ads && ads.is_some();
         let server = Server::new(shared.clone(), expect_cds, expect_lds);
+        let mut node = node_proto;
+        node.user_agent_name = "mesh-sidecar".into();
+        node.user_agent_version_type = Some(
+            envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(
+                env!("CARGO_PKG_VERSION").into(),
+            ),
+        );
+        // SDS streams send the same node as the ADS stream.
+        shared.secrets.set_node(node.clone());
         for (c, raw) in b.static_clusters.iter().zip(static_clusters) {
             server
                 .add_static_cluster(c.clone(), raw.into())
@@ -267,6 +276,7 @@ impl Sidecar {
                     reason,
                 })?;
         }
+        server.static_resources_added();
         let mut tasks = Vec::new();
         let (quit_tx, quit) = watch::channel(false);
         let mut admin_addr = None;
@@ -316,13 +326,6 @@ impl Sidecar {
             tasks.push(tokio::spawn(admin.serve(listener)));
         }
         if let Some((ads, transport, connect_timeout)) = ads {
-            let mut node = node_proto;
-            node.user_agent_name = "mesh-sidecar".into();
-            node.user_agent_version_type = Some(
-                envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(
-                    env!("CARGO_PKG_VERSION").into(),
-                ),
-            );
             let client = XdsClient::new(
                 ClientConfig {
                     node,

@@ -92,41 +92,11 @@ impl XdsClient {
     }
 
     fn channel(&self) -> Result<Channel, String> {
-        let counter = self.config.connections.clone();
-        let endpoint = Endpoint::from_static("http://xds")
-            .connect_timeout(self.config.connect_timeout)
-            .tcp_nodelay(true);
-        let count = move || {
-            if let Some(c) = &counter {
-                c.inc();
-            }
-        };
-        Ok(match &self.config.transport {
-            XdsTransport::Tcp(addr) => {
-                let addr = *addr;
-                endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                    let count = count.clone();
-                    async move {
-                        let s = tokio::net::TcpStream::connect(addr).await?;
-                        let _ = s.set_nodelay(true);
-                        count();
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                    }
-                }))
-            }
-            XdsTransport::Unix(path) => {
-                let path = path.clone();
-                endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    let count = count.clone();
-                    async move {
-                        let s = tokio::net::UnixStream::connect(path).await?;
-                        count();
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                    }
-                }))
-            }
-        })
+        Ok(lazy_channel(
+            &self.config.transport,
+            self.config.connect_timeout,
+            self.config.connections.clone(),
+        ))
     }
 
     /// Runs forever: connects, streams, and reconnects with jittered exponential back-off.
@@ -177,10 +147,18 @@ impl XdsClient {
         if self.config.cds {
             types.push(type_url::CLUSTER);
         }
-        // A reconnect re-requests what the previous stream had.
-        for t in [type_url::ENDPOINT, type_url::LISTENER, type_url::ROUTE] {
+        // A reconnect re-requests what the previous stream had; secrets of the bootstrap's
+        // static listeners and clusters are asked for from the start.
+        for t in [
+            type_url::ENDPOINT,
+            type_url::LISTENER,
+            type_url::ROUTE,
+            type_url::SECRET,
+        ] {
             let had = states.get(t).is_some_and(|s| s.requested);
-            if had || (t == type_url::LISTENER && self.config.lds && !self.config.cds) {
+            let wanted = (t == type_url::LISTENER && self.config.lds && !self.config.cds)
+                || (t == type_url::SECRET && !self.handler.subscriptions(t).is_empty());
+            if had || wanted {
                 types.push(t);
             }
         }
@@ -503,9 +481,52 @@ impl XdsClient {
     }
 }
 
+/// A plaintext HTTP/2 channel to `transport` that connects when first used (and again after
+/// a failure), counting connections in `connections`.
+pub(crate) fn lazy_channel(
+    transport: &XdsTransport,
+    connect_timeout: Duration,
+    connections: Option<crate::stats::Counter>,
+) -> Channel {
+    let endpoint = Endpoint::from_static("http://xds")
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true);
+    let count = move || {
+        if let Some(c) = &connections {
+            c.inc();
+        }
+    };
+    match transport {
+        XdsTransport::Tcp(addr) => {
+            let addr = *addr;
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                let count = count.clone();
+                async move {
+                    let s = tokio::net::TcpStream::connect(addr).await?;
+                    let _ = s.set_nodelay(true);
+                    count();
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                }
+            }))
+        }
+        XdsTransport::Unix(path) => {
+            let path = path.clone();
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                let count = count.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(path).await?;
+                    count();
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                }
+            }))
+        }
+    }
+}
+
 /// Envoy's jittered exponential back-off for the xDS stream: uniform in
 /// `[0, min(base × 2^(n-1), max))` after the n-th failure in a row (never below 1 ms).
-fn reconnect_delay(failures: u32, base: Duration, max: Duration) -> Duration {
+pub(crate) fn reconnect_delay(failures: u32, base: Duration, max: Duration) -> Duration {
     let ceiling = base
         .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
         .min(max)
@@ -519,8 +540,8 @@ fn reconnect_delay(failures: u32, base: Duration, max: Duration) -> Duration {
 /// The by-name types a wildcard type's resources subscribe to.
 fn dependents(t: &str) -> &'static [&'static str] {
     match t {
-        type_url::CLUSTER => &[type_url::ENDPOINT],
-        type_url::LISTENER => &[type_url::ROUTE],
+        type_url::CLUSTER => &[type_url::ENDPOINT, type_url::SECRET],
+        type_url::LISTENER => &[type_url::ROUTE, type_url::SECRET],
         _ => &[],
     }
 }
@@ -531,6 +552,7 @@ fn known_type(t: &str) -> Option<&'static str> {
         type_url::ENDPOINT,
         type_url::LISTENER,
         type_url::ROUTE,
+        type_url::SECRET,
     ]
     .into_iter()
     .find(|k| *k == t)

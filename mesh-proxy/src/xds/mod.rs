@@ -16,6 +16,7 @@
 mod client;
 
 pub use client::{ClientConfig, XdsClient, XdsTransport};
+pub(crate) use client::{lazy_channel, reconnect_delay};
 
 use std::collections::BTreeSet;
 
@@ -31,7 +32,7 @@ pub mod type_url {
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
     /// Route configurations.
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-    /// Secrets (SDS; not subscribed yet).
+    /// Secrets (SDS over ADS: `sds_config: {ads: {}}`).
     pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
     /// Whether a type is subscribed as a wildcard (CDS, LDS) rather than by name.
@@ -82,7 +83,8 @@ pub trait Handler: Send + Sync + 'static {
     fn apply(&self, type_url: &str, version: &str, update: Update) -> Vec<Rejected>;
 
     /// The names the proxy wants of a by-name type (EDS: the EDS clusters' service names;
-    /// RDS: the route configurations its listeners use). Asked after every apply.
+    /// RDS: the route configurations its listeners use; SDS: the secrets its listeners and
+    /// clusters take over ADS). Asked after every apply.
     fn subscriptions(&self, type_url: &str) -> BTreeSet<String>;
 
     /// The stream's connection state changed (`control_plane.connected_state`).
