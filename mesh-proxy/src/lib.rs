@@ -20,6 +20,8 @@
 //!        └──► tcp (TCP proxy)
 //!  admin (Envoy's admin API)   sidecar (a whole proxy from a bootstrap)   layer (standalone
 //!  tower layers: routing, circuit breaking; retry::RetryLayer)
+//!  secret (SDS: secrets over their own gRPC streams or ADS) ──► tls (rustls contexts that
+//!   read the current secret at each handshake; verification, ssl stats, peer identity)
 //! ```
 //!
 //! - [`config`] is the runtime model: plain validated types; nothing below [`proto`] sees a

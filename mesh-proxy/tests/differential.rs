@@ -665,15 +665,19 @@ fn expected(
                     let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
                         return Err(format!("endpoint of {name} without a port"));
                     };
-                    hosts.push((sa.address.clone(), port));
+                    hosts.push((sa.address.clone(), port, over_tls(cluster, lep)));
                 }
                 if hosts.is_empty() {
                     out.insert(Outcome::NoHealthyUpstream);
                     continue;
                 }
                 let mut unreachable = false;
-                for (ip, port) in hosts {
-                    if ip == "127.0.0.1" {
+                for (ip, port, tls) in hosts {
+                    if ip == "127.0.0.1" && tls {
+                        // Auto mTLS (or ISTIO_MUTUAL) to a loopback upstream, which speaks
+                        // plaintext HTTP: the handshake fails.
+                        out.insert(Outcome::ConnectFailure);
+                    } else if ip == "127.0.0.1" {
                         let n = names
                             .get(&port)
                             .ok_or(format!("loopback endpoint {ip}:{port} of {name} unknown"))?;
@@ -702,6 +706,36 @@ fn expected(
         }
         other => Err(format!("action {other:?}")),
     }
+}
+
+/// Whether the cluster reaches this endpoint over TLS: the first `transport_socket_matches`
+/// entry whose `match` the endpoint's `envoy.transport_socket_match` metadata carries (else
+/// the cluster's `transport_socket`) is a TLS socket.
+fn over_tls(
+    cluster: &envoy_types::pb::envoy::config::cluster::v3::Cluster,
+    lep: &envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint,
+) -> bool {
+    let is_tls = |t: Option<&envoy_types::pb::envoy::config::core::v3::TransportSocket>| {
+        t.is_some_and(|t| {
+            t.name == "envoy.transport_sockets.tls"
+                || matches!(&t.config_type, Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(a)) if a.type_url.ends_with("UpstreamTlsContext"))
+        })
+    };
+    let meta = lep
+        .metadata
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"));
+    for m in &cluster.transport_socket_matches {
+        let applies = m.r#match.as_ref().is_none_or(|want| {
+            want.fields
+                .iter()
+                .all(|(k, v)| meta.and_then(|have| have.fields.get(k)) == Some(v))
+        });
+        if applies {
+            return is_tls(m.transport_socket.as_ref());
+        }
+    }
+    is_tls(cluster.transport_socket.as_ref())
 }
 
 /// Sends `req` to `addr` and waits for the whole answer (at most [`CLIENT_TIMEOUT`]).

@@ -931,8 +931,9 @@ mod tests {
         }
     }
 
-    /// An upstream that answers one keep-alive request per connection, then closes it.
-    async fn one_request_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
+    /// An upstream that answers one keep-alive request per connection and closes it when
+    /// `close` is notified.
+    async fn closes_when_told(close: Arc<tokio::sync::Notify>) -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -940,6 +941,7 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
+                let close = close.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
@@ -952,17 +954,32 @@ mod tests {
                     let _ = s
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                         .await;
+                    close.notified().await;
                 });
             }
         });
         (addr, accepted)
     }
 
-    /// A pooled HTTP/1.1 connection the upstream closed while it was idle is replaced: it is
-    /// dropped outside the pool's lock (its last handle takes that lock to count it closed).
+    /// Polls `f` every few milliseconds until it holds (at most 10 s).
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let wait = async {
+            while !f() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    /// A pooled HTTP/1.1 connection the upstream closed while it was idle is replaced. Its
+    /// last handle is dropped outside the pool's lock: dropping it takes that lock to count the
+    /// connection closed, and used to deadlock the worker.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_closed_idle_connection_is_replaced() {
-        let (addr, accepted) = one_request_per_connection().await;
+        let close = Arc::new(tokio::sync::Notify::new());
+        let (addr, accepted) = closes_when_told(close.clone()).await;
         let pools = HostPools::default();
         let pool = pools.get(PoolProtocol::Http1, None, || ConnectParams {
             connect_timeout: Duration::from_secs(1),
@@ -991,43 +1008,22 @@ mod tests {
             }
         };
         assert_eq!(get().await, Some(http::StatusCode::OK));
-        // The upstream closed the idle connection: wait (bounded) until its driver is gone,
-        // so that the idle entry holds its last handle.
-        let only_idle_holds_it = {
-            let pool = pool.clone();
-            async move {
-                loop {
-                    let last = pool
-                        .lock()
-                        .idle
-                        .first()
-                        .is_some_and(|c| Arc::strong_count(&c._permit) == 1);
-                    eprintln!(
-                        "idle {} count {:?}",
-                        pool.lock().idle.len(),
-                        pool.lock()
-                            .idle
-                            .first()
-                            .map(|c| (Arc::strong_count(&c._permit), c.send.is_ready()))
-                    );
-                    if last {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), only_idle_holds_it)
-            .await
-            .expect("the closed connection's driver ends");
-        let second = tokio::spawn(async move {
-            while accepted.load(Ordering::SeqCst) < 2 {
-                let _ = get().await;
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(10), second)
+        until("the connection to be idle", || pool.lock().idle.len() == 1).await;
+        close.notify_waiters();
+        // Its driver sees the close and ends: the idle entry holds the last handle.
+        until("the connection's driver to end", || {
+            pool.lock()
+                .idle
+                .first()
+                .is_some_and(|c| Arc::strong_count(&c._permit) == 1)
+        })
+        .await;
+        let second = tokio::spawn(async move { get().await });
+        let status = tokio::time::timeout(Duration::from_secs(10), second)
             .await
             .expect("a new connection is made, nothing hangs")
             .unwrap();
+        assert_eq!(status, Some(http::StatusCode::OK));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 }
