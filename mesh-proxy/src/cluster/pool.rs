@@ -931,9 +931,11 @@ mod tests {
         }
     }
 
-    /// An upstream that answers one keep-alive request per connection and closes it when
-    /// `close` is notified.
-    async fn closes_when_told(close: Arc<tokio::sync::Notify>) -> (SocketAddr, Arc<AtomicUsize>) {
+    /// An upstream that answers one keep-alive request per connection and closes it once
+    /// `close` holds `true` (a watch, so a close sent before the task waits is not lost).
+    async fn closes_when_told(
+        close: tokio::sync::watch::Receiver<bool>,
+    ) -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -941,7 +943,7 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                let close = close.clone();
+                let mut close = close.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
@@ -954,7 +956,7 @@ mod tests {
                     let _ = s
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                         .await;
-                    close.notified().await;
+                    let _ = close.wait_for(|closed| *closed).await;
                 });
             }
         });
@@ -978,8 +980,8 @@ mod tests {
     /// connection closed, and used to deadlock the worker.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_closed_idle_connection_is_replaced() {
-        let close = Arc::new(tokio::sync::Notify::new());
-        let (addr, accepted) = closes_when_told(close.clone()).await;
+        let (close, closed) = tokio::sync::watch::channel(false);
+        let (addr, accepted) = closes_when_told(closed).await;
         let pools = HostPools::default();
         let pool = pools.get(PoolProtocol::Http1, None, || ConnectParams {
             connect_timeout: Duration::from_secs(1),
@@ -1009,7 +1011,7 @@ mod tests {
         };
         assert_eq!(get().await, Some(http::StatusCode::OK));
         until("the connection to be idle", || pool.lock().idle.len() == 1).await;
-        close.notify_waiters();
+        close.send_replace(true);
         // Its driver sees the close and ends: the idle entry holds the last handle.
         until("the connection's driver to end", || {
             pool.lock()
