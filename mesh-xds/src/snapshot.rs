@@ -338,11 +338,12 @@ impl Sink for Encoder<'_> {
         self.clusters.push(e);
     }
     fn assignment(&mut self, a: &crate::translate::endpoint::Assignment<'_>) {
+        let (len, groups) = a.sized();
         let e = EncodedResource::from_writer(
             a.cluster.to_string(),
             resource::ENDPOINT,
-            a.encoded_len(),
-            |_, buf| a.encode(buf),
+            len,
+            |_, buf| a.encode_sized(&groups, buf),
         );
         // The hand-written encoding must be prost's, byte for byte (checked in every test run).
         debug_assert_eq!(

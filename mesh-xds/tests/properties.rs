@@ -143,7 +143,13 @@ async fn generated_sets_accepted_by(kind: ProxyKind) {
     let mut last_cds = String::new();
     let mut captured_shapes = [false; 4];
     for i in 0..SAMPLES {
-        let set = strategy.new_tree(&mut runner).unwrap().current();
+        let mut set = strategy.new_tree(&mut runner).unwrap().current();
+        if kind == ProxyKind::MeshSidecar {
+            // mesh-sidecar has no RBAC or jwt_authn filters yet (it refuses them by name, as
+            // it should): it gets the samples' PeerAuthentications only. Envoy gets them all.
+            set.security
+                .retain(|c| matches!(c, mesh_model::Config::PeerAuthentication(_)));
+        }
         // A JSON stream of every resource; each sample replaces the previous one.
         let yaml: String = set
             .configs()

@@ -12,21 +12,35 @@ use crate::translate::endpoint::{Assignment, Ep, Group};
 
 impl Assignment<'_> {
     /// Length of [`Assignment::encode`]'s output: `to_message().encoded_len()`.
+    #[cfg(test)]
     pub(crate) fn encoded_len(&self) -> usize {
-        str_len(cla::CLUSTER_NAME, self.cluster)
-            + self
-                .groups
+        self.sized().0
+    }
+
+    /// The encoded length and the group lengths [`Assignment::encode_sized`] needs.
+    pub(crate) fn sized(&self) -> (usize, Vec<usize>) {
+        let groups: Vec<usize> = self.groups.iter().map(group_len).collect();
+        let len = str_len(cla::CLUSTER_NAME, self.cluster)
+            + groups
                 .iter()
-                .map(|g| field_len(cla::ENDPOINTS, group_len(g)))
-                .sum::<usize>()
+                .map(|&g| field_len(cla::ENDPOINTS, g))
+                .sum::<usize>();
+        (len, groups)
     }
 
     /// Appends prost's encoding of [`Assignment::to_message`] to `buf`, without building it:
-    /// fields in tag order, lengths computed once, bottom up.
+    /// fields in tag order, lengths computed bottom up.
+    #[cfg(test)]
     pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
+        self.encode_sized(&self.sized().1, buf);
+    }
+
+    /// [`Assignment::encode`] with the group lengths of [`Assignment::sized`] (computed once
+    /// for the buffer's size and the encoding: EDS is the largest type of a big mesh).
+    pub(crate) fn encode_sized(&self, group_lens: &[usize], buf: &mut Vec<u8>) {
         put_str(cla::CLUSTER_NAME, self.cluster, buf);
-        for g in &self.groups {
-            put_len(cla::ENDPOINTS, group_len(g), buf);
+        for (g, &len) in self.groups.iter().zip(group_lens) {
+            put_len(cla::ENDPOINTS, len, buf);
             put_len(lle::LOCALITY, locality_len(g), buf);
             put_str(locality::REGION, g.region, buf);
             put_str(locality::ZONE, g.zone, buf);

@@ -113,8 +113,9 @@ pub(crate) fn sidecar_vhosts(
         port,
         gateway: None,
     };
-    // Domains already taken by an earlier virtual host (Envoy refuses duplicates).
-    let mut used: std::collections::HashSet<String> =
+    // Domains already taken by an earlier virtual host (Envoy refuses duplicates), borrowed
+    // from the services where they can be.
+    let mut used: std::collections::HashSet<std::borrow::Cow<'_, str>> =
         std::collections::HashSet::with_capacity(scope.services.len() * 4);
     for svc in &scope.services {
         let Some(svc_port) = svc.port(port) else {
@@ -139,18 +140,26 @@ pub(crate) fn sidecar_vhosts(
         if routes.is_empty() {
             continue;
         }
-        let mut domains = domains_for(
+        use std::borrow::Cow;
+        let names = domain_names(
             &svc.hostname,
             &svc.namespace,
             &proxy.namespace,
             &svc.addresses,
-            port,
-            proxy.proxyless_grpc,
         );
-        domains.retain(|d| !used.contains(d.as_str()) && used.insert(d.clone()));
-        if domains.is_empty() {
+        let mut candidates: Vec<Cow<'_, str>> = names.iter().map(|&n| Cow::Borrowed(n)).collect();
+        if proxy.proxyless_grpc {
+            candidates.extend(
+                names
+                    .iter()
+                    .map(|n| Cow::Owned(naming::virtual_host(n, port))),
+            );
+        }
+        candidates.retain(|d| used.insert(d.clone()));
+        if candidates.is_empty() {
             continue;
         }
+        let domains: Vec<String> = candidates.into_iter().map(Cow::into_owned).collect();
         emit(VirtualHost {
             name: naming::virtual_host(&svc.hostname, port),
             domains,
@@ -206,33 +215,29 @@ fn prefix(p: &str) -> RouteMatch {
 }
 
 /// Domains of a service's virtual host: the FQDN, the short forms valid from the proxy's
-/// namespace, and the VIPs (plus `:port` forms for proxyless gRPC, which matches them).
-pub(crate) fn domains_for(
-    host: &str,
+/// namespace, and the VIPs (proxyless gRPC also gets their `:port` forms). Borrowed: the
+/// short forms of a Kubernetes host are prefixes of it (`NAME`, `NAME.NS`, `NAME.NS.svc`).
+fn domain_names<'a>(
+    host: &'a str,
     svc_ns: &str,
     proxy_ns: &str,
-    vips: &[String],
-    port: u32,
-    with_ports: bool,
-) -> Vec<String> {
-    let mut d = vec![host.to_string()];
-    let cluster_suffix = format!(".{svc_ns}.svc.{}", mesh_model::host::DEFAULT_DOMAIN_SUFFIX);
-    if let Some(name) = host.strip_suffix(&cluster_suffix) {
+    vips: &'a [String],
+) -> Vec<&'a str> {
+    let mut d = Vec::with_capacity(4 + vips.len());
+    d.push(host);
+    let name = host
+        .strip_suffix(mesh_model::host::DEFAULT_DOMAIN_SUFFIX)
+        .and_then(|h| h.strip_suffix(".svc."))
+        .and_then(|h| h.strip_suffix(svc_ns))
+        .and_then(|h| h.strip_suffix('.'));
+    if let Some(name) = name {
         if svc_ns == proxy_ns {
-            d.push(name.to_string());
+            d.push(name);
         }
-        d.push(format!("{name}.{svc_ns}"));
-        d.push(format!("{name}.{svc_ns}.svc"));
+        d.push(&host[..name.len() + 1 + svc_ns.len()]);
+        d.push(&host[..name.len() + 1 + svc_ns.len() + ".svc".len()]);
     }
-    for v in vips {
-        if !v.contains('/') {
-            d.push(v.clone());
-        }
-    }
-    if with_ports {
-        let with: Vec<String> = d.iter().map(|x| format!("{x}:{port}")).collect();
-        d.extend(with);
-    }
+    d.extend(vips.iter().map(String::as_str).filter(|v| !v.contains('/')));
     d
 }
 
