@@ -579,3 +579,62 @@ async fn envoy_gets_xds_over_tls() {
         "no config without a verified server"
     );
 }
+
+/// The binary fetches RequestAuthentication keys: a `jwksUri` nobody answers is logged with the
+/// URL, the reason and the field that uses it (its tokens fail closed, see mesh-xds's
+/// tests/jwks.rs); an unusable `--jwks-extra-ca` stops the control plane at start, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_fetch_failures_are_logged_with_their_request_authentication() {
+    let dir = TempDir::new("cp-jwks");
+    let nothing = format!("http://127.0.0.1:{}/keys", free_port());
+    std::fs::write(
+        dir.0.join("ra.yaml"),
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n\
+             metadata: {{name: jwt, namespace: shop}}\n\
+             spec:\n  jwtRules:\n  - issuer: https://issuer.example\n    jwksUri: {nothing}\n"
+        ),
+    )
+    .unwrap();
+    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let debug: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cp = start_control_plane(&dir.0, xds, debug, &["--jwks-timeout", "1s"]);
+    let line = eventually(
+        "the failed fetch in the log",
+        Duration::from_secs(20),
+        async || {
+            let log = cp.log.lock().unwrap();
+            log.lines()
+                .find(|l| l.contains(&format!("JWKS {nothing}")))
+                .map(str::to_string)
+        },
+    )
+    .await;
+    for want in [
+        "RequestAuthentication shop/jwt jwtRules[0].jwksUri",
+        "connecting to 127.0.0.1",
+        "never fetched",
+    ] {
+        assert!(line.contains(want), "{want}: {line}");
+    }
+    drop(cp);
+
+    let bad = dir.0.join("extra.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-control-plane"))
+        .args(["--config", dir.0.to_str().unwrap(), "--xds-addr"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--debug-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--jwks-extra-ca")
+        .arg(&bad)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--jwks-extra-ca") && err.contains("extra JWKS roots"),
+        "{err}"
+    );
+}
