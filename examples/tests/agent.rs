@@ -386,7 +386,7 @@ spec:
     )
     .await;
     let xds_socket = path("xds.sock");
-    let _agent = spawn(
+    let (_agent, agent_log) = spawn_logged(
         env!("CARGO_BIN_EXE_mesh-agent"),
         &[
             "--ca-addr",
@@ -452,6 +452,55 @@ spec:
     assert_eq!(
         envoy.stat("cluster.xds-grpc.upstream_cx_total").await,
         Some(1)
+    );
+    // The control plane authenticates ADS callers on its TLS port: Envoy's stream went with
+    // the agent's token or, if the certificate came first, over mTLS; once the agent has its
+    // certificate, new streams go over mTLS as shop/web (no token is sent any more), and may
+    // act for namespace shop only.
+    eventually(
+        "the agent's xDS proxy on mTLS",
+        Duration::from_secs(20),
+        async || {
+            agent_log
+                .lock()
+                .unwrap()
+                .contains("new streams present the workload certificate")
+                .then_some(())
+        },
+    )
+    .await;
+    let first_cds = async |ns: &str| {
+        use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+        use tokio_stream::StreamExt;
+        let channel = unix_channel(std::path::Path::new(&xds_socket))
+            .await
+            .unwrap();
+        let request = DiscoveryRequest {
+            node: Some(mesh_test_support::node(
+                &format!("sidecar~127.0.0.1~web.{ns}~{ns}.svc.cluster.local"),
+                ns,
+                "web",
+            )),
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            ..Default::default()
+        };
+        let requests = tokio_stream::iter([request]).chain(tokio_stream::pending());
+        let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+            .stream_aggregated_resources(requests)
+            .await?
+            .into_inner();
+        responses.message().await
+    };
+    assert!(first_cds("shop").await.unwrap().is_some());
+    let denied = first_cds("other").await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("claims namespace \"other\"")
+            && denied
+                .message()
+                .contains("spiffe://cluster.local/ns/shop/sa/web"),
+        "{}",
+        denied.message()
     );
 }
 

@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mesh_test_support::identity::ca_call;
-use mesh_test_support::{Api, Proxy, ProxyKind, eventually, free_port, upstream};
+use mesh_test_support::identity::{Issuer, ca_call};
+use mesh_test_support::proxy::{Bootstrap, XdsAt};
+use mesh_test_support::{Api, Proxy, ProxyKind, TempDir, eventually, free_port, upstream};
 
 struct ControlPlane {
     child: Child,
@@ -312,28 +313,31 @@ async fn serves_watches_and_reports(kind: ProxyKind) {
     let _ = std::fs::remove_dir_all(&ca_dir);
 }
 
-/// Envoy's ADS stream over the control plane's TLS port: Envoy verifies the control plane's
-/// certificate (issued by its own CA for `localhost`) against the root, gets its config and
-/// routes traffic; an Envoy that expects another name never syncs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_gets_xds_over_tls() {
-    let a = upstream::start("a").await;
-    let dir = std::env::temp_dir().join(format!("mesh-cp-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let listener_port = free_port();
-    files(&dir, listener_port, &[("a", a.port())], "a");
+/// The control plane on its TLS port with a CA that accepts tokens from `issuer`: its
+/// address, its CA root (PEM file), and the handles that keep it and its directories.
+async fn tls_control_plane(
+    tag: &str,
+    issuer: &Issuer,
+    listener_port: u16,
+    upstream_port: u16,
+) -> (SocketAddr, std::path::PathBuf, ControlPlane, TempDir) {
+    let dir = TempDir::new(tag);
+    let config = dir.0.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    files(&config, listener_port, &[("a", upstream_port)], "a");
+    std::fs::write(dir.0.join("jwks.json"), &issuer.jwks).unwrap();
     let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let debug: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let ca_dir = dir.with_extension("ca");
-    let _ = std::fs::remove_dir_all(&ca_dir);
-    let _cp = start_control_plane(
-        &dir,
+    let ca_dir = dir.0.join("ca");
+    let cp = start_control_plane(
+        &config,
         xds,
         debug,
         &[
             "--ca-dir",
             ca_dir.to_str().unwrap(),
+            "--ca-jwks",
+            dir.0.join("jwks.json").to_str().unwrap(),
             "--tls-dns-names",
             "localhost",
         ],
@@ -343,15 +347,184 @@ async fn envoy_gets_xds_over_tls() {
         root.exists().then_some(())
     })
     .await;
-    let node = r#"{id: "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local", cluster: client, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
-    let envoy = Proxy::start_with_xds_tls(
-        ProxyKind::Envoy,
-        xds,
-        Api::Sotw,
-        node,
-        Some((&root, "localhost")),
+    let pem = std::fs::read_to_string(&root).unwrap();
+    eventually(
+        "the control plane's TLS port",
+        Duration::from_secs(20),
+        async || mesh_test_support::identity::served_leaf(xds, &pem).await,
     )
     .await;
+    (xds, root, cp, dir)
+}
+
+/// A TLS channel to the control plane as `localhost`, presenting `client` (chain and key, PEM)
+/// if given.
+async fn tls_channel(
+    xds: SocketAddr,
+    root: &Path,
+    client: Option<(&str, &str)>,
+) -> tonic::transport::Channel {
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .domain_name("localhost")
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read_to_string(root).unwrap(),
+        ));
+    if let Some((chain, key)) = client {
+        tls = tls.identity(tonic::transport::Identity::from_pem(chain, key));
+    }
+    tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", xds.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The first response of a SotW CDS stream on `channel` for a node in namespace `ns`, with
+/// `token` as the bearer token if given; or the status that ended the stream.
+async fn first_cds(
+    channel: tonic::transport::Channel,
+    ns: &str,
+    token: Option<&str>,
+) -> Result<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse, tonic::Status> {
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use tokio_stream::StreamExt as _;
+    let node = mesh_test_support::node(
+        &format!("sidecar~127.0.0.1~client.{ns}~{ns}.svc.cluster.local"),
+        ns,
+        "client",
+    );
+    let request = DiscoveryRequest {
+        node: Some(node),
+        type_url: mesh_xds::resource::CLUSTER.into(),
+        ..Default::default()
+    };
+    let mut req = tonic::Request::new(tokio_stream::iter([request]).chain(tokio_stream::pending()));
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let mut stream = AggregatedDiscoveryServiceClient::new(channel)
+        .stream_aggregated_resources(req)
+        .await?
+        .into_inner();
+    stream
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unknown("the stream ended without a response"))
+}
+
+/// On the TLS port ADS callers authenticate as istiod's do: an SVID from the mesh CA for
+/// namespace `shop` is served as a `shop` node and refused (PERMISSION_DENIED, naming both
+/// namespaces) as a `bar` node; no certificate and no token is UNAUTHENTICATED; a valid
+/// service-account token works without a certificate, and an invalid one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ads_callers_on_the_tls_port_are_authenticated() {
+    use mesh_identity::ca::api::IstioCertificateRequest;
+    let issuer = Issuer::new("k1");
+    let (xds, root, cp, _dir) = tls_control_plane("cp-ads-auth", &issuer, free_port(), 9).await;
+    // An SVID for shop/client from the control plane's CA, asked for with a token.
+    let token = issuer.token("shop", "client", |_| {});
+    let (key, csr) = mesh_test_support::identity::key_and_csr();
+    let issued = mesh_test_support::identity::ca_call_on(
+        tls_channel(xds, &root, None).await,
+        Some(&token),
+        IstioCertificateRequest {
+            csr,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let chain = issued.cert_chain.concat();
+    let key = key.serialize_pem();
+    let svid = || tls_channel(xds, &root, Some((&chain, &key)));
+
+    let r = first_cds(svid().await, "shop", None).await.unwrap();
+    assert_eq!(r.type_url, mesh_xds::resource::CLUSTER);
+    assert!(!r.resources.is_empty());
+
+    let denied = first_cds(svid().await, "bar", None).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    for want in [
+        "sidecar~127.0.0.1~client.bar~bar.svc.cluster.local",
+        "claims namespace \"bar\"",
+        "spiffe://cluster.local/ns/shop/sa/client",
+    ] {
+        assert!(
+            denied.message().contains(want),
+            "{want}: {}",
+            denied.message()
+        );
+    }
+
+    let anonymous = first_cds(tls_channel(xds, &root, None).await, "shop", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        anonymous.code(),
+        tonic::Code::Unauthenticated,
+        "{anonymous:?}"
+    );
+    assert!(
+        anonymous.message().contains("client.shop"),
+        "{}",
+        anonymous.message()
+    );
+
+    let r = first_cds(tls_channel(xds, &root, None).await, "shop", Some(&token))
+        .await
+        .unwrap();
+    assert!(
+        !r.resources.is_empty(),
+        "a token works without a certificate"
+    );
+    let forged = Issuer::new("k1").token("shop", "client", |_| {});
+    let refused = first_cds(tls_channel(xds, &root, None).await, "shop", Some(&forged))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    // A token for shop may not act for bar either.
+    let denied = first_cds(tls_channel(xds, &root, None).await, "bar", Some(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    let log = cp.log.lock().unwrap().clone();
+    assert!(log.contains("ADS stream refused"), "{log}");
+}
+
+/// Envoy's ADS stream over the control plane's TLS port: Envoy verifies the control plane's
+/// certificate (issued by its own CA for `localhost`) against the root; with a service-account
+/// token for its namespace (gRPC `initial_metadata`, as a token-holding proxy would send it)
+/// it gets its config and routes traffic; without credentials it never does (the stream is
+/// UNAUTHENTICATED); an Envoy that expects another name never syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_gets_xds_over_tls() {
+    let a = upstream::start("a").await;
+    let issuer = Issuer::new("k1");
+    let listener_port = free_port();
+    let (xds, root, cp, _dir) = tls_control_plane("cp-tls", &issuer, listener_port, a.port()).await;
+    let node = r#"{id: "sidecar~127.0.0.1~client.shop~shop.svc.cluster.local", cluster: client, metadata: {NAMESPACE: shop, INTERCEPTION_MODE: NONE}}"#;
+    let token = issuer.token("shop", "client", |_| {});
+    // The workload's mTLS secrets (auto mTLS clusters wait for them) from a test agent.
+    let sds = mesh_test_support::identity::WorkloadSds::start("shop", "client");
+    let bootstrap = Bootstrap {
+        tls: Some((&root, "localhost")),
+        sds: Some(&sds.socket),
+        ..Bootstrap::ads(XdsAt::Tcp(xds), Api::Sotw, node)
+    }
+    .yaml();
+    let grpc = "grpc_services: [{envoy_grpc: {cluster_name: xds}}]";
+    assert!(bootstrap.contains(grpc));
+    let with_token = bootstrap.replace(
+        grpc,
+        &format!(
+            "grpc_services: [{{envoy_grpc: {{cluster_name: xds}}, initial_metadata: [{{key: authorization, value: \"Bearer {token}\"}}]}}]"
+        ),
+    );
+    let envoy = Proxy::start_with_bootstrap(ProxyKind::Envoy, &with_token).await;
     envoy.wait_live().await;
     let addr: SocketAddr = format!("127.0.0.1:{listener_port}").parse().unwrap();
     let r = eventually(
@@ -365,6 +538,26 @@ async fn envoy_gets_xds_over_tls() {
     .await;
     assert_eq!(r.body, "a");
     assert_eq!(envoy.rejections().await, 0);
+    // Without credentials: refused, so no config at all.
+    let anonymous = Proxy::start_with_bootstrap(ProxyKind::Envoy, &bootstrap).await;
+    eventually(
+        "the control plane refuses the anonymous stream",
+        Duration::from_secs(20),
+        async || {
+            let log = cp.log.lock().unwrap();
+            log.lines()
+                .any(|l| {
+                    l.contains("sidecar~127.0.0.1~client.shop~shop.svc.cluster.local")
+                        && l.contains("is not authenticated")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        anonymous.clusters().await.is_empty(),
+        "no config without credentials"
+    );
     // An Envoy that expects the control plane under another name refuses its certificate.
     // (It never becomes LIVE: it waits for its first config, so only its admin API is asked.)
     let wrong = Proxy::start_with_xds_tls(
@@ -385,6 +578,63 @@ async fn envoy_gets_xds_over_tls() {
         wrong.clusters().await.is_empty(),
         "no config without a verified server"
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&ca_dir);
+}
+
+/// The binary fetches RequestAuthentication keys: a `jwksUri` nobody answers is logged with the
+/// URL, the reason and the field that uses it (its tokens fail closed, see mesh-xds's
+/// tests/jwks.rs); an unusable `--jwks-extra-ca` stops the control plane at start, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_fetch_failures_are_logged_with_their_request_authentication() {
+    let dir = TempDir::new("cp-jwks");
+    let nothing = format!("http://127.0.0.1:{}/keys", free_port());
+    std::fs::write(
+        dir.0.join("ra.yaml"),
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n\
+             metadata: {{name: jwt, namespace: shop}}\n\
+             spec:\n  jwtRules:\n  - issuer: https://issuer.example\n    jwksUri: {nothing}\n"
+        ),
+    )
+    .unwrap();
+    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let debug: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cp = start_control_plane(&dir.0, xds, debug, &["--jwks-timeout", "1s"]);
+    let line = eventually(
+        "the failed fetch in the log",
+        Duration::from_secs(20),
+        async || {
+            let log = cp.log.lock().unwrap();
+            log.lines()
+                .find(|l| l.contains(&format!("JWKS {nothing}")))
+                .map(str::to_string)
+        },
+    )
+    .await;
+    for want in [
+        "RequestAuthentication shop/jwt jwtRules[0].jwksUri",
+        "connecting to 127.0.0.1",
+        "never fetched",
+    ] {
+        assert!(line.contains(want), "{want}: {line}");
+    }
+    drop(cp);
+
+    let bad = dir.0.join("extra.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh-control-plane"))
+        .args(["--config", dir.0.to_str().unwrap(), "--xds-addr"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--debug-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--jwks-extra-ca")
+        .arg(&bad)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--jwks-extra-ca") && err.contains("extra JWKS roots"),
+        "{err}"
+    );
 }

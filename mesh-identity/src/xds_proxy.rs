@@ -9,8 +9,14 @@
 //! would to the control plane itself.
 //!
 //! [`XdsProxy::following`] takes the upstream channel from a `watch`, so that the agent can
-//! replace it (one that trusts the new root after a root rotation, say): each new stream goes
-//! to the channel current when it opens, and open streams stay where they are.
+//! replace it (one that trusts the new root after a root rotation, or presents the workload's
+//! renewed certificate): each new stream goes to the channel current when it opens, and open
+//! streams stay where they are.
+//!
+//! A control plane that authenticates its ADS callers (as istiod does on its TLS port) needs
+//! credentials: Istio's agent dials it over mTLS with the workload certificate once it has one
+//! (a channel with that identity, from [`crate::agent::AgentConfig::endpoint`]), and sends the
+//! service-account token as `authorization: Bearer` otherwise ([`XdsProxy::with_token`]).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,7 +29,7 @@
 //! ```
 
 use std::convert::Infallible;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::task::{Context, Poll};
 
 use tokio::sync::watch;
@@ -41,6 +47,7 @@ pub const ADS_SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoverySer
 #[derive(Clone, Debug)]
 pub struct XdsProxy {
     upstream: watch::Receiver<Channel>,
+    token: Option<watch::Receiver<Option<PathBuf>>>,
 }
 
 impl XdsProxy {
@@ -49,12 +56,30 @@ impl XdsProxy {
     pub fn new(upstream: Channel) -> Self {
         // The sender goes away at once; the receiver keeps the channel.
         let (_, upstream) = watch::channel(upstream);
-        XdsProxy { upstream }
+        XdsProxy {
+            upstream,
+            token: None,
+        }
     }
 
     /// Forwarding each new stream to the channel `upstream` holds when the stream opens.
     pub fn following(upstream: watch::Receiver<Channel>) -> Self {
-        XdsProxy { upstream }
+        XdsProxy {
+            upstream,
+            token: None,
+        }
+    }
+
+    /// Each new stream carries `authorization: Bearer TOKEN`, TOKEN read (when the stream
+    /// opens: Kubernetes rotates the file in place) from the file `token` holds at that moment;
+    /// none when it holds `None` (the agent switches to `None` once its channel presents the
+    /// workload certificate). A token Envoy sent itself is replaced. A file that cannot be
+    /// read is logged and the stream goes without a token (the control plane then refuses it,
+    /// and Envoy retries).
+    #[must_use]
+    pub fn with_token(mut self, token: watch::Receiver<Option<PathBuf>>) -> Self {
+        self.token = Some(token);
+        self
     }
 
     /// Serves the proxy on a Unix socket at `path` (replacing a stale socket, refusing to
@@ -82,9 +107,27 @@ impl Service<http::Request<Body>> for XdsProxy {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let mut upstream = self.upstream.borrow().clone();
+        let token = self.token.as_ref().and_then(|t| t.borrow().clone());
         Box::pin(async move {
+            if let Some(path) = token {
+                match tokio::fs::read_to_string(&path).await {
+                    Ok(t) => match http::HeaderValue::try_from(format!("Bearer {}", t.trim())) {
+                        Ok(v) => {
+                            req.headers_mut().insert(http::header::AUTHORIZATION, v);
+                        }
+                        Err(_) => tracing::warn!(
+                            "xDS proxy: the token in {} is not a header value; sending none",
+                            path.display()
+                        ),
+                    },
+                    Err(e) => tracing::warn!(
+                        "xDS proxy: reading the token {}: {e}; sending none",
+                        path.display()
+                    ),
+                }
+            }
             let unavailable = |e: &dyn std::fmt::Display| {
                 tonic::Status::unavailable(format!("control plane: {e}")).into_http()
             };

@@ -31,6 +31,7 @@ pub mod credentials;
 pub mod dump;
 mod encoding;
 pub mod error;
+pub mod jwks;
 pub mod naming;
 mod pb;
 pub mod proxy;

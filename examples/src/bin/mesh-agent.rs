@@ -23,8 +23,15 @@
 //! (`mesh-control-plane`'s `/debug/ca/rotate-root`) needs no new `--ca-root` file: the CA
 //! connection and the xDS proxy follow the bundle, and Envoy gets it as `ROOTCA`.
 //!
+//! With `--xds-socket` over TLS the agent authenticates Envoy's ADS streams to the control
+//! plane as Istio's agent does: over mTLS with the (first) workload certificate once it has
+//! one, with the (first) token in `authorization: Bearer` before that. `mesh-control-plane`
+//! with `--tls-dns-names` refuses streams without either.
+//!
 //! `--identity ID` replaces the token with an unproven claim, for development only: the CA
-//! must have been started with `--ca-insecure-identity-claims` to believe it.
+//! must have been started with `--ca-insecure-identity-claims` to believe it. Such an agent has
+//! no token for the control plane's xDS port, so its proxy's streams are refused until the
+//! first certificate arrives.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,7 +83,9 @@ struct Args {
     /// Fraction of the lifetime after which the certificate is renewed.
     #[arg(long, default_value_t = 0.5)]
     renew_at: f64,
-    /// Proxy Envoy's ADS stream from this Unix socket to the control plane.
+    /// Proxy Envoy's ADS stream from this Unix socket to the control plane. Over TLS the
+    /// streams present the first identity's certificate (mTLS) once the agent has one, and its
+    /// token (`authorization: Bearer`) until then.
     #[arg(long)]
     xds_socket: Option<PathBuf>,
     /// The control plane's xDS address for `--xds-socket` (the CA's address by default), in
@@ -165,7 +174,13 @@ async fn main() -> anyhow::Result<()> {
     }
     // The first identity's trust bundle (clap asks for at least one identity).
     if let (Some((path, addr)), Some(first)) = (xds, certs.first()) {
-        xds_proxy(&config, path, addr, first.clone())?;
+        xds_proxy(
+            &config,
+            path,
+            addr,
+            args.token.first().cloned(),
+            first.clone(),
+        )?;
     }
     let sds = SdsServer::with_identities(certs);
     if let Some(addr) = args.sds_addr {
@@ -195,56 +210,75 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Proxies Envoy's ADS stream from the Unix socket `path` to the control plane at `addr`. Over
-/// TLS the upstream channel is rebuilt whenever the first identity's trust bundle changes, so
-/// that new streams verify a control plane whose certificate comes from a rotated root.
+/// Proxies Envoy's ADS stream from the Unix socket `path` to the control plane at `addr`.
+///
+/// Over TLS the agent authenticates to the control plane as Istio's agent does: with the first
+/// identity's certificate (mTLS) once it has one, and with that identity's token (`token`, as
+/// `authorization: Bearer`) until then. The upstream channel is rebuilt whenever the
+/// certificate is renewed or the trust bundle changes (so that new streams present the current
+/// certificate and verify a control plane whose certificate comes from a rotated root); open
+/// streams stay on the channel they opened on.
 fn xds_proxy(
     config: &AgentConfig,
     path: PathBuf,
     addr: GrpcAddr,
+    token: Option<PathBuf>,
     mut certs: tokio::sync::watch::Receiver<Option<std::sync::Arc<agent::WorkloadCert>>>,
 ) -> anyhow::Result<()> {
     let url = addr.to_string();
     let channel = {
         let config = config.clone();
         let url = url.clone();
-        move |bundle: &[String]| {
-            config.endpoint_trusting(&url, None, bundle).map(|e| {
+        move |client: Option<&agent::WorkloadCert>, bundle: &[String]| {
+            config.endpoint_trusting(&url, client, bundle).map(|e| {
                 e.http2_keep_alive_interval(Duration::from_secs(30))
                     .connect_lazy()
             })
         }
     };
-    let (upstream, following) =
-        tokio::sync::watch::channel(channel(&[]).with_context(|| format!("--xds-addr {url}"))?);
+    let (upstream, following) = tokio::sync::watch::channel(
+        channel(None, &[]).with_context(|| format!("--xds-addr {url}"))?,
+    );
+    // Tokens go over TLS only, and only until the channel presents a certificate.
+    let (token_tx, token_rx) =
+        tokio::sync::watch::channel(if addr.is_tls() { token } else { None });
     if addr.is_tls() {
         let configured = config.ca_root.clone().unwrap_or_default();
         tokio::spawn(async move {
-            // The bundle's roots beyond --ca-root; the channel is rebuilt when they change (a
-            // rotation), not for the first certificate, whose root is --ca-root's.
+            // The bundle's roots beyond --ca-root, and the chain the channel presents.
             let mut extra: Vec<String> = Vec::new();
+            let mut presented: Option<Vec<String>> = None;
             while certs.changed().await.is_ok() {
-                let bundle: Vec<String> = certs
-                    .borrow_and_update()
-                    .as_ref()
-                    .map(|c| c.roots.clone())
-                    .unwrap_or_default()
-                    .into_iter()
+                let cert = certs.borrow_and_update().clone();
+                let Some(cert) = cert else { continue };
+                let bundle: Vec<String> = cert
+                    .roots
+                    .iter()
                     .filter(|r| !configured.contains(r.trim()))
+                    .cloned()
                     .collect();
-                if bundle == extra {
+                if bundle == extra && presented.as_ref() == Some(&cert.chain) {
                     continue;
                 }
-                match channel(&bundle) {
+                match channel(Some(&cert), &bundle) {
                     Ok(c) => {
-                        tracing::info!(
-                            "xDS proxy: new streams also trust {} root(s) from the CA's trust bundle",
-                            bundle.len()
-                        );
+                        if presented.is_none() {
+                            tracing::info!(
+                                "xDS proxy: new streams present the workload certificate (mTLS)"
+                            );
+                        }
+                        if bundle != extra {
+                            tracing::info!(
+                                "xDS proxy: new streams also trust {} root(s) from the CA's trust bundle",
+                                bundle.len()
+                            );
+                        }
                         extra = bundle;
+                        presented = Some(cert.chain.clone());
                         if upstream.send(c).is_err() {
                             return;
                         }
+                        let _ = token_tx.send(None);
                     }
                     Err(e) => tracing::warn!("xDS proxy: keeping the current channel: {e}"),
                 }
@@ -253,7 +287,11 @@ fn xds_proxy(
     }
     tracing::info!("xDS proxy on {} to {url}", path.display());
     tokio::spawn(async move {
-        if let Err(e) = XdsProxy::following(following).serve_unix(&path).await {
+        if let Err(e) = XdsProxy::following(following)
+            .with_token(token_rx)
+            .serve_unix(&path)
+            .await
+        {
             tracing::error!("xDS proxy on {}: {e}", path.display());
         }
     });

@@ -6,6 +6,19 @@
 //! everything else keeps flowing. Debug HTTP on `--debug-addr`: `/debug/syncz`,
 //! `/debug/config_dump?proxyID=ID`, `/metrics`.
 //!
+//! RequestAuthentication keys are fetched as istiod fetches them (mesh_xds::jwks): each
+//! `jwksUri`, or the `jwks_uri` of `<issuer>/.well-known/openid-configuration` for rules with
+//! an issuer only, over http or https (the platform's roots and `--jwks-extra-ca`), inlined in
+//! the proxies' `jwt_authn` filters and refreshed every `--jwks-refresh-interval` (istiod's
+//! `PILOT_JWT_PUB_KEY_REFRESH_INTERVAL`). Keys that were never fetched fail closed (tokens get
+//! 401); failures are logged with the URL and the RequestAuthentications that use it.
+//!
+//! With `--tls-dns-names` the gRPC port authenticates ADS callers as istiod's does: an SVID
+//! from the CA over mTLS or a service-account token (`--ca-jwks`) in `authorization: Bearer`,
+//! else the stream ends with UNAUTHENTICATED; a node whose namespace (`NAMESPACE` metadata, or
+//! the node id `sidecar~IP~POD.NS~NS.svc.cluster.local`) is not its identity's ends with
+//! PERMISSION_DENIED. Plaintext (no `--tls-dns-names`) is not authenticated.
+//!
 //! With `--ca-dir` the debug server also rotates the CA's root without a restart (the POSTs
 //! are taken from loopback peers only, as the debug port has no authentication):
 //!
@@ -52,7 +65,9 @@ use mesh_identity::ca::{CertificateAuthority, TrustedRoot};
 use mesh_identity::serving::ServingCert;
 use mesh_model::parse::ParseOutput;
 use mesh_model::{ConfigStore, MeshConfig};
+use mesh_xds::jwks::{JwksConfig, JwksResolver};
 use mesh_xds::resource;
+use mesh_xds::server::auth::{AuthError as XdsAuthError, Authenticate, Caller};
 use mesh_xds::server::{AdsServer, Connections, Debounce, PushEvent, ViewCache};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -106,7 +121,9 @@ struct Args {
     #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
     ca_issuer: String,
     /// Serve the gRPC port (xDS and CA) over TLS with a certificate from the CA for these DNS
-    /// names (comma-separated); clients verify it with the CA's root. Plaintext otherwise.
+    /// names (comma-separated); clients verify it with the CA's root. ADS callers must then
+    /// authenticate (an SVID from the CA, or a `--ca-jwks` token) and may only act for their
+    /// identity's namespace. Plaintext and unauthenticated otherwise.
     #[arg(long, value_delimiter = ',', requires = "ca_dir")]
     tls_dns_names: Vec<String>,
     /// Lifetime of the gRPC port's certificate; it is re-issued at half of it, without a
@@ -117,6 +134,20 @@ struct Args {
     /// (`mesh-agent --identity`). Off by default; tokens and SVIDs are still checked first.
     #[arg(long, requires = "ca_dir")]
     ca_insecure_identity_claims: bool,
+    /// How often the keys of RequestAuthentications are fetched again: each `jwksUri`, or the
+    /// `jwks_uri` discovered from `<issuer>/.well-known/openid-configuration` for rules with
+    /// an issuer only (istiod's `PILOT_JWT_PUB_KEY_REFRESH_INTERVAL`, 20m). New ones are
+    /// fetched at once; a failed fetch is retried after 1m, doubling up to 1h, and the last
+    /// good keys stay in use meanwhile. Keys never fetched fail closed: their tokens get 401.
+    #[arg(long, default_value = "20m", value_parser = parse_duration)]
+    jwks_refresh_interval: Duration,
+    /// Deadline of one JWKS fetch (istiod: 5s).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    jwks_timeout: Duration,
+    /// More CA certificates (PEM) to trust for https `jwksUri`s, besides the platform's roots
+    /// (istiod's `/cacerts/extra.pem`): a private identity provider's root.
+    #[arg(long)]
+    jwks_extra_ca: Option<PathBuf>,
 }
 
 /// The CA from the `--ca-*` flags: its gRPC service, the TLS config of the gRPC port if
@@ -124,6 +155,8 @@ struct Args {
 struct Ca {
     service: mesh_identity::ca::api::CaService,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// With TLS: who may open ADS streams (an SVID from this CA, or a service-account token).
+    xds_auth: Option<mesh_identity::ca::auth::FirstSuccess>,
     admin: CaAdmin,
 }
 
@@ -153,15 +186,23 @@ fn ca_service(args: &Args, trust_domain: &str) -> anyhow::Result<Option<Ca>> {
     .with_context(|| format!("CA in {}", dir.display()))?;
     let ca = std::sync::Arc::new(ca);
     let mut auth: Vec<Box<dyn Authenticator>> = Vec::new();
+    // ADS callers on the TLS port, as istiod's: a token or an SVID, whichever is valid.
+    let mut xds_auth: Vec<(&'static str, Box<dyn Authenticator>)> = Vec::new();
     if let Some(jwks) = &args.ca_jwks {
         let text =
             std::fs::read_to_string(jwks).with_context(|| format!("reading {}", jwks.display()))?;
-        auth.push(Box::new(
+        let jwt = || {
             JwtAuthenticator::from_jwks(&text, args.ca_issuer.clone(), td.clone())
-                .with_context(|| format!("{}", jwks.display()))?,
-        ));
+                .with_context(|| format!("--ca-jwks {}", jwks.display()))
+        };
+        auth.push(Box::new(jwt()?));
+        xds_auth.push(("service-account token", Box::new(jwt()?)));
     }
     auth.push(Box::new(SvidAuthenticator::from_ca(ca.clone())));
+    xds_auth.push((
+        "client certificate",
+        Box::new(SvidAuthenticator::from_ca(ca.clone())),
+    ));
     if args.ca_insecure_identity_claims {
         tracing::warn!(
             "INSECURE: the CA issues certificates for claimed identities without proof \
@@ -191,11 +232,47 @@ fn ca_service(args: &Args, trust_domain: &str) -> anyhow::Result<Option<Ca>> {
         (Some(Arc::new(config)), Some(cert))
     };
     tracing::info!("CA for {trust_domain} from {}", dir.display());
+    let xds_auth = tls.is_some().then(|| {
+        tracing::info!(
+            "ADS callers authenticate with an SVID from this CA{}; a node may only act for its \
+             identity's namespace",
+            if args.ca_jwks.is_some() {
+                " or a service-account token"
+            } else {
+                ""
+            }
+        );
+        mesh_identity::ca::auth::FirstSuccess(xds_auth)
+    });
     Ok(Some(Ca {
         service: mesh_identity::ca::api::CaService::new(ca.clone(), AnyOf(auth)),
         tls,
+        xds_auth,
         admin: CaAdmin { ca, serving },
     }))
+}
+
+/// mesh-identity's authenticators as the ADS server's hook: the caller's token and TLS client
+/// certificates, checked by `auth`; its SPIFFE ID is then matched with the node's namespace
+/// by the server (mesh_xds::server::auth::check_identity).
+fn xds_authenticator(auth: mesh_identity::ca::auth::FirstSuccess) -> impl Authenticate {
+    use mesh_identity::ca::auth::{AuthError as CaAuthError, Authenticator, Credentials};
+    move |caller: &Caller<'_>| {
+        let credentials = Credentials {
+            bearer: caller.bearer_token(),
+            peer_certificates: caller.peer_certificates,
+            claimed_identity: None,
+        };
+        match auth.authenticate(&credentials) {
+            Ok(id) => Ok(vec![id.to_string()]),
+            Err(CaAuthError::NoCredentials) => Err(XdsAuthError::NoCredentials(
+                "neither a client certificate from the mesh CA nor an authorization bearer token"
+                    .into(),
+            )),
+            Err(CaAuthError::Invalid(why)) => Err(XdsAuthError::Invalid(why)),
+            Err(other) => Err(XdsAuthError::Invalid(other.to_string())),
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -410,9 +487,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let ca = ca_service(&args, &mesh.trust_domain)?;
     let ca_admin = ca.as_ref().map(|c| c.admin.clone());
-    let (ca, tls) = match ca {
-        Some(c) => (Some(c.service), c.tls),
-        None => (None, None),
+    let (ca, tls, xds_auth) = match ca {
+        Some(c) => (Some(c.service), c.tls, c.xds_auth),
+        None => (None, None, None),
     };
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(ConfigStore::new());
@@ -439,6 +516,27 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .run_debounced(store.subscribe(), Debounce::default()),
     );
+    {
+        let mut jwks = JwksConfig::default()
+            .with_refresh_interval(args.jwks_refresh_interval)
+            .with_timeout(args.jwks_timeout);
+        if let Some(p) = &args.jwks_extra_ca {
+            jwks = jwks.with_extra_roots_pem(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("--jwks-extra-ca: reading {}", p.display()))?,
+            );
+        }
+        let resolver = JwksResolver::new(jwks).with_context(|| {
+            format!(
+                "--jwks-extra-ca {}",
+                args.jwks_extra_ca
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        })?;
+        tokio::spawn(resolver.run(store.clone(), cache.clone()));
+    }
     if let Some(dir) = &args.credentials_dir {
         anyhow::ensure!(
             dir.is_dir(),
@@ -500,7 +598,10 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    let server = AdsServer::new(cache.clone());
+    let mut server = AdsServer::new(cache.clone());
+    if let Some(auth) = xds_auth {
+        server = server.with_authenticator(xds_authenticator(auth));
+    }
     let connections = server.connections();
     {
         let mut events = connections.subscribe();

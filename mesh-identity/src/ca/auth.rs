@@ -7,6 +7,10 @@
 //! - [`SvidAuthenticator`]: renewal over mTLS with a still-valid SVID from this CA.
 //! - [`InsecureClaimAuthenticator`]: development only; believes whatever identity the caller
 //!   claims. Never enabled by default.
+//!
+//! [`AnyOf`] lets the first authenticator that finds credentials decide (the CA's rule);
+//! [`FirstSuccess`] takes the first that succeeds (istiod's rule for ADS callers, which
+//! `mesh-control-plane` uses for its xDS streams).
 
 use std::collections::BTreeMap;
 
@@ -62,6 +66,32 @@ impl Authenticator for AnyOf {
             }
         }
         Err(AuthError::NoCredentials)
+    }
+}
+
+/// Tries every authenticator in order and takes the first identity any of them authenticates,
+/// as istiod's `authenticationManager` does for ADS callers: an agent that presents both an
+/// SVID and a token is let in by whichever is valid. When none succeeds the error is
+/// [`AuthError::NoCredentials`] if none found credentials, else [`AuthError::Invalid`] with
+/// every reason (`name: reason; ...`).
+#[derive(Default)]
+pub struct FirstSuccess(pub Vec<(&'static str, Box<dyn Authenticator>)>);
+
+impl Authenticator for FirstSuccess {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<SpiffeId, AuthError> {
+        let mut reasons = Vec::new();
+        for (name, a) in &self.0 {
+            match a.authenticate(credentials) {
+                Ok(id) => return Ok(id),
+                Err(AuthError::NoCredentials) => {}
+                Err(AuthError::Invalid(why)) => reasons.push(format!("{name}: {why}")),
+            }
+        }
+        if reasons.is_empty() {
+            Err(AuthError::NoCredentials)
+        } else {
+            Err(AuthError::Invalid(reasons.join("; ")))
+        }
     }
 }
 
@@ -295,6 +325,50 @@ impl Authenticator for InsecureClaimAuthenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Fixed(Result<&'static str, AuthError>);
+
+    impl Authenticator for Fixed {
+        fn authenticate(&self, _: &Credentials<'_>) -> Result<SpiffeId, AuthError> {
+            self.0.clone().map(|id| id.parse().unwrap())
+        }
+    }
+
+    #[test]
+    fn the_first_success_wins_and_failures_are_all_reported() {
+        let any = |v: Vec<(&'static str, Result<&'static str, AuthError>)>| {
+            FirstSuccess(
+                v.into_iter()
+                    .map(|(n, r)| (n, Box::new(Fixed(r)) as Box<dyn Authenticator>))
+                    .collect(),
+            )
+            .authenticate(&Credentials::default())
+        };
+        let id = "spiffe://cluster.local/ns/a/sa/b";
+        // An invalid token does not hide a valid SVID (AnyOf would stop at the token).
+        assert_eq!(
+            any(vec![
+                ("token", Err(AuthError::Invalid("expired".into()))),
+                ("svid", Ok(id)),
+            ])
+            .unwrap()
+            .to_string(),
+            id
+        );
+        assert_eq!(
+            any(vec![
+                ("token", Err(AuthError::Invalid("expired".into()))),
+                ("svid", Err(AuthError::NoCredentials)),
+                ("other", Err(AuthError::Invalid("bad".into()))),
+            ]),
+            Err(AuthError::Invalid("token: expired; other: bad".into()))
+        );
+        assert_eq!(
+            any(vec![("token", Err(AuthError::NoCredentials))]),
+            Err(AuthError::NoCredentials)
+        );
+        assert_eq!(any(vec![]), Err(AuthError::NoCredentials));
+    }
 
     #[test]
     fn insecure_claims_need_the_trust_domain_and_a_valid_id() {

@@ -12,7 +12,7 @@ use crate::encoding::response::Response;
 use crate::resource;
 use crate::server::SnapshotSource;
 use crate::server::status::{Connections, PushEvent};
-use crate::server::stream::{Protocol, StreamCore, drive};
+use crate::server::stream::{Peer, Protocol, StreamCore, drive};
 use crate::snapshot::TypedResources;
 
 #[derive(Debug, Default)]
@@ -45,9 +45,10 @@ impl<S: SnapshotSource> DeltaStream<S> {
         source: Arc<S>,
         connections: Arc<Connections>,
         tx: mpsc::Sender<Result<Response, Status>>,
+        peer: Option<Peer>,
     ) -> Self {
         DeltaStream {
-            core: StreamCore::new(source, connections, tx),
+            core: StreamCore::new(source, connections, tx, peer),
             types: BTreeMap::new(),
         }
     }

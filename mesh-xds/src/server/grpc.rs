@@ -17,7 +17,9 @@ use tonic::codegen::http;
 use tonic::server::NamedService;
 
 use crate::encoding::response::Response;
+use crate::server::auth::Authenticate;
 use crate::server::status::Connections;
+use crate::server::stream::Peer;
 use crate::server::{ServerConfig, SnapshotSource, delta, sotw};
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -34,11 +36,20 @@ pub(crate) type Outbound = Result<Response, Status>;
 
 /// The ADS gRPC service; add it to a tonic router (`Server::builder().add_service(..)`).
 /// Built by [`AdsServer::into_service`](crate::server::AdsServer::into_service).
-#[derive(Debug)]
 pub struct AdsService<S> {
     pub(crate) source: Arc<S>,
     pub(crate) connections: Arc<Connections>,
     pub(crate) config: ServerConfig,
+    pub(crate) authenticator: Option<Arc<dyn Authenticate>>,
+}
+
+impl<S> std::fmt::Debug for AdsService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdsService")
+            .field("config", &self.config)
+            .field("authenticated", &self.authenticator.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> Clone for AdsService<S> {
@@ -47,6 +58,7 @@ impl<S> Clone for AdsService<S> {
             source: self.source.clone(),
             connections: self.connections.clone(),
             config: self.config.clone(),
+            authenticator: self.authenticator.clone(),
         }
     }
 }
@@ -66,16 +78,26 @@ impl<S: SnapshotSource> tower_service::Service<http::Request<Body>> for AdsServi
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let (tx, rx) = mpsc::channel(self.config.response_buffer.max(1));
-        match req.uri().path() {
+        let path = req.uri().path().to_string();
+        let (parts, body) = req.into_parts();
+        let peer = self
+            .authenticator
+            .as_ref()
+            .map(|a| Peer::of(&parts, a.clone(), self.config.identity_check));
+        match path.as_str() {
             SOTW => {
                 let stream =
-                    sotw::SotwStream::new(self.source.clone(), self.connections.clone(), tx);
-                tokio::spawn(stream.run(requests(req.into_body())));
+                    sotw::SotwStream::new(self.source.clone(), self.connections.clone(), tx, peer);
+                tokio::spawn(stream.run(requests(body)));
             }
             DELTA => {
-                let stream =
-                    delta::DeltaStream::new(self.source.clone(), self.connections.clone(), tx);
-                tokio::spawn(stream.run(requests(req.into_body())));
+                let stream = delta::DeltaStream::new(
+                    self.source.clone(),
+                    self.connections.clone(),
+                    tx,
+                    peer,
+                );
+                tokio::spawn(stream.run(requests(body)));
             }
             other => {
                 return std::future::ready(Ok(Status::unimplemented(format!(

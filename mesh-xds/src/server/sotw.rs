@@ -13,7 +13,7 @@ use crate::encoding::response::Response;
 use crate::resource;
 use crate::server::SnapshotSource;
 use crate::server::status::{Connections, PushEvent};
-use crate::server::stream::{Protocol, StreamCore, drive};
+use crate::server::stream::{Peer, Protocol, StreamCore, drive};
 use crate::snapshot::TypedResources;
 
 /// What the stream knows about one type.
@@ -51,9 +51,10 @@ impl<S: SnapshotSource> SotwStream<S> {
         source: Arc<S>,
         connections: Arc<Connections>,
         tx: mpsc::Sender<Result<Response, Status>>,
+        peer: Option<Peer>,
     ) -> Self {
         SotwStream {
-            core: StreamCore::new(source, connections, tx),
+            core: StreamCore::new(source, connections, tx, peer),
             types: BTreeMap::new(),
         }
     }

@@ -2,16 +2,104 @@
 //! the loop that interleaves client requests with snapshot changes.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch};
+use tonic::codegen::http;
+use tonic::transport::server::TcpConnectInfo;
+#[cfg(feature = "tls")]
+use tonic::transport::server::TlsConnectInfo;
 use tonic::{Status, Streaming};
+
+use crate::server::auth::{self, Authenticate, Caller};
 
 use crate::resource::PUSH_ORDER;
 use crate::server::SnapshotSource;
 use crate::server::status::{Connections, PushEvent};
 use crate::snapshot::Snapshot;
+
+/// What a stream's caller presented, kept for the authentication of its first request.
+pub(crate) struct Peer {
+    metadata: http::HeaderMap,
+    extensions: http::Extensions,
+    certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+    tls: bool,
+    remote_addr: Option<SocketAddr>,
+    authenticator: Arc<dyn Authenticate>,
+    identity_check: bool,
+}
+
+impl Peer {
+    /// The caller of a request: its headers, and what tonic's transport put in the extensions
+    /// (TLS client certificates, the remote address).
+    pub(crate) fn of(
+        parts: &http::request::Parts,
+        authenticator: Arc<dyn Authenticate>,
+        identity_check: bool,
+    ) -> Peer {
+        let tcp = parts.extensions.get::<TcpConnectInfo>();
+        #[cfg(feature = "tls")]
+        let (tls, tcp, certificates) = {
+            let tls = parts.extensions.get::<TlsConnectInfo<TcpConnectInfo>>();
+            (
+                tls.is_some(),
+                tls.map(TlsConnectInfo::get_ref).or(tcp),
+                tls.and_then(TlsConnectInfo::peer_certs),
+            )
+        };
+        #[cfg(not(feature = "tls"))]
+        let (tls, certificates) = (false, None);
+        Peer {
+            metadata: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
+            certificates,
+            tls,
+            remote_addr: tcp.and_then(TcpConnectInfo::remote_addr),
+            authenticator,
+            identity_check,
+        }
+    }
+
+    /// Runs the hook and the identity check for `node`: the identity the node may act as
+    /// (`None` when let in without one), or the status that ends the stream.
+    fn admit(&self, node: &Node) -> Result<Option<String>, Status> {
+        let caller = Caller {
+            metadata: &self.metadata,
+            extensions: &self.extensions,
+            peer_certificates: self.certificates.as_deref().map(Vec::as_slice),
+            tls: self.tls,
+            remote_addr: self.remote_addr,
+            node,
+        };
+        let from = self
+            .remote_addr
+            .map(|a| format!(" from {a}"))
+            .unwrap_or_default();
+        let refuse = |e: auth::AuthError| {
+            let message = match e.code() {
+                tonic::Code::Unauthenticated => {
+                    format!("node {:?}{from} is not authenticated: {e}", node.id)
+                }
+                _ => format!("authorization failed{from}: {e}"),
+            };
+            tracing::warn!("ADS stream refused: {message}");
+            Status::new(e.code(), message)
+        };
+        let identities = self.authenticator.authenticate(&caller).map_err(refuse)?;
+        if identities.is_empty() {
+            return Ok(None);
+        }
+        if !self.identity_check {
+            return Ok(identities.into_iter().next());
+        }
+        auth::check_identity(node, &identities)
+            .map(Some)
+            .map_err(refuse)
+    }
+}
 
 /// The protocol-independent state of one ADS stream.
 pub(crate) struct StreamCore<S, R> {
@@ -23,6 +111,8 @@ pub(crate) struct StreamCore<S, R> {
     pub(crate) id: u64,
     pub(crate) node_id: String,
     counter: u64,
+    /// Who is calling, when the server authenticates callers; checked on the first request.
+    peer: Option<Peer>,
 }
 
 impl<S: SnapshotSource, R> StreamCore<S, R> {
@@ -30,6 +120,7 @@ impl<S: SnapshotSource, R> StreamCore<S, R> {
         source: Arc<S>,
         connections: Arc<Connections>,
         tx: mpsc::Sender<Result<R, Status>>,
+        peer: Option<Peer>,
     ) -> Self {
         StreamCore {
             source,
@@ -39,11 +130,14 @@ impl<S: SnapshotSource, R> StreamCore<S, R> {
             id: 0,
             node_id: String::new(),
             counter: 0,
+            peer,
         }
     }
 
-    /// Binds the stream to its node on the first request. A first request without a node ends
-    /// the stream with INVALID_ARGUMENT; returns whether the stream goes on.
+    /// Binds the stream to its node on the first request, once the caller is authenticated (when
+    /// the server authenticates callers; see [`crate::server::auth`]). A first request without
+    /// a node ends the stream with INVALID_ARGUMENT, a refused caller with UNAUTHENTICATED or
+    /// PERMISSION_DENIED; returns whether the stream goes on.
     pub(crate) async fn attach(&mut self, node: Option<&Node>, protocol: &'static str) -> bool {
         if self.snapshots.is_some() {
             return true;
@@ -57,6 +151,16 @@ impl<S: SnapshotSource, R> StreamCore<S, R> {
                 .await;
             return false;
         };
+        if let Some(peer) = self.peer.take() {
+            match peer.admit(node) {
+                Ok(Some(id)) => tracing::debug!("ADS stream of {:?} as {id}", node.id),
+                Ok(None) => {}
+                Err(status) => {
+                    let _ = self.tx.send(Err(status)).await;
+                    return false;
+                }
+            }
+        }
         self.node_id = node.id.clone();
         self.snapshots = Some(self.source.watch(node));
         self.id = self.connections.register(node, protocol);

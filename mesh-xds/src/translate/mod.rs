@@ -186,9 +186,11 @@ impl PushContext {
     }
 
     /// With the JWKS documents of RequestAuthentications' `jwksUri`s (by URI), as the caller
-    /// fetched them (istiod fetches and inlines them; Envoy never fetches). A rule whose keys
-    /// are neither inline nor here gets keys nobody holds: every token fails, token-less
-    /// requests pass, as in istiod when a fetch fails.
+    /// fetched them (istiod fetches and inlines them; Envoy never fetches). A rule with an
+    /// `issuer` and no `jwksUri` is looked up under its OpenID configuration URL
+    /// ([`crate::jwks::JwksSource::key`]). A rule whose keys are neither inline nor here gets
+    /// keys nobody holds: every token fails, token-less requests pass, as in istiod when a
+    /// fetch fails.
     #[must_use]
     pub fn with_jwks(mut self, jwks: BTreeMap<String, String>) -> PushContext {
         self.jwks = jwks;
@@ -207,7 +209,8 @@ impl PushContext {
     }
 
     /// The `jwksUri`s of every RequestAuthentication rule without inline keys (what the caller
-    /// should fetch for [`PushContext::with_jwks`]).
+    /// should fetch for [`PushContext::with_jwks`]). Rules with an issuer and no `jwksUri`
+    /// are not listed: [`crate::jwks::sources`] lists those too.
     pub fn jwks_uris(&self) -> std::collections::BTreeSet<String> {
         self.request_authentications
             .iter()

@@ -35,10 +35,9 @@ impl Policies {
             &proxy.namespace,
             &proxy.labels,
         );
+        // A `jwksUri`'s document, or the one discovered from the issuer (crate::jwks).
         let jwt = jwt::jwt_filter(&authn, gateway, &|rule| {
-            rule.jwks_uri
-                .as_ref()
-                .and_then(|u| ctx.jwks.get(u).cloned())
+            crate::jwks::JwksSource::of(rule).and_then(|s| ctx.jwks.get(&s.key()).cloned())
         });
         Policies {
             http: authz::http_filters(&authz, &ctx.mesh).into_http_filters(jwt),
