@@ -4,6 +4,10 @@
 //! `tlsMode: istio`, reached over mTLS, the weight split evenly over the gateways), or left out
 //! when it does not accept mTLS. An endpoint without a `network` is placed by the networks'
 //! `fromCidr` rules.
+//!
+//! With real Envoys, [`cross_network_requests_go_through_the_east_west_gateway_over_mtls`]
+//! follows one request over the split horizon: client sidecar → east-west gateway → server
+//! sidecar → application.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -189,4 +193,209 @@ fn remote_endpoints_are_reached_through_their_networks_gateways() {
             ("203.0.113.3".to_string(), 15443, 1, true),
         ]
     );
+}
+
+/// Across networks with real Envoys (reference: security §6.3, §6.4, §8.3 case 23): the client
+/// sidecar in `network-1` reaches `httpbin`, whose only endpoint is a STRICT-mTLS sidecar in
+/// `network-2`, through `network-2`'s east-west gateway. The client's EDS holds the gateway
+/// instead of the endpoint, so it opens mTLS to the gateway with the SNI
+/// `outbound_.PORT_._.HOST` and the server's SANs; the gateway (`AUTO_PASSTHROUGH`) routes by
+/// that SNI to its SNI-DNAT cluster without terminating TLS; the server sidecar terminates
+/// the client's mTLS and tells the application the client's SPIFFE ID. Every hop counts the
+/// same connections. A wrong SNI finds no chain on the gateway; plaintext to the server is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_network_requests_go_through_the_east_west_gateway_over_mtls() {
+    use mesh_test_support::{
+        Api, ControlPlane, Proxy, ProxyKind, eventually, free_port, serve, upstream,
+    };
+    use std::time::Duration;
+    // Envoy only: mesh-sidecar does not route by SNI on gateways.
+    let kind = ProxyKind::Envoy;
+    let app = upstream::start("httpbin").await;
+    let (service, inbound, east_west) = (free_port(), free_port(), free_port());
+    let host = "httpbin.foo.svc.cluster.local";
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: httpbin, namespace: foo}}
+spec:
+  hosts: [{host}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {service}, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {inbound}}}, network: network-2, serviceAccount: httpbin, labels: {{app: httpbin}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: foo}}
+spec: {{mtls: {{mode: STRICT}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: server, namespace: foo}}
+spec:
+  workloadSelector: {{labels: {{app: httpbin}}}}
+  ingress:
+  - port: {{number: {inbound}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:{app}
+  egress: [{{hosts: ["./*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: client, namespace: bar}}
+spec:
+  egress:
+  - port: {{number: {service}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    captureMode: NONE
+    hosts: ["foo/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: cross-network, namespace: istio-system}}
+spec:
+  selector: {{istio: eastwestgateway}}
+  servers:
+  - port: {{number: {east_west}, name: tls, protocol: TLS}}
+    bind: 127.0.0.1
+    hosts: ["*.local"]
+    tls: {{mode: AUTO_PASSTHROUGH}}
+"#,
+        app = app.port()
+    );
+    let cp = ControlPlane::new(&config);
+    let (networks, warnings) = parse_mesh_networks(&format!(
+        "networks:\n  network-1:\n    endpoints: [{{fromRegistry: cluster-1}}]\n  \
+         network-2:\n    endpoints: [{{fromRegistry: cluster-2}}]\n    \
+         gateways: [{{address: 127.0.0.1, port: {east_west}}}]\n"
+    ))
+    .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    cp.set_networks(networks);
+    let (xds, _) = serve(cp.clone()).await;
+    let client_node = r#"{id: "sidecar~127.0.0.1~sleep-1.bar~bar.svc.cluster.local", cluster: sleep, metadata: {NAMESPACE: bar, NETWORK: network-1, INTERCEPTION_MODE: NONE, LABELS: {app: sleep}}}"#;
+    let server_node = r#"{id: "sidecar~127.0.0.1~httpbin-1.foo~foo.svc.cluster.local", cluster: httpbin, metadata: {NAMESPACE: foo, NETWORK: network-2, INTERCEPTION_MODE: NONE, LABELS: {app: httpbin}}}"#;
+    let gateway_node = r#"{id: "router~127.0.0.1~eastwest-1.istio-system~istio-system.svc.cluster.local", cluster: eastwest, metadata: {NAMESPACE: istio-system, NETWORK: network-2, LABELS: {istio: eastwestgateway}}}"#;
+    let (client, server, gateway) = tokio::join!(
+        Proxy::start_workload(kind, xds, Api::Sotw, client_node, "sleep"),
+        Proxy::start_workload(kind, xds, Api::Sotw, server_node, "httpbin"),
+        Proxy::start_workload(kind, xds, Api::Sotw, gateway_node, "eastwest"),
+    );
+    let via: std::net::SocketAddr = format!("127.0.0.1:{service}").parse().unwrap();
+    eventually(
+        "the request crosses the networks",
+        Duration::from_secs(30),
+        async || {
+            let r = upstream::get(via, host, "/", &[]).await.ok()?;
+            (r.status == 200 && r.body == "httpbin").then_some(())
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        let r = upstream::get(via, host, "/", &[]).await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "httpbin"));
+    }
+    // The server sidecar terminated the client's own mTLS: the application sees its SPIFFE ID.
+    let xfcc: Vec<String> = app
+        .seen
+        .headers
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            h.get("x-forwarded-client-cert")
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        xfcc.iter()
+            .all(|x| x.contains("URI=spiffe://cluster.local/ns/bar/sa/sleep")),
+        "XFCC at the app: {xfcc:?}"
+    );
+    // The client's only endpoint for httpbin is the gateway.
+    let cluster = format!("outbound|{service}||{host}");
+    let hosts: Vec<String> = client
+        .admin_get("/clusters")
+        .await
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{cluster}::")))
+        .filter_map(|l| l.split_once("::").map(|(addr, _)| addr))
+        .filter(|addr| addr.parse::<std::net::SocketAddr>().is_ok())
+        .map(String::from)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(hosts, [format!("127.0.0.1:{east_west}")]);
+    // Each hop carries the same new connections: three requests at once (the application
+    // holds each answer a little) make the client open connections beside its pooled one, and
+    // every one of them is a TLS handshake at the client, a passthrough connection by SNI at
+    // the gateway (in and out) and a TLS handshake at the server.
+    let stat = async |p: &Proxy, name: &str| p.stat(name).await.unwrap_or(0);
+    let sni = format!("outbound_.{service}_._.{host}");
+    let hops = async || {
+        (
+            stat(&client, &format!("cluster.{cluster}.ssl.handshake")).await,
+            stat(&gateway, &format!("tcp.{sni}.downstream_cx_total")).await,
+            stat(&gateway, &format!("cluster.{sni}.upstream_cx_total")).await,
+            stat(
+                &server,
+                &format!("listener.127.0.0.1_{inbound}.ssl.handshake"),
+            )
+            .await,
+        )
+    };
+    let before = hops().await;
+    let served = app.count();
+    app.seen
+        .delay_ms
+        .store(300, std::sync::atomic::Ordering::SeqCst);
+    let (a, b, c) = tokio::join!(
+        upstream::get(via, host, "/", &[]),
+        upstream::get(via, host, "/", &[]),
+        upstream::get(via, host, "/", &[]),
+    );
+    app.seen
+        .delay_ms
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    for r in [a, b, c] {
+        assert_eq!(r.unwrap().status, 200);
+    }
+    assert_eq!(app.count(), served + 3);
+    let after = hops().await;
+    let new = after.0 - before.0;
+    assert!(new >= 2, "new client connections: {before:?} → {after:?}");
+    assert_eq!(
+        (after.1 - before.1, after.2 - before.2, after.3 - before.3),
+        (new, new, new),
+        "gateway in, gateway out, server TLS: {before:?} → {after:?}"
+    );
+    assert_eq!(
+        stat(
+            &server,
+            &format!("http.inbound_0.0.0.0_{inbound};.downstream_rq_total")
+        )
+        .await,
+        app.count(),
+        "every request the app saw came through the server sidecar"
+    );
+    // A wrong SNI matches no chain of the gateway; plaintext to the server is refused.
+    let no_chain = format!("listener.127.0.0.1_{east_west}.no_filter_chain_match");
+    let before = stat(&gateway, &no_chain).await;
+    let out = mesh_test_support::tls::tls_get(
+        &format!("127.0.0.1:{east_west}"),
+        &format!("outbound_.{service}_._.nothing.foo.svc.cluster.local"),
+    )
+    .await;
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(stat(&gateway, &no_chain).await, before + 1);
+    let direct: std::net::SocketAddr = format!("127.0.0.1:{inbound}").parse().unwrap();
+    assert!(upstream::get(direct, host, "/", &[]).await.is_err());
+    for p in [&client, &server, &gateway] {
+        assert_eq!(p.rejections().await, 0, "{}", p.log());
+    }
 }
