@@ -902,7 +902,8 @@ fn custom_policy(provider: &str) -> String {
 /// server's status, body and the headers the provider lets through; an allowed request reaches
 /// the application with the headers the provider passes upstream), requests outside the rules
 /// never reach it, and a provider whose server is down fails closed (403) or, with `failOpen`,
-/// open. The HTTP and the gRPC protocol alike; Envoy's ext_authz counters agree.
+/// open. The HTTP and the gRPC protocol alike (the gRPC one on TCP ports too); Envoy's
+/// ext_authz counters agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_policies_ask_ext_authz_servers() {
     envoy(custom_on).await;
@@ -922,6 +923,9 @@ async fn custom_on(kind: ProxyKind) {
     let (hp, gp) = (http_authz.port(), grpc_authz.port());
     let rig = Rig::start_with(kind, authz_providers(), |_| authz_services(hp, gp, down)).await;
     let sleep = rig.sleep_at();
+    let tcp: SocketAddr = format!("127.0.0.1:{}", rig.ports.tcp_service)
+        .parse()
+        .unwrap();
     let get = async |path: &str, headers: &[(&str, &str)]| {
         upstream::get(sleep, HOST, path, headers).await.unwrap()
     };
@@ -959,6 +963,7 @@ async fn custom_on(kind: ProxyKind) {
         r.headers.get(REASON_HEADER).unwrap(),
         "denied by http-authz"
     );
+    assert!(!r.headers.contains_key(UNLISTED_HEADER), "{:?}", r.headers);
     assert_eq!(http_authz.count(), checks + 1);
     assert_eq!(rig.app.count(), served);
     let check = http_authz.last().unwrap();
@@ -991,6 +996,9 @@ async fn custom_on(kind: ProxyKind) {
         (ok + 1, denied + 1)
     );
     assert_eq!(authz("disabled").await, disabled + 1);
+    // An HTTP provider has nothing to say on TCP ports (§3.7): the TCP port is untouched.
+    assert_eq!(status(tcp, HOST, "GET", "/checked", &[]).await, Some(200));
+    assert_eq!(http_authz.count(), checks + 2);
 
     // --- the gRPC provider ---
     rig.policies(&custom_policy("grpc-authz"));
@@ -1032,6 +1040,30 @@ async fn custom_on(kind: ProxyKind) {
     assert_eq!(r.status, 200);
     assert_eq!(grpc_authz.count(), checks + 2);
     assert_eq!(http_authz.count(), http_checks, "the HTTP provider is out");
+    // A gRPC provider also guards the TCP port, where the rule's HTTP-only `paths` clause
+    // drops out and every connection is checked (§3.6): the check carries no HTTP request,
+    // so the server denies and the connection is closed.
+    let tcp_denied = "ext_authz.tcp..denied";
+    eventually(
+        "TCP connections are checked",
+        Duration::from_secs(30),
+        async || {
+            status(tcp, HOST, "GET", "/", &[])
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let check = grpc_authz.last().unwrap();
+    assert_eq!(
+        (check.path.as_str(), check.principal.as_str()),
+        ("", "spiffe://cluster.local/ns/bar/sa/sleep")
+    );
+    let (checks, denied) = (grpc_authz.count(), stat(&rig.server, tcp_denied).await);
+    assert_eq!(status(tcp, HOST, "GET", "/", &[]).await, None);
+    assert_eq!(grpc_authz.count(), checks + 1);
+    assert_eq!(stat(&rig.server, tcp_denied).await, denied + 1);
 
     // --- a provider whose server is down ---
     rig.policies(&custom_policy("down-closed"));

@@ -7,7 +7,8 @@
 //! Both decide alike, so a test can swap one for the other: a request whose check carries
 //! [`DECISION_HEADER`]`: `[`ALLOW`] is allowed, with [`RESULT_HEADER`] and [`UNLISTED_HEADER`]
 //! added for the upstream; any other is denied with [`AuthzServer::set_deny_status`]'s status
-//! (403 unless set), [`REASON_HEADER`] for the client and the body [`DENY_BODY`]. Each records
+//! (403 unless set), [`REASON_HEADER`] and [`UNLISTED_HEADER`] for the client and the body
+//! [`DENY_BODY`] (a check of a TCP connection, which has no headers, is denied). Each records
 //! every check it answered ([`AuthzServer::count`], [`AuthzServer::checks`]).
 
 use std::collections::BTreeMap;
@@ -35,8 +36,9 @@ pub const DECISION_HEADER: &str = "x-ext-authz";
 pub const ALLOW: &str = "allow";
 /// Added for the upstream on allow, value `allowed by NAME`.
 pub const RESULT_HEADER: &str = "x-ext-authz-check-result";
-/// Also added on allow: an HTTP provider that does not list it in `headersToUpstreamOnAllow`
-/// must keep it from the upstream.
+/// Also added on allow and on deny: an HTTP provider that does not list it in
+/// `headersToUpstreamOnAllow` / `headersToDownstreamOnDeny` keeps it from the upstream / the
+/// client.
 pub const UNLISTED_HEADER: &str = "x-ext-authz-unlisted";
 /// Sent to the client on deny, value `denied by NAME`.
 pub const REASON_HEADER: &str = "x-ext-authz-reason";
@@ -176,6 +178,7 @@ async fn http_check(st: &State, req: Request<hyper::body::Incoming>) -> Response
         Response::builder()
             .status(st.deny_status.load(Ordering::SeqCst))
             .header(REASON_HEADER, by("denied"))
+            .header(UNLISTED_HEADER, "1")
             .body(Full::new(Bytes::from_static(DENY_BODY.as_bytes())))
     };
     response.unwrap()
@@ -249,7 +252,10 @@ impl Authorization for GrpcAuthz {
                         status: Some(HttpStatus {
                             code: i32::from(st.deny_status.load(Ordering::SeqCst)),
                         }),
-                        headers: vec![header(REASON_HEADER, by("denied"))],
+                        headers: vec![
+                            header(REASON_HEADER, by("denied")),
+                            header(UNLISTED_HEADER, "1".into()),
+                        ],
                         body: DENY_BODY.into(),
                     },
                 )),
