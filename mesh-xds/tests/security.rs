@@ -827,6 +827,17 @@ spec:
     }
 }
 
+/// A DestinationRule for `httpbin` with one request per client connection: a policy change
+/// applies to the next request, instead of after the server's old filter chain drained the
+/// clients' pooled connections (Envoy closes those gradually, over seconds).
+fn one_request_per_connection() -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: httpbin, namespace: foo}}\nspec:\n  host: {HOST}\n  \
+         trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}}}\n"
+    )
+}
+
 /// The ServiceEntries of the ext_authz servers (namespace `foo`, which the server's sidecar
 /// sees): the HTTP server on service port 8000, the gRPC one on 9000 (HTTP/2), and on 9001 an
 /// address nobody listens on (a provider whose server is down).
@@ -921,7 +932,14 @@ async fn custom_on(kind: ProxyKind) {
     grpc_authz.set_deny_status(401);
     let down = free_port(); // nothing listens there
     let (hp, gp) = (http_authz.port(), grpc_authz.port());
-    let rig = Rig::start_with(kind, authz_providers(), |_| authz_services(hp, gp, down)).await;
+    let rig = Rig::start_with(kind, authz_providers(), |_| {
+        format!(
+            "{}{}",
+            authz_services(hp, gp, down),
+            one_request_per_connection()
+        )
+    })
+    .await;
     let sleep = rig.sleep_at();
     let tcp: SocketAddr = format!("127.0.0.1:{}", rig.ports.tcp_service)
         .parse()
@@ -1231,7 +1249,10 @@ async fn bad_policies_are_refused_and_change_nothing() {
 }
 
 async fn bad_policies_on(kind: ProxyKind) {
-    let rig = Rig::start(kind).await;
+    let rig = Rig::start_with(kind, MeshConfig::default(), |_| {
+        one_request_per_connection()
+    })
+    .await;
     let (sleep, other, direct) = (rig.sleep_at(), rig.other_at(), rig.direct());
     let allow_sleep = selector_policy(
         "allow-sleep",
@@ -1291,8 +1312,13 @@ async fn bad_policies_on(kind: ProxyKind) {
         assert!(refused.iter().any(|r| r == w), "{w} in {refused:#?}");
     }
     assert_eq!(report.rejected.len(), want.len(), "{refused:#?}");
-    // Nothing changed: the last good allow-sleep still decides, no STRICT mode refuses
-    // plaintext (its request is answered, by RBAC), and no proxy NACKed or reconnected.
+    // The store kept exactly what it had, so there is nothing to push...
+    assert!(
+        report.changed.is_empty() && report.deleted.is_empty(),
+        "{report:#?}"
+    );
+    // ...and the proxies agree: the last good allow-sleep still decides, no STRICT mode
+    // refuses plaintext (its request is answered, by RBAC), and no proxy NACKed or reconnected.
     assert_eq!(status(sleep, HOST, "GET", "/", &[]).await, Some(200));
     assert_eq!(status(other, HOST, "GET", "/", &[]).await, Some(403));
     assert_eq!(status(direct, "httpbin", "GET", "/", &[]).await, Some(403));
