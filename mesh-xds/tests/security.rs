@@ -13,6 +13,11 @@
 //!   over ALLOW, AUDIT, dry-run shadow counters, and a TCP port's network RBAC.
 //! - RequestAuthentication: valid, expired, wrong-issuer, wrong-audience and missing tokens,
 //!   and a policy on the token's principal.
+//! - CUSTOM AuthorizationPolicies against ext_authz servers the test runs (HTTP and gRPC, from
+//!   MeshConfig `extensionProviders`), and providers whose server is down.
+//! - Gateways: `credentialName` secrets over ADS (SIMPLE, MUTUAL, rotation), and ISTIO_MUTUAL
+//!   with the gateway's own workload certificate.
+//! - Invalid policies: refused with their field paths, changing nothing.
 //!
 //! No proxy rejects anything in any step.
 
@@ -134,16 +139,12 @@ struct Rig {
 
 impl Rig {
     async fn start(kind: ProxyKind) -> Rig {
-        Rig::start_with(kind, MeshConfig::default(), |_| String::new()).await
+        Rig::start_with(kind, MeshConfig::default(), "").await
     }
 
-    /// A rig whose control plane has `mesh` settings and, beside [`mesh`], the manifests
-    /// `extra` makes for the run's ports (kept by every [`Rig::policies`] step).
-    async fn start_with(
-        kind: ProxyKind,
-        mesh_config: MeshConfig,
-        extra: impl FnOnce(&Ports) -> String,
-    ) -> Rig {
+    /// A rig whose control plane has `mesh_config` and, beside [`mesh`], the manifests
+    /// `extra` (kept by every [`Rig::policies`] step).
+    async fn start_with(kind: ProxyKind, mesh_config: MeshConfig, extra: &str) -> Rig {
         let app = upstream::start("httpbin").await;
         let ports = Ports {
             service: free_port(),
@@ -152,7 +153,7 @@ impl Rig {
             tcp_inbound: free_port(),
             app: app.port(),
         };
-        let base = format!("{}\n{}", mesh(ports), extra(&ports));
+        let base = format!("{}\n{extra}", mesh(ports));
         let cp = ControlPlane::with_mesh(&base, mesh_config);
         let (xds, connections) = serve(cp.clone()).await;
         // The three proxies start side by side.
@@ -932,14 +933,12 @@ async fn custom_on(kind: ProxyKind) {
     grpc_authz.set_deny_status(401);
     let down = free_port(); // nothing listens there
     let (hp, gp) = (http_authz.port(), grpc_authz.port());
-    let rig = Rig::start_with(kind, authz_providers(), |_| {
-        format!(
-            "{}{}",
-            authz_services(hp, gp, down),
-            one_request_per_connection()
-        )
-    })
-    .await;
+    let extra = format!(
+        "{}{}",
+        authz_services(hp, gp, down),
+        one_request_per_connection()
+    );
+    let rig = Rig::start_with(kind, authz_providers(), &extra).await;
     let sleep = rig.sleep_at();
     let tcp: SocketAddr = format!("127.0.0.1:{}", rig.ports.tcp_service)
         .parse()
@@ -1105,10 +1104,11 @@ async fn custom_on(kind: ProxyKind) {
 /// presents its own workload certificate, which its agent serves over SDS (`default`,
 /// `ROOTCA`), and takes clients holding a certificate of the mesh's CA; without a client
 /// certificate, or with one from another CA (for the very same SPIFFE ID), the handshake is
-/// refused. `subjectAltNames` narrows the clients to the listed identities.
+/// refused. `subjectAltNames` narrows the clients to the listed identities. No RBAC or JWT
+/// here, so it runs on every selected proxy (`MESH_PROXIES`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_istio_mutual_takes_mesh_certificates_only() {
-    envoy(gateway_istio_mutual_on).await;
+    ProxyKind::each(gateway_istio_mutual_on).await;
 }
 
 async fn gateway_istio_mutual_on(kind: ProxyKind) {
@@ -1249,10 +1249,7 @@ async fn bad_policies_are_refused_and_change_nothing() {
 }
 
 async fn bad_policies_on(kind: ProxyKind) {
-    let rig = Rig::start_with(kind, MeshConfig::default(), |_| {
-        one_request_per_connection()
-    })
-    .await;
+    let rig = Rig::start_with(kind, MeshConfig::default(), &one_request_per_connection()).await;
     let (sleep, other, direct) = (rig.sleep_at(), rig.other_at(), rig.direct());
     let allow_sleep = selector_policy(
         "allow-sleep",
