@@ -13,6 +13,11 @@
 //!   over ALLOW, AUDIT, dry-run shadow counters, and a TCP port's network RBAC.
 //! - RequestAuthentication: valid, expired, wrong-issuer, wrong-audience and missing tokens,
 //!   and a policy on the token's principal.
+//! - CUSTOM AuthorizationPolicies against ext_authz servers the test runs (HTTP and gRPC, from
+//!   MeshConfig `extensionProviders`), and providers whose server is down.
+//! - Gateways: `credentialName` secrets over ADS (SIMPLE, MUTUAL, rotation), and ISTIO_MUTUAL
+//!   with the gateway's own workload certificate.
+//! - Invalid policies: refused with their field paths, changing nothing.
 //!
 //! No proxy rejects anything in any step.
 
@@ -22,10 +27,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_model::MeshConfig;
 use mesh_test_support::identity::{ISSUER, Issuer};
 use mesh_test_support::{
     Api, ControlPlane, Proxy, ProxyKind, eventually, free_port, serve, upstream,
 };
+use mesh_xds::server::Connections;
 
 const SERVER_NODE: &str = r#"{id: "sidecar~127.0.0.1~httpbin-1.foo~foo.svc.cluster.local", cluster: httpbin, metadata: {NAMESPACE: foo, INTERCEPTION_MODE: NONE, LABELS: {app: httpbin}}}"#;
 const SLEEP_NODE: &str = r#"{id: "sidecar~127.0.0.1~sleep-1.bar~bar.svc.cluster.local", cluster: sleep, metadata: {NAMESPACE: bar, INTERCEPTION_MODE: NONE, LABELS: {app: sleep}}}"#;
@@ -120,6 +127,10 @@ spec:
 struct Rig {
     ports: Ports,
     cp: Arc<ControlPlane>,
+    /// The ADS streams of the control plane.
+    connections: Arc<Connections>,
+    /// The manifests every step keeps ([`mesh`] and the scenario's own).
+    base: String,
     app: upstream::Upstream,
     server: Proxy,
     sleep: Proxy,
@@ -128,6 +139,12 @@ struct Rig {
 
 impl Rig {
     async fn start(kind: ProxyKind) -> Rig {
+        Rig::start_with(kind, MeshConfig::default(), "").await
+    }
+
+    /// A rig whose control plane has `mesh_config` and, beside [`mesh`], the manifests
+    /// `extra` (kept by every [`Rig::policies`] step).
+    async fn start_with(kind: ProxyKind, mesh_config: MeshConfig, extra: &str) -> Rig {
         let app = upstream::start("httpbin").await;
         let ports = Ports {
             service: free_port(),
@@ -136,14 +153,20 @@ impl Rig {
             tcp_inbound: free_port(),
             app: app.port(),
         };
-        let cp = ControlPlane::new(&mesh(ports));
-        let (xds, _) = serve(cp.clone()).await;
-        let server = Proxy::start_workload(kind, xds, Api::Sotw, SERVER_NODE, "httpbin").await;
-        let sleep = Proxy::start_workload(kind, xds, Api::Sotw, SLEEP_NODE, "sleep").await;
-        let other = Proxy::start_workload(kind, xds, Api::Sotw, OTHER_NODE, "other").await;
+        let base = format!("{}\n{extra}", mesh(ports));
+        let cp = ControlPlane::with_mesh(&base, mesh_config);
+        let (xds, connections) = serve(cp.clone()).await;
+        // The three proxies start side by side.
+        let (server, sleep, other) = tokio::join!(
+            Proxy::start_workload(kind, xds, Api::Sotw, SERVER_NODE, "httpbin"),
+            Proxy::start_workload(kind, xds, Api::Sotw, SLEEP_NODE, "sleep"),
+            Proxy::start_workload(kind, xds, Api::Sotw, OTHER_NODE, "other"),
+        );
         let rig = Rig {
             ports,
             cp,
+            connections,
+            base,
             app,
             server,
             sleep,
@@ -184,8 +207,13 @@ impl Rig {
 
     /// Replaces the manifests beyond the mesh itself with `yaml`, and pushes.
     fn policies(&self, yaml: &str) {
-        let report = self.cp.replace(&format!("{}\n{yaml}", mesh(self.ports)));
+        let report = self.try_policies(yaml);
         assert!(report.rejected.is_empty(), "{:#?}", report.rejected);
+    }
+
+    /// [`Rig::policies`], returning what the config store refused (and kept out).
+    fn try_policies(&self, yaml: &str) -> mesh_model::store::ApplyReport {
+        self.cp.replace(&format!("{}\n{yaml}", self.base))
     }
 
     /// The server's HCM stat `name` (under istiod's inbound stat prefix).
@@ -798,4 +826,534 @@ spec:
     for d in [server_dir, client_dir, new_dir] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// A DestinationRule for `httpbin` with one request per client connection: a policy change
+/// applies to the next request, instead of after the server's old filter chain drained the
+/// clients' pooled connections (Envoy closes those gradually, over seconds).
+fn one_request_per_connection() -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: httpbin, namespace: foo}}\nspec:\n  host: {HOST}\n  \
+         trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}}}\n"
+    )
+}
+
+/// The ServiceEntries of the ext_authz servers (namespace `foo`, which the server's sidecar
+/// sees): the HTTP server on service port 8000, the gRPC one on 9000 (HTTP/2), and on 9001 an
+/// address nobody listens on (a provider whose server is down).
+fn authz_services(http: u16, grpc: u16, down: u16) -> String {
+    let entry = |name: &str, port: &str, target: u16| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+             metadata: {{name: {name}, namespace: foo}}\nspec:\n  hosts: [{name}.foo.svc.cluster.local]\n  \
+             location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{port}]\n  \
+             endpoints: [{{address: 127.0.0.1, ports: {{p: {target}}}}}]\n"
+        )
+    };
+    [
+        entry(
+            "ext-authz-http",
+            "{number: 8000, name: p, protocol: HTTP}",
+            http,
+        ),
+        entry(
+            "ext-authz-grpc",
+            "{number: 9000, name: p, protocol: GRPC}",
+            grpc,
+        ),
+        entry(
+            "ext-authz-down",
+            "{number: 9001, name: p, protocol: GRPC}",
+            down,
+        ),
+    ]
+    .concat()
+}
+
+/// MeshConfig `extensionProviders`: the HTTP server (sending only `x-ext-authz` of the
+/// request's headers, passing only its result header upstream and its reason header to denied
+/// clients), the gRPC server, and the server that is down, failing closed and open.
+fn authz_providers() -> MeshConfig {
+    use mesh_test_support::ext_authz::{DECISION_HEADER, REASON_HEADER, RESULT_HEADER};
+    MeshConfig {
+        extension_providers: vec![
+            serde_json::json!({"name": "http-authz", "envoyExtAuthzHttp": {
+                "service": "ext-authz-http.foo.svc.cluster.local", "port": 8000,
+                "includeRequestHeadersInCheck": [DECISION_HEADER],
+                "headersToUpstreamOnAllow": [RESULT_HEADER],
+                "headersToDownstreamOnDeny": [REASON_HEADER],
+            }}),
+            serde_json::json!({"name": "grpc-authz", "envoyExtAuthzGrpc": {
+                "service": "ext-authz-grpc.foo.svc.cluster.local", "port": 9000,
+            }}),
+            serde_json::json!({"name": "down-closed", "envoyExtAuthzGrpc": {
+                "service": "ext-authz-down.foo.svc.cluster.local", "port": "9001",
+            }}),
+            serde_json::json!({"name": "down-open", "envoyExtAuthzGrpc": {
+                "service": "ext-authz-down.foo.svc.cluster.local", "port": 9001, "failOpen": true,
+            }}),
+        ],
+        ..Default::default()
+    }
+}
+
+/// A CUSTOM policy sending requests under `/checked` to `provider`.
+fn custom_policy(provider: &str) -> String {
+    selector_policy(
+        "ext-authz",
+        &format!(
+            "  action: CUSTOM\n  provider: {{name: {provider}}}\n  \
+             rules: [{{to: [{{operation: {{paths: [\"/checked*\"]}}}}]}}]\n"
+        ),
+    )
+}
+
+/// CUSTOM AuthorizationPolicies against ext_authz servers the test runs (reference: security
+/// §3.7): the server decides the requests the policy's rules select (a denial carries the
+/// server's status, body and the headers the provider lets through; an allowed request reaches
+/// the application with the headers the provider passes upstream), requests outside the rules
+/// never reach it, and a provider whose server is down fails closed (403) or, with `failOpen`,
+/// open. The HTTP and the gRPC protocol alike (the gRPC one on TCP ports too); Envoy's
+/// ext_authz counters agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_policies_ask_ext_authz_servers() {
+    envoy(custom_on).await;
+}
+
+async fn custom_on(kind: ProxyKind) {
+    use mesh_test_support::ext_authz::{
+        self, ALLOW, DECISION_HEADER, DENY_BODY, REASON_HEADER, RESULT_HEADER, UNLISTED_HEADER,
+    };
+    let (http_authz, grpc_authz) = tokio::join!(
+        ext_authz::start_http("http-authz"),
+        ext_authz::start_grpc("grpc-authz")
+    );
+    // The gRPC server denies with its own status, so its answers are told from the HTTP one's.
+    grpc_authz.set_deny_status(401);
+    let down = free_port(); // nothing listens there
+    let (hp, gp) = (http_authz.port(), grpc_authz.port());
+    let extra = format!(
+        "{}{}",
+        authz_services(hp, gp, down),
+        one_request_per_connection()
+    );
+    let rig = Rig::start_with(kind, authz_providers(), &extra).await;
+    let sleep = rig.sleep_at();
+    let tcp: SocketAddr = format!("127.0.0.1:{}", rig.ports.tcp_service)
+        .parse()
+        .unwrap();
+    let get = async |path: &str, headers: &[(&str, &str)]| {
+        upstream::get(sleep, HOST, path, headers).await.unwrap()
+    };
+    // The ext_authz filter's counters on the inbound HTTP connection manager.
+    let authz = async |name: &str| rig.http_stat(&format!("ext_authz.{name}")).await;
+    let upstream_headers = || {
+        rig.app
+            .seen
+            .headers
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap()
+    };
+
+    // --- the HTTP provider ---
+    rig.policies(&custom_policy("http-authz"));
+    wait_for(
+        sleep,
+        HOST,
+        "GET",
+        "/checked",
+        403,
+        "the HTTP server decides",
+    )
+    .await;
+    let (checks, served) = (http_authz.count(), rig.app.count());
+    let (ok, denied) = (authz("ok").await, authz("denied").await);
+    // Denied: the server's status, body and reason header; the application saw nothing, and
+    // of the request's headers the server got only the one the provider sends.
+    let r = get("/checked/deny", &[("x-not-for-authz", "1")]).await;
+    assert_eq!((r.status, r.body.as_str()), (403, DENY_BODY));
+    assert_eq!(
+        r.headers.get(REASON_HEADER).unwrap(),
+        "denied by http-authz"
+    );
+    assert!(!r.headers.contains_key(UNLISTED_HEADER), "{:?}", r.headers);
+    assert_eq!(http_authz.count(), checks + 1);
+    assert_eq!(rig.app.count(), served);
+    let check = http_authz.last().unwrap();
+    assert_eq!(check.path, "/checked/deny");
+    assert!(!check.headers.contains_key("x-not-for-authz"), "{check:?}");
+    assert_eq!(authz("denied").await, denied + 1);
+    // Allowed: the request reaches the application with the result header, and only that one.
+    let r = get(
+        "/checked/allow",
+        &[(DECISION_HEADER, ALLOW), ("x-not-for-authz", "1")],
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, "httpbin"));
+    assert_eq!(http_authz.count(), checks + 2);
+    let check = http_authz.last().unwrap();
+    assert_eq!(check.headers.get(DECISION_HEADER).unwrap(), ALLOW);
+    assert!(!check.headers.contains_key("x-not-for-authz"), "{check:?}");
+    let seen = upstream_headers();
+    assert_eq!(seen.get(RESULT_HEADER).unwrap(), "allowed by http-authz");
+    assert!(!seen.contains_key(UNLISTED_HEADER), "{seen:?}");
+    assert_eq!(authz("ok").await, ok + 1);
+    // Outside the policy's rules: not checked at all (the CUSTOM rules' shadow engine did
+    // not match, so the filter is disabled for the request).
+    let disabled = authz("disabled").await;
+    let r = get("/public", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "httpbin"));
+    assert_eq!(http_authz.count(), checks + 2);
+    assert_eq!(
+        (authz("ok").await, authz("denied").await),
+        (ok + 1, denied + 1)
+    );
+    assert_eq!(authz("disabled").await, disabled + 1);
+    // An HTTP provider has nothing to say on TCP ports (§3.7): the TCP port is untouched.
+    assert_eq!(status(tcp, HOST, "GET", "/checked", &[]).await, Some(200));
+    assert_eq!(http_authz.count(), checks + 2);
+
+    // --- the gRPC provider ---
+    rig.policies(&custom_policy("grpc-authz"));
+    wait_for(
+        sleep,
+        HOST,
+        "GET",
+        "/checked",
+        401,
+        "the gRPC server decides",
+    )
+    .await;
+    let (checks, served, http_checks) = (grpc_authz.count(), rig.app.count(), http_authz.count());
+    let (ok, denied) = (authz("ok").await, authz("denied").await);
+    let r = get("/checked/deny", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (401, DENY_BODY));
+    assert_eq!(
+        r.headers.get(REASON_HEADER).unwrap(),
+        "denied by grpc-authz"
+    );
+    assert_eq!(grpc_authz.count(), checks + 1);
+    assert_eq!(rig.app.count(), served);
+    // The check carries the request and the caller's mesh identity.
+    let check = grpc_authz.last().unwrap();
+    assert_eq!(check.path, "/checked/deny");
+    assert_eq!(check.principal, "spiffe://cluster.local/ns/bar/sa/sleep");
+    let r = get("/checked/allow", &[(DECISION_HEADER, ALLOW)]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "httpbin"));
+    assert_eq!(grpc_authz.count(), checks + 2);
+    assert_eq!(
+        upstream_headers().get(RESULT_HEADER).unwrap(),
+        "allowed by grpc-authz"
+    );
+    assert_eq!(
+        (authz("ok").await, authz("denied").await),
+        (ok + 1, denied + 1)
+    );
+    let r = get("/public", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(grpc_authz.count(), checks + 2);
+    assert_eq!(http_authz.count(), http_checks, "the HTTP provider is out");
+    // A gRPC provider also guards the TCP port, where the rule's HTTP-only `paths` clause
+    // drops out and every connection is checked (§3.6): the check carries no HTTP request,
+    // so the server denies and the connection is closed.
+    let tcp_denied = "ext_authz.tcp..denied";
+    eventually(
+        "TCP connections are checked",
+        Duration::from_secs(30),
+        async || {
+            status(tcp, HOST, "GET", "/", &[])
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let check = grpc_authz.last().unwrap();
+    assert_eq!(
+        (check.path.as_str(), check.principal.as_str()),
+        ("", "spiffe://cluster.local/ns/bar/sa/sleep")
+    );
+    let (checks, denied) = (grpc_authz.count(), stat(&rig.server, tcp_denied).await);
+    assert_eq!(status(tcp, HOST, "GET", "/", &[]).await, None);
+    assert_eq!(grpc_authz.count(), checks + 1);
+    assert_eq!(stat(&rig.server, tcp_denied).await, denied + 1);
+
+    // --- a provider whose server is down ---
+    rig.policies(&custom_policy("down-closed"));
+    wait_for(sleep, HOST, "GET", "/checked", 403, "failing closed").await;
+    let (errors, served) = (authz("error").await, rig.app.count());
+    let r = get("/checked", &[(DECISION_HEADER, ALLOW)]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(authz("error").await, errors + 1);
+    assert_eq!(rig.app.count(), served);
+    assert_eq!(get("/public", &[]).await.status, 200);
+    rig.policies(&custom_policy("down-open"));
+    wait_for(sleep, HOST, "GET", "/checked", 200, "failing open").await;
+    let (allowed, served) = (authz("failure_mode_allowed").await, rig.app.count());
+    assert_eq!(get("/checked", &[]).await.status, 200);
+    assert_eq!(authz("failure_mode_allowed").await, allowed + 1);
+    assert_eq!(rig.app.count(), served + 1);
+    rig.no_rejections().await;
+}
+
+/// A gateway server with `tls.mode: ISTIO_MUTUAL` (reference: security §6.1): the gateway
+/// presents its own workload certificate, which its agent serves over SDS (`default`,
+/// `ROOTCA`), and takes clients holding a certificate of the mesh's CA; without a client
+/// certificate, or with one from another CA (for the very same SPIFFE ID), the handshake is
+/// refused. `subjectAltNames` narrows the clients to the listed identities. No RBAC or JWT
+/// here, so it runs on every selected proxy (`MESH_PROXIES`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_istio_mutual_takes_mesh_certificates_only() {
+    ProxyKind::each(gateway_istio_mutual_on).await;
+}
+
+async fn gateway_istio_mutual_on(kind: ProxyKind) {
+    use mesh_test_support::identity::{foreign_workload, mesh_workload};
+    use mesh_test_support::tls::{mesh_request, tls_get};
+    let app = upstream::start("app").await;
+    let (any_peer, only_sleep) = (free_port(), free_port());
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: app, namespace: shop}}
+spec:
+  hosts: [app.shop.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {app}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: mesh-edge, namespace: shop}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {any_peer}, name: https-mesh, protocol: HTTPS}}
+    bind: 127.0.0.1
+    hosts: ["shop/app.example.com"]
+    tls: {{mode: ISTIO_MUTUAL}}
+  - port: {{number: {only_sleep}, name: https-sleep, protocol: HTTPS}}
+    bind: 127.0.0.1
+    hosts: ["shop/app.example.com"]
+    tls: {{mode: ISTIO_MUTUAL, subjectAltNames: ["spiffe://cluster.local/ns/bar/sa/sleep"]}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: shop}}
+spec:
+  hosts: [app.example.com]
+  gateways: [mesh-edge]
+  http: [{{route: [{{destination: {{host: app.shop.svc.cluster.local}}}}]}}]
+"#,
+        app = app.port()
+    );
+    let cp = ControlPlane::new(&config);
+    let (xds, _) = serve(cp.clone()).await;
+    let node = r#"{id: "router~127.0.0.1~gw-1.shop~shop.svc.cluster.local", cluster: gw, metadata: {NAMESPACE: shop, LABELS: {istio: ingressgateway}}}"#;
+    let gw = Proxy::start_workload(kind, xds, Api::Sotw, node, "gateway").await;
+    let gateway_id = "spiffe://cluster.local/ns/shop/sa/gateway";
+    let at = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    let listener = |port: u16, stat: &str| format!("listener.127.0.0.1_{port}.ssl.{stat}");
+    let (sleep, other) = (mesh_workload("bar", "sleep"), mesh_workload("baz", "other"));
+    let call = async |port: u16, cert| {
+        mesh_request(
+            at(port),
+            "app.example.com",
+            cert,
+            gateway_id,
+            "app.example.com",
+            "/",
+        )
+        .await
+        .ok()
+        .map(|r| (r.status, r.body))
+    };
+    // A mesh client gets through (and verified the gateway's own SPIFFE ID).
+    eventually(
+        "the gateway takes a mesh certificate",
+        Duration::from_secs(30),
+        async || (call(any_peer, &sleep).await? == (200, "app".to_string())).then_some(()),
+    )
+    .await;
+    assert_eq!(call(any_peer, &other).await, Some((200, "app".into())));
+    let served = app.count();
+    // No client certificate: refused at the handshake.
+    let no_cert = stat(&gw, &listener(any_peer, "fail_verify_no_cert")).await;
+    let out = tls_get(&at(any_peer).to_string(), "app.example.com").await;
+    assert!(!out.contains("app"), "{out}");
+    assert_eq!(
+        stat(&gw, &listener(any_peer, "fail_verify_no_cert")).await,
+        no_cert + 1
+    );
+    // A certificate for the same identity from another CA: refused.
+    let verify_errors = stat(&gw, &listener(any_peer, "fail_verify_error")).await;
+    let foreign = foreign_workload("bar", "sleep");
+    assert_eq!(call(any_peer, &foreign).await, None);
+    assert_eq!(
+        stat(&gw, &listener(any_peer, "fail_verify_error")).await,
+        verify_errors + 1
+    );
+    assert_eq!(app.count(), served, "refused clients reach nothing");
+    // subjectAltNames: sleep only.
+    eventually(
+        "the pinned server takes sleep",
+        Duration::from_secs(30),
+        async || (call(only_sleep, &sleep).await?.0 == 200).then_some(()),
+    )
+    .await;
+    let san = stat(&gw, &listener(only_sleep, "fail_verify_san")).await;
+    assert_eq!(call(only_sleep, &other).await, None);
+    assert_eq!(
+        stat(&gw, &listener(only_sleep, "fail_verify_san")).await,
+        san + 1
+    );
+    assert_eq!(gw.rejections().await, 0, "{}", gw.log());
+}
+
+/// The ADS streams by node, with their NACK counts.
+fn streams(c: &Connections) -> Vec<(String, u64, u64)> {
+    let mut v: Vec<(String, u64, u64)> = c
+        .list()
+        .into_iter()
+        .map(|i| {
+            let nacks = i.types.values().map(|t| t.nacks).sum();
+            (i.node_id, i.stream_id, nacks)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Whether every type on every stream is ACKed.
+fn all_synced(c: &Connections) -> bool {
+    c.list().iter().all(|i| {
+        i.types
+            .values()
+            .all(|t| t.status() == mesh_xds::server::SyncStatus::Synced)
+    })
+}
+
+/// Invalid security resources (reference: security §7.1) are refused by the config store, each
+/// with its kind, namespace, name and field path, and change nothing: an invalid new version
+/// of a policy leaves the previous one in force, other policies keep enforcing, no proxy sees
+/// a NACK-worthy config or loses its stream. A valid CUSTOM policy whose provider the mesh
+/// does not define is kept but cannot be translated as written: istiod reports it and turns
+/// its rules into denials, which touch nothing outside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_policies_are_refused_and_change_nothing() {
+    envoy(bad_policies_on).await;
+}
+
+async fn bad_policies_on(kind: ProxyKind) {
+    let rig = Rig::start_with(kind, MeshConfig::default(), &one_request_per_connection()).await;
+    let (sleep, other, direct) = (rig.sleep_at(), rig.other_at(), rig.direct());
+    let allow_sleep = selector_policy(
+        "allow-sleep",
+        "  rules: [{from: [{source: {principals: [cluster.local/ns/bar/sa/sleep]}}]}]\n",
+    );
+    rig.policies(&allow_sleep);
+    wait_for(other, HOST, "GET", "/", 403, "the valid policy enforces").await;
+    eventually("every proxy ACKed", Duration::from_secs(30), async || {
+        all_synced(&rig.connections).then_some(())
+    })
+    .await;
+    let before = streams(&rig.connections);
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // An invalid new version of allow-sleep (it would let everyone in), and invalid
+    // resources of each security kind.
+    let bad = [
+        selector_policy("allow-sleep", "  rules: [{from: []}]\n"),
+        selector_policy("deny-without-rules", "  action: DENY\n"),
+        selector_policy(
+            "bad-port",
+            "  rules: [{to: [{operation: {ports: [\"99999\"]}}]}]\n",
+        ),
+        "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\n\
+         metadata: {name: bad-jwks, namespace: foo}\nspec:\n  \
+         jwtRules: [{issuer: https://issuer.example, jwksUri: \"ftp://keys.example/jwks\"}]\n"
+            .to_string(),
+        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: namespace-ports, namespace: foo}\nspec:\n  \
+         mtls: {mode: STRICT}\n  portLevelMtls: {\"8080\": {mode: DISABLE}}\n"
+            .to_string(),
+        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: bad-mode, namespace: foo}\nspec: {mtls: {mode: SUPERSTRICT}}\n"
+            .to_string(),
+    ]
+    .concat();
+    let report = rig.try_policies(&bad);
+    let refused: Vec<String> = report
+        .rejected
+        .iter()
+        .flat_map(|r| {
+            r.findings
+                .iter()
+                .filter(|f| f.is_error())
+                .map(move |f| format!("{} {}", r.resource, f.path))
+        })
+        .collect();
+    let want = [
+        "AuthorizationPolicy foo/allow-sleep spec.rules[0].from",
+        "AuthorizationPolicy foo/deny-without-rules spec.rules",
+        "AuthorizationPolicy foo/bad-port spec.rules[0].to[0].operation.ports[0]",
+        "RequestAuthentication foo/bad-jwks spec.jwtRules[0].jwksUri",
+        "PeerAuthentication foo/namespace-ports spec.portLevelMtls",
+        "PeerAuthentication foo/bad-mode spec.mtls.mode",
+    ];
+    for w in want {
+        assert!(refused.iter().any(|r| r == w), "{w} in {refused:#?}");
+    }
+    assert_eq!(report.rejected.len(), want.len(), "{refused:#?}");
+    // The store kept exactly what it had, so there is nothing to push...
+    assert!(
+        report.changed.is_empty() && report.deleted.is_empty(),
+        "{report:#?}"
+    );
+    // ...and the proxies agree: the last good allow-sleep still decides, no STRICT mode
+    // refuses plaintext (its request is answered, by RBAC), and no proxy NACKed or reconnected.
+    assert_eq!(status(sleep, HOST, "GET", "/", &[]).await, Some(200));
+    assert_eq!(status(other, HOST, "GET", "/", &[]).await, Some(403));
+    assert_eq!(status(direct, "httpbin", "GET", "/", &[]).await, Some(403));
+    assert_eq!(streams(&rig.connections), before);
+
+    // Valid, but its provider is not defined: kept and reported (policy, field path); its
+    // rules deny, everything else is as before.
+    let missing = selector_policy(
+        "ext-missing",
+        "  action: CUSTOM\n  provider: {name: missing}\n  \
+         rules: [{to: [{operation: {paths: [\"/custom*\"]}}]}]\n",
+    );
+    let report = rig.try_policies(&format!("{bad}{missing}"));
+    assert_eq!(report.rejected.len(), want.len());
+    let diagnostics = rig.cp.push_context().policy_diagnostics();
+    assert_eq!(
+        diagnostics,
+        [
+            "AuthorizationPolicy foo/ext-missing: spec.provider.name: extension provider \"missing\" is not defined; its rules deny the request"
+        ],
+    );
+    wait_for(
+        sleep,
+        HOST,
+        "GET",
+        "/custom",
+        403,
+        "the bad CUSTOM rules deny",
+    )
+    .await;
+    let r = upstream::get(sleep, HOST, "/custom/x", &[]).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (403, "RBAC: access denied"));
+    assert_eq!(status(sleep, HOST, "GET", "/", &[]).await, Some(200));
+    assert_eq!(status(other, HOST, "GET", "/", &[]).await, Some(403));
+    eventually("every proxy ACKed", Duration::from_secs(30), async || {
+        all_synced(&rig.connections).then_some(())
+    })
+    .await;
+    assert_eq!(streams(&rig.connections), before);
+    rig.no_rejections().await;
 }

@@ -21,6 +21,7 @@ pub struct ControlPlane {
     views: std::sync::Mutex<Vec<(Proxy, watch::Sender<Arc<Snapshot>>)>>,
     version: std::sync::atomic::AtomicU64,
     credentials: std::sync::Mutex<Arc<mesh_xds::credentials::Credentials>>,
+    networks: std::sync::Mutex<mesh_model::MeshNetworks>,
 }
 
 impl ControlPlane {
@@ -38,6 +39,7 @@ impl ControlPlane {
             views: std::sync::Mutex::new(Vec::new()),
             version: std::sync::atomic::AtomicU64::new(1),
             credentials: std::sync::Mutex::default(),
+            networks: std::sync::Mutex::default(),
         });
         cp.apply(yaml);
         cp
@@ -67,10 +69,24 @@ impl ControlPlane {
         self.update();
     }
 
-    fn snapshot_for(&self, proxy: &Proxy, previous: Option<&Snapshot>) -> Snapshot {
+    /// Replaces the mesh's networks (Istio's `meshNetworks`) and pushes.
+    pub fn set_networks(&self, networks: mesh_model::MeshNetworks) {
+        *self.networks.lock().unwrap() = networks;
+        self.update();
+    }
+
+    /// The push context translations of the current configuration start from (what the
+    /// control plane would report as policy diagnostics, say).
+    pub fn push_context(&self) -> PushContext {
         let credentials = self.credentials.lock().unwrap().clone();
-        let ctx = PushContext::new(self.mesh.clone(), self.store.snapshot())
-            .with_credentials(credentials);
+        let networks = self.networks.lock().unwrap().clone();
+        PushContext::new(self.mesh.clone(), self.store.snapshot())
+            .with_credentials(credentials)
+            .with_networks(networks)
+    }
+
+    fn snapshot_for(&self, proxy: &Proxy, previous: Option<&Snapshot>) -> Snapshot {
+        let ctx = self.push_context();
         let resources = translate(&ctx, proxy);
         resources.consistent().expect("consistent translation");
         let v = self

@@ -206,6 +206,35 @@ pub fn mesh_ca() -> Arc<CertificateAuthority> {
     .clone()
 }
 
+/// Another CA with the mesh's trust domain, one per test process: it signs certificates that
+/// look like the mesh's (same SPIFFE IDs) but that mesh proxies must refuse.
+pub fn foreign_ca() -> Arc<CertificateAuthority> {
+    static CA: std::sync::OnceLock<Arc<CertificateAuthority>> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = crate::temp_dir("mesh-test-foreign-ca");
+        Arc::new(
+            CertificateAuthority::self_signed(&dir, mesh_identity::ca::CaConfig::new(td()))
+                .unwrap(),
+        )
+    })
+    .clone()
+}
+
+/// A certificate from [`mesh_ca`] for `spiffe://cluster.local/ns/NS/sa/SA`, as that
+/// workload's agent would hold it.
+pub fn mesh_workload(ns: &str, sa: &str) -> WorkloadCert {
+    workload(&mesh_ca(), &SpiffeId::istio(td(), ns, sa).unwrap())
+}
+
+/// A certificate for the same identity as [`mesh_workload`] from [`foreign_ca`], trusting
+/// [`mesh_ca`]'s root: a client holding it accepts mesh servers, which refuse it.
+pub fn foreign_workload(ns: &str, sa: &str) -> WorkloadCert {
+    let id = SpiffeId::istio(td(), ns, sa).unwrap();
+    let mut cert = workload(&foreign_ca(), &id);
+    cert.roots = workload(&mesh_ca(), &id).roots;
+    cert
+}
+
 /// A workload's agent, as far as its proxy sees it: Istio's SDS (`default`, `ROOTCA`) on a
 /// Unix socket, serving a certificate from [`mesh_ca`] for `spiffe://cluster.local/ns/NS/sa/SA`.
 /// The server runs on the test's runtime; [`WorkloadSds::rotate`] issues a new certificate.

@@ -5,6 +5,7 @@
 //!   ([`serve`], [`serve_at`]), and Envoy nodes for it ([`node`]).
 //! - [`proxy`]: real proxy processes (Envoy or mesh-sidecar, a [`ProxyKind`]) driven over ADS,
 //!   with their admin API.
+//! - [`ext_authz`]: external authorization servers (HTTP and gRPC) for CUSTOM policies.
 //! - [`upstream`]: upstream HTTP servers that answer with their own name, and an HTTP client.
 //! - [`tls`]: TLS peers from the openssl CLI (self-signed certificates, `s_server`, `s_client`).
 //! - [`identity`]: service-account tokens, CSRs, workload certificates, the CA API on loopback.
@@ -14,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
 pub mod control_plane;
+pub mod ext_authz;
 pub mod identity;
 pub mod netns;
 pub mod proxy;

@@ -1,5 +1,6 @@
-//! TLS peers for tests, from the openssl CLI (which `scripts/test.sh` installs): self-signed
-//! certificates, `s_server` upstreams and `s_client` fetches.
+//! TLS peers for tests: from the openssl CLI (which `scripts/test.sh` installs), self-signed
+//! certificates, `s_server` upstreams and `s_client` fetches; with rustls, a mesh client
+//! presenting a workload certificate ([`mesh_request`]).
 
 use std::time::Duration;
 
@@ -104,4 +105,42 @@ pub async fn tls_get(addr: &str, sni: &str) -> String {
         Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).into_owned(),
         _ => String::new(),
     }
+}
+
+/// One HTTP/1.1 request over mutual TLS to `addr`, as a mesh workload holding `cert` would
+/// send it: `cert`'s chain is presented, the server must hold the SPIFFE ID `server` (a
+/// `spiffe://` URI, verified
+/// against `cert`'s roots; DNS names play no part), `sni` is sent. An error when the
+/// handshake or the request fails (a refused client certificate shows up here: with TLS 1.3
+/// the server's alert arrives after the client's side of the handshake is done).
+pub async fn mesh_request(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    cert: &mesh_identity::agent::WorkloadCert,
+    server: &str,
+    host: &str,
+    path: &str,
+) -> std::io::Result<crate::upstream::Reply> {
+    use mesh_identity::tls::{IdentitySource, PeerPolicy, client_config};
+    let server: mesh_identity::spiffe::SpiffeId = server.parse().map_err(std::io::Error::other)?;
+    let source = IdentitySource::new();
+    source.update(cert).map_err(std::io::Error::other)?;
+    let mut config =
+        client_config(&source, PeerPolicy::Ids([server].into())).map_err(std::io::Error::other)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name =
+        rustls_pki_types::ServerName::try_from(sni.to_string()).map_err(std::io::Error::other)?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .map_err(std::io::Error::other)??;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        crate::upstream::request_on(tls, "GET", host, path, &[]),
+    )
+    .await
+    .map_err(std::io::Error::other)?
 }

@@ -156,6 +156,20 @@ pub async fn request(
     headers: &[(&str, &str)],
 ) -> std::io::Result<Reply> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
+    request_on(stream, method, host, path, headers).await
+}
+
+/// [`request`] on a connection of the caller's (TLS, say).
+pub async fn request_on<IO>(
+    stream: IO,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Reply>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
