@@ -637,4 +637,23 @@ async fn jwks_fetch_failures_are_logged_with_their_request_authentication() {
         err.contains("--jwks-extra-ca") && err.contains("extra JWKS roots"),
         "{err}"
     );
+
+    // Intervals and deadlines of zero cannot work: refused at start, saying what to write.
+    for flag in [
+        "--jwks-refresh-interval",
+        "--jwks-timeout",
+        "--poll-interval",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mesh-control-plane"))
+            .args(["--config", dir.0.to_str().unwrap(), flag, "0s"])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} 0s was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(flag) && err.contains("write a positive duration"),
+            "{flag}: {err}"
+        );
+    }
 }

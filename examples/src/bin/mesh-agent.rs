@@ -120,10 +120,18 @@ async fn usable_addr(config: &AgentConfig, flag: &str, given: &str) -> anyhow::R
     Ok(addr)
 }
 
+/// A certificate lifetime: positive (a zero TTL would ask for certificates already expired).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<mesh_model::Duration>()
-        .map(|d| d.as_std())
-        .map_err(|e| e.to_string())
+    match s
+        .parse::<mesh_model::Duration>()
+        .map_err(|e| e.to_string())?
+        .as_std()
+    {
+        d if d.is_zero() => Err(format!(
+            "{s:?} is zero; write a positive duration such as 1h or 24h"
+        )),
+        d => Ok(d),
+    }
 }
 
 #[tokio::main]

@@ -106,7 +106,7 @@ struct Args {
     #[arg(long)]
     credentials_dir: Option<PathBuf>,
     /// How often the config directory is checked for changes.
-    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "250ms", value_parser = parse_positive_duration)]
     poll_interval: Duration,
     /// Serve Istio's CA API (`IstioCertificateService`) on the gRPC address, signing with the
     /// root kept in this directory (generated on first start), or with Istio's `cacerts` layout
@@ -128,7 +128,7 @@ struct Args {
     tls_dns_names: Vec<String>,
     /// Lifetime of the gRPC port's certificate; it is re-issued at half of it, without a
     /// restart or dropped connections.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = parse_positive_duration)]
     tls_cert_ttl: Duration,
     /// INSECURE, development only: issue certificates for whatever identity a caller claims
     /// (`mesh-agent --identity`). Off by default; tokens and SVIDs are still checked first.
@@ -139,10 +139,10 @@ struct Args {
     /// an issuer only (istiod's `PILOT_JWT_PUB_KEY_REFRESH_INTERVAL`, 20m). New ones are
     /// fetched at once; a failed fetch is retried after 1m, doubling up to 1h, and the last
     /// good keys stay in use meanwhile. Keys never fetched fail closed: their tokens get 401.
-    #[arg(long, default_value = "20m", value_parser = parse_duration)]
+    #[arg(long, default_value = "20m", value_parser = parse_positive_duration)]
     jwks_refresh_interval: Duration,
     /// Deadline of one JWKS fetch (istiod: 5s).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_positive_duration)]
     jwks_timeout: Duration,
     /// More CA certificates (PEM) to trust for https `jwksUri`s, besides the platform's roots
     /// (istiod's `/cacerts/extra.pem`): a private identity provider's root.
@@ -279,6 +279,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     s.parse::<mesh_model::Duration>()
         .map(|d| d.as_std())
         .map_err(|e| e.to_string())
+}
+
+/// [`parse_duration`] for intervals and deadlines, where zero cannot work (a zero refresh
+/// interval would fetch in a loop; a zero deadline would fail every fetch).
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!(
+            "{s:?} is zero; write a positive duration such as 30s, 5m or 1h"
+        )),
+        d => Ok(d),
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
