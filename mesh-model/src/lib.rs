@@ -68,6 +68,7 @@ pub mod meta;
 pub mod networking;
 pub mod parse;
 pub mod security;
+pub mod service;
 pub mod store;
 pub mod string_match;
 pub mod validate;

@@ -125,6 +125,15 @@ impl SnapshotSource for ControlPlane {
 
 /// Serves ADS for `cp` on 127.0.0.1 (an ephemeral port).
 pub async fn serve(cp: Arc<ControlPlane>) -> (SocketAddr, Arc<Connections>) {
+    serve_source(cp).await
+}
+
+/// Serves ADS for any snapshot source (a `ViewCache`, say) on 127.0.0.1 (an ephemeral port),
+/// until the test's runtime ends.
+pub async fn serve_source<S: SnapshotSource + 'static>(
+    source: Arc<S>,
+) -> (SocketAddr, Arc<Connections>) {
+    let cp = source;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = AdsServer::new(cp);

@@ -23,6 +23,6 @@ pub mod tls;
 pub mod upstream;
 pub mod wait;
 
-pub use control_plane::{ControlPlane, Served, node, serve, serve_at};
+pub use control_plane::{ControlPlane, Served, node, serve, serve_at, serve_source};
 pub use proxy::{Api, ClientSide, Proxy, ProxyKind};
 pub use wait::{TempDir, eventually, free_port, temp_dir};

@@ -134,6 +134,8 @@ pub struct ViewCache {
     /// The context of the latest store revision and settings, shared by the translations
     /// made from them.
     current: Mutex<Option<(Arc<PushContext>, Arc<Source>)>>,
+    /// Services from registries outside the store (see [`ViewCache::set_services`]).
+    services: Mutex<Option<watch::Receiver<Arc<ServiceRegistry>>>>,
 }
 
 impl std::fmt::Debug for ViewCache {
@@ -158,7 +160,28 @@ impl ViewCache {
             pushes: broadcast::channel(64).0,
             settings: AtomicU64::new(0),
             current: Mutex::new(None),
+            services: Mutex::new(None),
         })
+    }
+
+    /// Takes the services from `registry` (each value a complete registry, as
+    /// `mesh-registry`'s aggregate publishes them, ServiceEntries included) instead of the
+    /// store's ServiceEntries and WorkloadEntries. A new value is seen by the next push, and
+    /// wakes [`ViewCache::run_debounced`] as a config change does; a change to endpoints only
+    /// is pushed as EDS alone ([`ViewCache::push_changes`]).
+    pub fn set_services(&self, registry: watch::Receiver<Arc<ServiceRegistry>>) {
+        *self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(registry);
+    }
+
+    fn external_services(&self) -> Option<Arc<ServiceRegistry>> {
+        self.services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|rx| rx.borrow().clone())
     }
 
     /// Push summaries, for metrics and tests.
@@ -229,6 +252,7 @@ impl ViewCache {
         // The generation first: a settings change racing this read is seen by the next push.
         let settings = self.settings.load(Ordering::SeqCst);
         let config = self.store.snapshot();
+        let services = self.external_services();
         if let Some((ctx, source)) = self
             .current
             .lock()
@@ -236,6 +260,9 @@ impl ViewCache {
             .as_ref()
             && source.config.revision == config.revision
             && source.settings == settings
+            && services
+                .as_ref()
+                .is_none_or(|s| Arc::ptr_eq(s, &source.registry))
         {
             return (ctx.clone(), source.clone());
         }
@@ -259,8 +286,12 @@ impl ViewCache {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let ctx = match services {
+            Some(services) => PushContext::with_services(mesh, config, services),
+            None => PushContext::new(mesh, config),
+        };
         let ctx = Arc::new(
-            PushContext::new(mesh, config)
+            ctx
                 .with_networks(networks)
                 .with_credentials(credentials)
                 .with_jwks(jwks),
@@ -404,27 +435,36 @@ impl ViewCache {
 
     /// Pushes after config changes, debounced: waits for `d.after` without changes (but no
     /// longer than `d.max` since the first), then pushes once. Returns when `events` closes.
+    ///
+    /// New services from [`ViewCache::set_services`] (set before this is called) count as
+    /// changes too.
     pub async fn run_debounced(
         self: Arc<Self>,
         mut events: broadcast::Receiver<ConfigEvent>,
         d: Debounce,
     ) {
+        let mut services = self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         loop {
             // Wait for the first change of a batch.
-            match events.recv().await {
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
+            if !next_change(&mut events, &mut services).await {
+                return;
             }
             let first = tokio::time::Instant::now();
             loop {
                 let deadline = (first + d.max).min(tokio::time::Instant::now() + d.after);
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                match tokio::time::timeout_at(deadline, next_change(&mut events, &mut services))
+                    .await
+                {
+                    Ok(true) => {
                         if tokio::time::Instant::now() >= first + d.max {
                             break;
                         }
                     }
-                    Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    Ok(false) => {
                         self.push_changes();
                         return;
                     }
@@ -434,6 +474,29 @@ impl ViewCache {
             let me = self.clone();
             // Translation is CPU work: keep it off the async workers.
             let _ = tokio::task::spawn_blocking(move || me.push_changes()).await;
+        }
+    }
+}
+
+/// Waits for a config event or a new registry; false when the store's events are closed. A
+/// registry whose sender is gone is not waited on again.
+async fn next_change(
+    events: &mut broadcast::Receiver<ConfigEvent>,
+    services: &mut Option<watch::Receiver<Arc<ServiceRegistry>>>,
+) -> bool {
+    let registry = async {
+        match services.as_mut() {
+            Some(rx) => rx.changed().await.is_ok(),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        e = events.recv() => !matches!(e, Err(broadcast::error::RecvError::Closed)),
+        alive = registry => {
+            if !alive {
+                *services = None;
+            }
+            true
         }
     }
 }

@@ -112,8 +112,21 @@ fn sorted(snapshot: &Snapshot, kind: Kind) -> Vec<Arc<Config>> {
 }
 
 impl PushContext {
-    /// Indexes a snapshot.
+    /// Indexes a snapshot; its ServiceEntries and WorkloadEntries are the services
+    /// ([`ServiceRegistry::from_snapshot`]).
     pub fn new(mesh: MeshConfig, snapshot: Arc<Snapshot>) -> PushContext {
+        let registry = Arc::new(ServiceRegistry::from_snapshot(&snapshot));
+        PushContext::with_services(mesh, snapshot, registry)
+    }
+
+    /// Indexes a config snapshot, with the services of `registry` (from registries outside the
+    /// config store, usually merged by `mesh-registry`'s aggregate, ServiceEntries included)
+    /// instead of the snapshot's ServiceEntries.
+    pub fn with_services(
+        mesh: MeshConfig,
+        snapshot: Arc<Snapshot>,
+        registry: Arc<ServiceRegistry>,
+    ) -> PushContext {
         let virtual_services = sorted(&snapshot, Kind::VirtualService);
         let destination_rules = sorted(&snapshot, Kind::DestinationRule);
         let suffix = mesh_model::host::DEFAULT_DOMAIN_SUFFIX;
@@ -143,7 +156,6 @@ impl PushContext {
                 }
             }
         }
-        let registry = Arc::new(ServiceRegistry::from_snapshot(&snapshot));
         let dynamic_dns = registry
             .services()
             .any(|s| s.resolution == mesh_model::networking::service_entry::Resolution::DynamicDns);
