@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mesh_test_support::tls::{TlsUpstream, self_signed, tls_get};
+use mesh_test_support::tls::{TlsUpstream, self_signed, tls_get, tls_get_alpn};
 use mesh_test_support::{
     Api, ControlPlane, Proxy, ProxyKind, eventually, free_port, serve, upstream,
 };
@@ -1017,7 +1017,9 @@ spec:
 
 /// AUTO_PASSTHROUGH (Istio's east-west gateway): the gateway routes TLS by the SNI-DNAT name
 /// `outbound_.PORT_.SUBSET_.HOST` to that cluster without terminating it; subsets get their own
-/// names (and only their endpoints), and an SNI for no cluster is refused.
+/// names (and only their endpoints), and an SNI for no cluster is refused. As with istiod, only
+/// clients offering Istio's mTLS ALPN find a chain, and only endpoints that take Istio mTLS
+/// (`security.istio.io/tlsMode: istio`) are reachable through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_auto_passthrough_routes_by_sni_dnat_names() {
     ProxyKind::each(gateway_auto_passthrough_routes_by_sni_dnat_names_on).await;
@@ -1025,9 +1027,10 @@ async fn gateway_auto_passthrough_routes_by_sni_dnat_names() {
 
 async fn gateway_auto_passthrough_routes_by_sni_dnat_names_on(kind: ProxyKind) {
     let (dir, cert, key) = self_signed("mesh-gw-auto-passthrough", "db.example.com");
-    let (v1_port, v2_port) = (free_port(), free_port());
+    let (v1_port, v2_port, plain_port) = (free_port(), free_port(), free_port());
     let _v1 = TlsUpstream::start(v1_port, &cert, &key, &[]);
     let _v2 = TlsUpstream::start(v2_port, &cert, &key, &[]);
+    let _plain = TlsUpstream::start(plain_port, &cert, &key, &[]);
     let gw_port = free_port();
     let config = format!(
         r#"apiVersion: networking.istio.io/v1
@@ -1039,15 +1042,19 @@ spec:
   resolution: STATIC
   ports: [{{number: 5432, name: tls, protocol: TLS}}]
   endpoints:
-  - {{address: 127.0.0.1, ports: {{tls: {v1_port}}}, labels: {{version: v1}}}}
-  - {{address: 127.0.0.1, ports: {{tls: {v2_port}}}, labels: {{version: v2}}}}
+  - {{address: 127.0.0.1, ports: {{tls: {v1_port}}}, labels: {{version: v1, security.istio.io/tlsMode: istio}}}}
+  - {{address: 127.0.0.1, ports: {{tls: {v2_port}}}, labels: {{version: v2, security.istio.io/tlsMode: istio}}}}
+  - {{address: 127.0.0.1, ports: {{tls: {plain_port}}}, labels: {{version: plain}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: db, namespace: shop}}
 spec:
   host: db.shop.svc.cluster.local
-  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+  - {{name: plain, labels: {{version: plain}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -1066,10 +1073,10 @@ spec:
     let node = r#"{id: "router~127.0.0.1~ew.shop~shop.svc.cluster.local", cluster: ew, metadata: {NAMESPACE: shop, LABELS: {istio: eastwestgateway}}}"#;
     let envoy = Proxy::start(kind, xds, Api::Sotw, node).await;
     envoy.wait_live().await;
-    // openssl s_client with the SNI-DNAT name; the backend's s_server answers a GET with its
-    // status page, which names the port it accepted on.
+    // openssl s_client with the SNI-DNAT name and Istio's mTLS ALPN; the backend's s_server
+    // answers a GET with its status page, which names the port it accepted on.
     let gw = format!("127.0.0.1:{gw_port}");
-    let fetch = async |sni: &str| tls_get(&gw, sni).await;
+    let fetch = async |sni: &str| tls_get_alpn(&gw, sni, Some("istio")).await;
     let all = "outbound_.5432_._.db.shop.svc.cluster.local";
     eventually(
         "TLS through the SNI-DNAT cluster",
@@ -1085,12 +1092,23 @@ spec:
         let v2 = fetch("outbound_.5432_.v2_.db.shop.svc.cluster.local").await;
         assert!(v2.contains(&format!("-accept {v2_port}")), "{v2}");
     }
+    // The all-endpoints cluster holds the two mTLS backends only.
+    let mut mtls = vec![format!("127.0.0.1:{v1_port}"), format!("127.0.0.1:{v2_port}")];
+    mtls.sort();
+    assert_eq!(envoy.cluster_hosts(all).await, mtls);
     // No cluster has that name: the handshake gets nowhere.
     assert!(
         !fetch("outbound_.5432_.v3_.db.shop.svc.cluster.local")
             .await
             .contains("s_server")
     );
+    // The plaintext backend's subset has its chain and cluster, but no endpoint.
+    let plain = "outbound_.5432_.plain_.db.shop.svc.cluster.local";
+    assert!(!fetch(plain).await.contains("s_server"));
+    assert!(envoy.clusters().await.iter().any(|c| c == plain));
+    assert_eq!(envoy.cluster_hosts(plain).await, Vec::<String>::new());
+    // The right SNI without Istio's ALPN (a TLS client outside the mesh) finds no chain.
+    assert!(!tls_get(&gw, all).await.contains("s_server"));
     assert_eq!(envoy.rejections().await, 0, "{}", envoy.log());
     // The SNI-DNAT clusters carry no TLS origination of their own.
     let clusters = envoy.clusters().await;

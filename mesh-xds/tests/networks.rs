@@ -353,21 +353,6 @@ spec:
 }
 
 /// The endpoint addresses of `cluster` on `proxy` (its admin `/clusters`).
-async fn hosts_of(proxy: &mesh_test_support::Proxy, cluster: &str) -> Vec<String> {
-    proxy
-        .admin_get("/clusters")
-        .await
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix(&format!("{cluster}::")))
-        .filter_map(|l| l.split_once("::").map(|(addr, _)| addr))
-        .filter(|addr| addr.parse::<std::net::SocketAddr>().is_ok())
-        .map(String::from)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect()
-}
-
 /// Across networks (reference: security §8.3 case 23): the client's EDS holds the gateway
 /// instead of `httpbin`'s endpoint, so it opens mTLS to the gateway with the SNI
 /// `outbound_.PORT_._.HOST` and the server's SANs; the gateway routes by that SNI to its
@@ -408,7 +393,7 @@ async fn cross_network_on(kind: mesh_test_support::ProxyKind) {
     );
     // The client's only endpoint for httpbin is the gateway.
     let cluster = format!("outbound|{}||{HTTPBIN}", net.service);
-    assert_eq!(hosts_of(&net.client, &cluster).await, [net.gateway_addr()]);
+    assert_eq!(net.client.cluster_hosts(&cluster).await, [net.gateway_addr()]);
     // Each hop carries the same new connections: three requests at once (the application
     // holds each answer a little) make the client open connections beside its pooled one, and
     // every one of them is a TLS handshake at the client, a passthrough connection by SNI at
@@ -476,7 +461,7 @@ async fn cross_network_on(kind: mesh_test_support::ProxyKind) {
     // plain has no mTLS and lives behind the gateway: the client has no endpoint for it.
     let plain = format!("outbound|{}||{PLAIN}", net.service);
     assert!(net.client.clusters().await.contains(&plain));
-    assert_eq!(hosts_of(&net.client, &plain).await, Vec::<String>::new());
+    assert_eq!(net.client.cluster_hosts(&plain).await, Vec::<String>::new());
     net.no_rejections().await;
 }
 
@@ -485,13 +470,8 @@ async fn cross_network_on(kind: mesh_test_support::ProxyKind) {
 /// be possible for anyone to access a cluster without mTLS"): its AUTO_PASSTHROUGH chains also
 /// match Istio's mTLS ALPNs (`allIstioMtlsALPNs`), so a TLS client outside the mesh finds no
 /// chain even with the right SNI; and its SNI-DNAT clusters keep only mTLS endpoints, so
-/// `plain`'s cluster on the gateway has none. The translator does neither yet: the fix is
-/// small (the ALPNs on the chain in `translate/listener/gateway.rs`, an mTLS-only filter on
-/// the SNI-DNAT assignments in `translate/cluster.rs`/`endpoint.rs`), but
-/// `envoy_routing.rs gateway_auto_passthrough_routes_by_sni_dnat_names` tests the opposite
-/// (plaintext-identity TLS backends reached with no ALPN) and must change with it.
+/// `plain`'s cluster on the gateway has none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "translator gap: AUTO_PASSTHROUGH chains lack Istio's mTLS ALPN match and SNI-DNAT EDS keeps plaintext endpoints"]
 async fn east_west_gateway_takes_only_mesh_mtls() {
     mesh_test_support::ProxyKind::each(mesh_mtls_only_on).await;
 }
@@ -507,6 +487,6 @@ async fn mesh_mtls_only_on(kind: mesh_test_support::ProxyKind) {
     // plain's SNI-DNAT cluster exists on the gateway but holds no endpoint.
     let plain = net.sni(PLAIN);
     assert!(net.gateway.clusters().await.contains(&plain));
-    assert_eq!(hosts_of(&net.gateway, &plain).await, Vec::<String>::new());
+    assert_eq!(net.gateway.cluster_hosts(&plain).await, Vec::<String>::new());
     net.no_rejections().await;
 }

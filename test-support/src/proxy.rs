@@ -534,6 +534,21 @@ impl Proxy {
             .unwrap_or_default()
     }
 
+    /// The `IP:port` hosts of `cluster`, sorted, as the admin `/clusters` page lists them
+    /// (empty when the cluster has none or is unknown).
+    pub async fn cluster_hosts(&self, cluster: &str) -> Vec<String> {
+        let prefix = format!("{cluster}::");
+        let body = self.admin_get("/clusters").await.unwrap_or_default();
+        body.lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|l| l.split_once("::").map(|(addr, _)| addr))
+            .filter(|addr| addr.parse::<std::net::SocketAddr>().is_ok())
+            .map(String::from)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
     /// Every `update_rejected` stat (must be zero unless a NACK is the point).
     pub async fn rejections(&self) -> u64 {
         self.stats("update_rejected").await.values().sum()

@@ -89,9 +89,19 @@ pub fn self_signed(
 /// One HTTP/1.0 GET over TLS to `addr` with `sni`, by `openssl s_client` (no certificate
 /// checks: the tests look at which backend answered); what came back, or nothing after 5 s.
 pub async fn tls_get(addr: &str, sni: &str) -> String {
+    tls_get_alpn(addr, sni, None).await
+}
+
+/// [`tls_get`] offering the ALPN protocols `alpn` (comma-separated, as `openssl s_client
+/// -alpn` takes them; for instance `istio` as an Istio mTLS client offers).
+pub async fn tls_get_alpn(addr: &str, sni: &str, alpn: Option<&str>) -> String {
     use tokio::io::AsyncWriteExt;
+    let mut args = vec!["s_client", "-quiet", "-connect", addr, "-servername", sni];
+    if let Some(alpn) = alpn {
+        args.extend(["-alpn", alpn]);
+    }
     let mut child = tokio::process::Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", addr, "-servername", sni])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -22,7 +22,7 @@ use mesh_model::networking::destination_rule::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, DestinationRuleSpec, H2UpgradePolicy,
     OutlierDetection, SimpleLb, TrafficPolicy,
 };
-use mesh_model::networking::service_entry::Resolution;
+use mesh_model::networking::service_entry::{Location, Resolution};
 
 use crate::naming;
 use crate::pb::{ads_source, any, dur, file, u32v};
@@ -134,14 +134,22 @@ fn outbound_clusters(
 ) {
     let mut templates = Templates::default();
     let mut contexts = MtlsContexts::default();
-    for svc in scope.services.iter().filter(|s| only(s)) {
+    // SNI-DNAT clusters (istiod's `buildOutboundSniDnatClusters`) skip mesh external services
+    // and UDP ports, as the gateway's AUTO_PASSTHROUGH chains do.
+    let sni_dnat = passthrough_tls;
+    for svc in scope
+        .services
+        .iter()
+        .filter(|s| only(s) && !(sni_dnat && s.location == Location::MeshExternal))
+    {
         let dr = destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
         templates.local.clear();
-        for port in &svc.ports {
-            let mut policy = effective_policy(dr.as_deref(), None, port.number);
-            if passthrough_tls {
-                policy.tls = None;
-            }
+        for port in svc
+            .ports
+            .iter()
+            .filter(|p| !(sni_dnat && p.protocol == "UDP"))
+        {
+            let policy = effective_policy(dr.as_deref(), None, port.number);
             let cluster = name(port.number, "", &svc.hostname);
             let extras = if passthrough_tls {
                 None
@@ -157,16 +165,14 @@ fn outbound_clusters(
                 None,
                 &policy,
                 extras,
+                sni_dnat,
                 &mut templates,
                 out,
             );
             if let Some(dr) = &dr {
                 for subset in &dr.subsets {
                     let cluster = name(port.number, &subset.name, &svc.hostname);
-                    let mut policy = effective_policy(Some(dr.as_ref()), Some(subset), port.number);
-                    if passthrough_tls {
-                        policy.tls = None;
-                    }
+                    let policy = effective_policy(Some(dr.as_ref()), Some(subset), port.number);
                     let extras = if passthrough_tls {
                         None
                     } else {
@@ -181,6 +187,7 @@ fn outbound_clusters(
                         Some(&subset.labels),
                         &policy,
                         extras,
+                        sni_dnat,
                         &mut templates,
                         out,
                     );
@@ -713,12 +720,25 @@ fn add_cluster(
     subset_labels: Option<&std::collections::BTreeMap<String, String>>,
     policy: &TrafficPolicy,
     extras: Option<ClusterExtras>,
+    sni_dnat: bool,
     templates: &mut Templates,
     out: &mut dyn Sink,
 ) {
-    let kind = cluster_kind(svc, policy);
-    let template = templates.get(kind, port, policy, || ClusterTemplate {
-        body: cluster_body(ctx, proxy, kind, port, policy),
+    // An SNI-DNAT cluster forwards bytes that are already TLS: its body originates none, but
+    // its endpoints are still chosen by the destination's own TLS policy (below).
+    let untls;
+    let body_policy = if sni_dnat && policy.tls.is_some() {
+        untls = TrafficPolicy {
+            tls: None,
+            ..policy.clone()
+        };
+        &untls
+    } else {
+        policy
+    };
+    let kind = cluster_kind(svc, body_policy);
+    let template = templates.get(kind, port, body_policy, || ClusterTemplate {
+        body: cluster_body(ctx, proxy, kind, port, body_policy),
         discovery: kind.discovery_type(),
         eds: kind == Kind::Eds,
         encoded: std::cell::OnceCell::new(),
@@ -746,15 +766,15 @@ fn add_cluster(
             out.cluster(c);
         }
         Kind::Eds => {
-            out.assignment(&endpoint::assignment(
-                ctx,
-                proxy,
-                svc,
-                port,
-                &name,
-                subset_labels,
-                policy,
-            ));
+            let mut assignment =
+                endpoint::assignment(ctx, proxy, svc, port, &name, subset_labels, policy);
+            if sni_dnat {
+                // istiod's `EndpointsWithMTLSFilter`: the gateway cannot tell whether the
+                // passed-through bytes are Istio mTLS, so only endpoints that require it are
+                // reachable through it.
+                assignment.retain_mtls();
+            }
+            out.assignment(&assignment);
             out.templated_cluster(name, &template, extras.as_ref());
         }
         Kind::StrictDns | Kind::LogicalDns => {

@@ -390,6 +390,17 @@ fn is_pipe(address: &str) -> bool {
 }
 
 impl Assignment<'_> {
+    /// Keeps only the endpoints reached over Istio mTLS, with each locality's weight
+    /// recomputed and emptied localities dropped (istiod's `EndpointsWithMTLSFilter`, for the
+    /// SNI-DNAT clusters of AUTO_PASSTHROUGH gateways).
+    pub(crate) fn retain_mtls(&mut self) {
+        for g in &mut self.groups {
+            g.endpoints.retain(|e| e.mtls);
+            g.weight = g.endpoints.iter().map(|e| e.weight).sum();
+        }
+        self.groups.retain(|g| !g.endpoints.is_empty());
+    }
+
     /// The message.
     pub(crate) fn to_message(&self) -> ClusterLoadAssignment {
         ClusterLoadAssignment {

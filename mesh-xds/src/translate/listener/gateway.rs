@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::Tl
 use mesh_model::Config;
 use mesh_model::host::{host_matches, resolve_short_name};
 use mesh_model::networking::gateway::{Server, ServerTlsMode};
+use mesh_model::networking::service_entry::Location;
 
 use super::context::ListenerContext;
 use super::filters::{
@@ -19,6 +20,7 @@ use super::tcp::{sni_chains, weighted_tcp};
 use crate::naming;
 use crate::pb::boolv;
 use crate::proxy::Proxy;
+use crate::security::tls::ALL_MTLS_ALPN;
 use crate::registry::exported;
 use crate::translate::route::{RouteTarget, blackhole_vhost, http_routes};
 use crate::translate::{PushContext, Sink};
@@ -188,7 +190,10 @@ pub(crate) fn has_auto_passthrough(ctx: &PushContext, proxy: &Proxy) -> bool {
 
 /// AUTO_PASSTHROUGH: one filter chain per SNI-DNAT cluster of the services the server's hosts
 /// cover, matched on the cluster's name as SNI (`outbound_.PORT_.SUBSET_.HOST`) and forwarded
-/// to it without terminating TLS, as Istio's east-west gateways do.
+/// to it without terminating TLS, as Istio's east-west gateways do (istiod's
+/// `builtAutoPassthroughFilterChains`). As there, a chain matches only the ALPNs Istio's mTLS
+/// clients offer, so a plain TLS client (or one that reuses an SNI name) finds no chain; mesh
+/// external services and UDP ports get none.
 fn auto_passthrough_chains(
     lx: ListenerContext<'_>,
     s: &GatewayServer<'_>,
@@ -202,7 +207,11 @@ fn auto_passthrough_chains(
             .any(|h| server_exposes(h, s.gw_ns, &svc.namespace, &svc.hostname))
     };
     let mut chains = Vec::new();
-    for svc in scope.services.iter().filter(|svc| covers(svc)) {
+    for svc in scope
+        .services
+        .iter()
+        .filter(|svc| svc.location != Location::MeshExternal && covers(svc))
+    {
         let dr =
             crate::translate::scope::destination_rule(ctx, proxy, &svc.hostname, &svc.namespace);
         let subsets: Vec<&str> = std::iter::once("")
@@ -211,7 +220,7 @@ fn auto_passthrough_chains(
                     .flat_map(|d| d.subsets.iter().map(|x| x.name.as_str())),
             )
             .collect();
-        for port in &svc.ports {
+        for port in svc.ports.iter().filter(|p| p.protocol != "UDP") {
             for subset in &subsets {
                 let sni = naming::outbound_sni(port.number, subset, &svc.hostname);
                 if !seen.insert(sni.clone()) {
@@ -220,6 +229,7 @@ fn auto_passthrough_chains(
                 chains.push(FilterChain {
                     filter_chain_match: Some(FilterChainMatch {
                         server_names: vec![sni.clone()],
+                        application_protocols: ALL_MTLS_ALPN.iter().map(|a| a.to_string()).collect(),
                         ..Default::default()
                     }),
                     filters: vec![tcp_proxy_to(&sni, &sni)],
