@@ -198,12 +198,7 @@ impl Service {
 /// Whether a resource exported with `export_to` from `from_ns` is visible in `to_ns`: `*`
 /// everywhere, `.` in its own namespace, `~` nowhere (ServiceEntry only), else the named
 /// namespaces; an empty list means the mesh default.
-pub fn exported(
-    export_to: &[String],
-    default: &[String],
-    from_ns: &str,
-    to_ns: &str,
-) -> bool {
+pub fn exported(export_to: &[String], default: &[String], from_ns: &str, to_ns: &str) -> bool {
     let list = if export_to.is_empty() {
         default
     } else {
@@ -303,24 +298,24 @@ impl ServiceRegistry {
             let (mut ports, mut endpoints) = (Some(ports), Some(endpoints));
             for (i, host) in spec.hosts.iter().enumerate() {
                 let last = i + 1 == spec.hosts.len();
-                let hostname = crate::host::resolve_short_name(
-                    host,
-                    ns,
-                    crate::host::DEFAULT_DOMAIN_SUFFIX,
-                );
-                services.entry(hostname.clone()).or_default().push(Arc::new(Service {
-                    hostname,
-                    namespace: ns.to_string(),
-                    entry_name: se.metadata.name.clone(),
-                    ports: take_or_clone(&mut ports, last),
-                    resolution: spec.resolution,
-                    location: spec.location,
-                    addresses: spec.addresses.clone(),
-                    export_to: spec.export_to.clone(),
-                    endpoints: take_or_clone(&mut endpoints, last),
-                    created: se.metadata.creation_timestamp.clone(),
-                    subject_alt_names: spec.subject_alt_names.clone(),
-                }));
+                let hostname =
+                    crate::host::resolve_short_name(host, ns, crate::host::DEFAULT_DOMAIN_SUFFIX);
+                services
+                    .entry(hostname.clone())
+                    .or_default()
+                    .push(Arc::new(Service {
+                        hostname,
+                        namespace: ns.to_string(),
+                        entry_name: se.metadata.name.clone(),
+                        ports: take_or_clone(&mut ports, last),
+                        resolution: spec.resolution,
+                        location: spec.location,
+                        addresses: spec.addresses.clone(),
+                        export_to: spec.export_to.clone(),
+                        endpoints: take_or_clone(&mut endpoints, last),
+                        created: se.metadata.creation_timestamp.clone(),
+                        subject_alt_names: spec.subject_alt_names.clone(),
+                    }));
             }
         }
         ServiceRegistry { services }
@@ -348,7 +343,10 @@ impl ServiceRegistry {
 
     /// The service declared for a host (the oldest declaration).
     pub fn get(&self, hostname: &str) -> Option<&Service> {
-        self.services.get(hostname).and_then(|d| d.first()).map(|s| &**s)
+        self.services
+            .get(hostname)
+            .and_then(|d| d.first())
+            .map(|s| &**s)
     }
 
     /// Every service (oldest declaration per host).

@@ -77,7 +77,9 @@ impl Inner {
         let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
         let generations: Vec<u64> = shards.iter().map(|s| s.generation).collect();
         let ready = shards.iter().all(|s| s.synced);
-        self.ready.send_if_modified(|r| std::mem::replace(r, ready) != ready);
+        // Sent on every merge (not only on a change), so that a waiter that subscribed while
+        // the value was stale is woken to look at the shards again.
+        self.ready.send_replace(ready);
         let mut published = self
             .published
             .lock()

@@ -1093,7 +1093,10 @@ spec:
         assert!(v2.contains(&format!("-accept {v2_port}")), "{v2}");
     }
     // The all-endpoints cluster holds the two mTLS backends only.
-    let mut mtls = vec![format!("127.0.0.1:{v1_port}"), format!("127.0.0.1:{v2_port}")];
+    let mut mtls = vec![
+        format!("127.0.0.1:{v1_port}"),
+        format!("127.0.0.1:{v2_port}"),
+    ];
     mtls.sort();
     assert_eq!(envoy.cluster_hosts(all).await, mtls);
     // No cluster has that name: the handshake gets nowhere.

@@ -393,7 +393,10 @@ async fn cross_network_on(kind: mesh_test_support::ProxyKind) {
     );
     // The client's only endpoint for httpbin is the gateway.
     let cluster = format!("outbound|{}||{HTTPBIN}", net.service);
-    assert_eq!(net.client.cluster_hosts(&cluster).await, [net.gateway_addr()]);
+    assert_eq!(
+        net.client.cluster_hosts(&cluster).await,
+        [net.gateway_addr()]
+    );
     // Each hop carries the same new connections: three requests at once (the application
     // holds each answer a little) make the client open connections beside its pooled one, and
     // every one of them is a TLS handshake at the client, a passthrough connection by SNI at
@@ -487,6 +490,9 @@ async fn mesh_mtls_only_on(kind: mesh_test_support::ProxyKind) {
     // plain's SNI-DNAT cluster exists on the gateway but holds no endpoint.
     let plain = net.sni(PLAIN);
     assert!(net.gateway.clusters().await.contains(&plain));
-    assert_eq!(net.gateway.cluster_hosts(&plain).await, Vec::<String>::new());
+    assert_eq!(
+        net.gateway.cluster_hosts(&plain).await,
+        Vec::<String>::new()
+    );
     net.no_rejections().await;
 }

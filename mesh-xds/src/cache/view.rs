@@ -170,10 +170,7 @@ impl ViewCache {
     /// wakes [`ViewCache::run_debounced`] as a config change does; a change to endpoints only
     /// is pushed as EDS alone ([`ViewCache::push_changes`]).
     pub fn set_services(&self, registry: watch::Receiver<Arc<ServiceRegistry>>) {
-        *self
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(registry);
+        *self.services.lock().unwrap_or_else(PoisonError::into_inner) = Some(registry);
     }
 
     fn external_services(&self) -> Option<Arc<ServiceRegistry>> {
@@ -291,8 +288,7 @@ impl ViewCache {
             None => PushContext::new(mesh, config),
         };
         let ctx = Arc::new(
-            ctx
-                .with_networks(networks)
+            ctx.with_networks(networks)
                 .with_credentials(credentials)
                 .with_jwks(jwks),
         );

@@ -20,8 +20,8 @@ use super::tcp::{sni_chains, weighted_tcp};
 use crate::naming;
 use crate::pb::boolv;
 use crate::proxy::Proxy;
-use crate::security::tls::ALL_MTLS_ALPN;
 use crate::registry::exported;
+use crate::security::tls::ALL_MTLS_ALPN;
 use crate::translate::route::{RouteTarget, blackhole_vhost, http_routes};
 use crate::translate::{PushContext, Sink};
 
@@ -229,7 +229,10 @@ fn auto_passthrough_chains(
                 chains.push(FilterChain {
                     filter_chain_match: Some(FilterChainMatch {
                         server_names: vec![sni.clone()],
-                        application_protocols: ALL_MTLS_ALPN.iter().map(|a| a.to_string()).collect(),
+                        application_protocols: ALL_MTLS_ALPN
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect(),
                         ..Default::default()
                     }),
                     filters: vec![tcp_proxy_to(&sni, &sni)],
