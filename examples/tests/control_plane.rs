@@ -208,6 +208,43 @@ async fn serves_watches_and_reports(kind: ProxyKind) {
     })
     .await;
     assert_eq!(syncz["protocol"], "delta");
+    // The registries: the ServiceEntry's service and its endpoints, as istiod lists them.
+    let json = async |path: &str| -> serde_json::Value {
+        let r = upstream::get(debug, "cp", path, &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    };
+    let registryz = json("/debug/registryz").await;
+    let reviews = registryz
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["hostname"] == "reviews.shop.svc.cluster.local")
+        .unwrap_or_else(|| panic!("{registryz:#}"));
+    assert_eq!(reviews["Attributes"]["Namespace"], "shop");
+    assert_eq!(reviews["ports"][0]["port"], listener_port);
+    assert_eq!(reviews["ports"][0]["protocol"], "HTTP");
+    let endpointz = json("/debug/endpointz").await;
+    let eps = endpointz
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["hostname"] == "reviews.shop.svc.cluster.local")
+        .unwrap()["endpoints"]
+        .clone();
+    let mut ports: Vec<u64> = eps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ports"]["http"].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    let mut want = vec![u64::from(a.port()), u64::from(b.port())];
+    want.sort_unstable();
+    assert_eq!(ports, want);
+    let registries = json("/debug/registries").await;
+    assert_eq!(registries[0]["id"], "External/Kubernetes");
+    assert_eq!(registries[0]["synced"], true);
     let dump = upstream::get(
         debug,
         "cp",

@@ -13,6 +13,7 @@
 //!   `mesh_xds::cache::ViewCache::set_services` (endpoint-only changes become EDS-only pushes).
 //! - [`ServiceEntries`]: the first adapter, ServiceEntries and WorkloadEntries from a
 //!   [`ConfigStore`](mesh_model::ConfigStore).
+//! - [`debug`]: the JSON of istiod's `/debug/registryz` and `/debug/endpointz`.
 //!
 //! # A registry of your own
 //!
@@ -55,6 +56,7 @@
 #![forbid(unsafe_code)]
 
 mod aggregate;
+pub mod debug;
 mod registry;
 mod service_entries;
 mod sink;

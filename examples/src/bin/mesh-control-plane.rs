@@ -507,6 +507,17 @@ async fn main() -> anyhow::Result<()> {
     load(&args.config, &store, &metrics);
 
     let cache = ViewCache::new(store.clone(), mesh);
+    // Services come from the registries' aggregate; today that is the ServiceEntries and
+    // WorkloadEntries of --config (mesh-registry's first adapter).
+    let registries = Arc::new(mesh_registry::Aggregate::new());
+    registries.add(Box::new(mesh_registry::ServiceEntries::new(store.clone())))?;
+    cache.set_services(registries.subscribe());
+    if !registries.wait_synced(Duration::from_secs(30)).await {
+        tracing::warn!(
+            "serving before every registry synced: {:?}",
+            registries.status()
+        );
+    }
     if let Some(p) = &args.mesh_networks {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -703,23 +714,26 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("debug HTTP on http://{}", debug_listener.local_addr()?);
     {
         let (metrics, connections, cache) = (metrics.clone(), connections.clone(), cache.clone());
+        let registries = registries.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = debug_listener.accept().await else {
                     continue;
                 };
-                let (metrics, connections, cache, ca_admin) = (
+                let (metrics, connections, cache, ca_admin, registries) = (
                     metrics.clone(),
                     connections.clone(),
                     cache.clone(),
                     ca_admin.clone(),
+                    registries.clone(),
                 );
                 tokio::spawn(async move {
                     let svc =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                             let ca_admin = ca_admin.clone();
-                            let r = (!req.uri().path().starts_with("/debug/ca/"))
-                                .then(|| debug_response(&req, &metrics, &connections, &cache));
+                            let r = (!req.uri().path().starts_with("/debug/ca/")).then(|| {
+                                debug_response(&req, &metrics, &connections, &cache, &registries)
+                            });
                             async move {
                                 Ok::<_, Infallible>(match r {
                                     Some(r) => r,
@@ -804,8 +818,19 @@ fn debug_response(
     metrics: &Metrics,
     connections: &Connections,
     cache: &ViewCache,
+    registries: &mesh_registry::Aggregate,
 ) -> Response<Full<Bytes>> {
+    let pretty = |v: serde_json::Value| {
+        reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+        )
+    };
     match req.uri().path() {
+        "/debug/registryz" => pretty(mesh_registry::debug::registryz(&registries.snapshot())),
+        "/debug/endpointz" => pretty(mesh_registry::debug::endpointz(&registries.snapshot())),
+        "/debug/registries" => pretty(mesh_registry::debug::registries(&registries.status())),
         "/metrics" => {
             let mut out = String::new();
             if prometheus_client::encoding::text::encode(&mut out, &metrics.registry).is_err() {
@@ -889,7 +914,8 @@ fn debug_response(
         "/debug" | "/debug/" | "/debug/list" => reply(
             StatusCode::OK,
             "text/plain",
-            "/debug/syncz\n/debug/config_dump?proxyID=ID\n/metrics\n\
+            "/debug/syncz\n/debug/config_dump?proxyID=ID\n/debug/registryz\n/debug/endpointz\n\
+             /debug/registries\n/metrics\n\
              /debug/ca/roots\nPOST /debug/ca/rotate-root[?stage=true]\n\
              POST /debug/ca/retire-root?sha256=HEX\n"
                 .into(),
