@@ -67,6 +67,7 @@ pub mod mesh;
 pub mod meta;
 pub mod networking;
 pub mod parse;
+pub mod protocol;
 pub mod security;
 pub mod service;
 pub mod store;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::networking::service_entry::{Location, Resolution};
 use crate::networking::workload::WorkloadEntrySpec;
+use crate::protocol::Protocol;
 use crate::store::Snapshot;
 use crate::{Config, Kind};
 
@@ -25,41 +26,38 @@ pub struct ServicePort {
     pub name: String,
     /// Port number clients use.
     pub number: u32,
-    /// Protocol, upper case (`HTTP`, `GRPC`, `TCP`, ...). Empty means unspecified: like
-    /// istiod, sidecars then sniff each connection (HTTP routes or TCP).
-    pub protocol: String,
+    /// Protocol ([`Protocol::Unsupported`]: like istiod, sidecars sniff each connection and
+    /// send HTTP/1.1 and h2c through the HTTP routes, anything else as TCP).
+    pub protocol: Protocol,
     /// Port on the endpoints, when it differs.
     pub target_port: Option<u32>,
 }
 
 impl ServicePort {
-    /// A port; `protocol` is upper-cased (empty: sniffed).
+    /// A port; `protocol` is parsed with [`Protocol::parse`] (empty: sniffed).
     pub fn new(name: impl Into<String>, number: u32, protocol: &str) -> ServicePort {
         ServicePort {
             name: name.into(),
             number,
-            protocol: protocol.to_ascii_uppercase(),
+            protocol: Protocol::parse(protocol),
             target_port: None,
         }
     }
 
     /// Whether traffic on this port is HTTP of some kind.
     pub fn is_http(&self) -> bool {
-        matches!(
-            self.protocol.as_str(),
-            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
-        )
+        self.protocol.is_http()
     }
 
     /// Whether the protocol is unspecified, so that each connection is sniffed: HTTP/1.1 and
     /// h2c go through the HTTP routes, anything else is proxied as TCP.
     pub fn is_sniffed(&self) -> bool {
-        self.protocol.is_empty()
+        self.protocol.is_sniffed()
     }
 
     /// Whether this port speaks HTTP/2 to the upstream.
     pub fn is_http2(&self) -> bool {
-        matches!(self.protocol.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB")
+        self.protocol.is_http2()
     }
 }
 
@@ -290,7 +288,7 @@ impl ServiceRegistry {
                 .map(|p| ServicePort {
                     name: p.name.clone(),
                     number: p.number,
-                    protocol: p.protocol.to_ascii_uppercase(),
+                    protocol: Protocol::parse(&p.protocol),
                     target_port: p.target_port,
                 })
                 .collect::<Vec<_>>();

@@ -20,7 +20,7 @@ fn service_json(s: &Service) -> Value {
         "ports": s.ports.iter().map(|p| json!({
             "name": p.name,
             "port": p.number,
-            "protocol": if p.protocol.is_empty() { "UnsupportedProtocol" } else { p.protocol.as_str() },
+            "protocol": p.protocol.as_str(),
             "targetPort": p.target_port,
         })).collect::<Vec<_>>(),
         "defaultAddress": s.addresses.first().map_or("0.0.0.0", String::as_str),

@@ -420,14 +420,29 @@ pub(crate) const SERVER_PROTOCOLS: &[&str] = &[
     "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "REDIS", "MYSQL", "TCP", "TLS",
 ];
 
-/// Whether `p` names a known protocol (case-insensitive).
+/// Whether `p` names one of the `known` protocols (read with [`Protocol::parse`](crate::protocol::Protocol::parse), so
+/// case-insensitively, as translation reads it).
 pub(crate) fn is_protocol(p: &str, known: &[&str]) -> bool {
-    known.iter().any(|k| k.eq_ignore_ascii_case(p))
+    let p = crate::protocol::Protocol::parse(p);
+    !p.is_sniffed()
+        && known
+            .iter()
+            .any(|k| crate::protocol::Protocol::parse(k) == p)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_allowed_protocol_is_one_translation_knows() {
+        for p in SE_PROTOCOLS.iter().chain(SERVER_PROTOCOLS) {
+            assert!(!crate::protocol::Protocol::parse(p).is_sniffed(), "{p}");
+        }
+        assert!(is_protocol("grpc-web", SE_PROTOCOLS));
+        assert!(!is_protocol("UDP", SERVER_PROTOCOLS));
+        assert!(!is_protocol("SCTP", SE_PROTOCOLS));
+    }
 
     #[test]
     fn hosts() {

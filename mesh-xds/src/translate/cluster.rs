@@ -23,6 +23,7 @@ use mesh_model::networking::destination_rule::{
     OutlierDetection, SimpleLb, TrafficPolicy,
 };
 use mesh_model::networking::service_entry::{Location, Resolution};
+use mesh_model::protocol::Protocol;
 
 use crate::naming;
 use crate::pb::{ads_source, any, dur, file, u32v};
@@ -147,7 +148,7 @@ fn outbound_clusters(
         for port in svc
             .ports
             .iter()
-            .filter(|p| !(sni_dnat && p.protocol == "UDP"))
+            .filter(|p| !(sni_dnat && p.protocol == Protocol::Udp))
         {
             let policy = effective_policy(dr.as_deref(), None, port.number);
             let cluster = name(port.number, "", &svc.hostname);
@@ -707,7 +708,7 @@ fn is_http2_cluster(
         .and_then(|h| h.h2_upgrade_policy)
         .or(mesh.h2_upgrade_policy)
         == Some(H2UpgradePolicy::Upgrade);
-    port.is_http2() || (upgrade && port.protocol == "HTTP")
+    port.is_http2() || (upgrade && port.protocol == Protocol::Http)
 }
 
 #[allow(clippy::too_many_arguments)]

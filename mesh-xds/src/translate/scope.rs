@@ -27,8 +27,8 @@ struct ImportRule {
 pub struct EgressListener {
     /// Port, if the listener has one.
     pub port: Option<u32>,
-    /// Port protocol (upper case), when given.
-    pub protocol: String,
+    /// Port protocol ([`Protocol::Unsupported`](mesh_model::protocol::Protocol::Unsupported) when not given).
+    pub protocol: mesh_model::protocol::Protocol,
     /// Bind address.
     pub bind: Option<String>,
     /// Capture mode.
@@ -64,7 +64,7 @@ impl EgressListener {
             protocol: e
                 .port
                 .as_ref()
-                .map(|p| p.protocol.to_ascii_uppercase())
+                .map(|p| mesh_model::protocol::Protocol::parse(&p.protocol))
                 .unwrap_or_default(),
             bind: e.bind.clone(),
             capture_mode: e.capture_mode,
@@ -75,7 +75,7 @@ impl EgressListener {
     fn everything() -> EgressListener {
         EgressListener {
             port: None,
-            protocol: String::new(),
+            protocol: mesh_model::protocol::Protocol::Unsupported,
             bind: None,
             capture_mode: CaptureMode::Default,
             rules: vec![ImportRule {

@@ -34,12 +34,12 @@ pub(crate) fn bound_listener(
     };
     let services = lx.services_on(port, &imports);
     let first = services.first().and_then(|s| s.port(port));
-    let http = if eg.protocol.is_empty() {
+    let http = if eg.protocol.is_sniffed() {
         first.is_none_or(|p| p.is_http())
     } else {
-        matches!(eg.protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
+        eg.protocol.is_http()
     };
-    let sniffed = eg.protocol.is_empty() && first.is_some_and(|p| p.is_sniffed());
+    let sniffed = eg.protocol.is_sniffed() && first.is_some_and(|p| p.is_sniffed());
     let rds = port.to_string();
     let (mut filter_chains, default_filter) = if http {
         (Vec::new(), sidecar_hcm(lx, &name, port, &rds, imports, out))

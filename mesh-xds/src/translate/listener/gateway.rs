@@ -11,6 +11,7 @@ use mesh_model::Config;
 use mesh_model::host::{host_matches, resolve_short_name};
 use mesh_model::networking::gateway::{Server, ServerTlsMode};
 use mesh_model::networking::service_entry::Location;
+use mesh_model::protocol::Protocol;
 
 use super::context::ListenerContext;
 use super::filters::{
@@ -66,12 +67,7 @@ pub(crate) fn gateway_listeners(lx: ListenerContext<'_>, out: &mut dyn Sink) {
         let mut auto_snis = BTreeSet::new();
         let http_servers: Vec<&GatewayServer<'_>> = servers
             .iter()
-            .filter(|s| {
-                matches!(
-                    protocol(s.server).as_str(),
-                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
-                )
-            })
+            .filter(|s| protocol(s.server).is_http())
             .collect();
         if !http_servers.is_empty() {
             let rds = naming::gateway_http_route(port, Some(&bind));
@@ -88,7 +84,7 @@ pub(crate) fn gateway_listeners(lx: ListenerContext<'_>, out: &mut dyn Sink) {
         for s in &servers {
             let proto = protocol(s.server);
             let Some(tls) = &s.server.tls else {
-                if proto == "TCP" {
+                if proto == Protocol::Tcp {
                     chains.extend(tcp_chains(ctx, s, port));
                 }
                 continue;
@@ -98,7 +94,7 @@ pub(crate) fn gateway_listeners(lx: ListenerContext<'_>, out: &mut dyn Sink) {
                 | ServerTlsMode::Mutual
                 | ServerTlsMode::OptionalMutual
                 | ServerTlsMode::IstioMutual
-                    if proto == "HTTPS" =>
+                    if proto == Protocol::Https =>
                 {
                     let Some(tls_ctx) = server_tls(ctx, tls, out) else {
                         continue;
@@ -220,7 +216,7 @@ fn auto_passthrough_chains(
                     .flat_map(|d| d.subsets.iter().map(|x| x.name.as_str())),
             )
             .collect();
-        for port in svc.ports.iter().filter(|p| p.protocol != "UDP") {
+        for port in svc.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
             for subset in &subsets {
                 let sni = naming::outbound_sni(port.number, subset, &svc.hostname);
                 if !seen.insert(sni.clone()) {
@@ -244,8 +240,8 @@ fn auto_passthrough_chains(
     chains
 }
 
-fn protocol(s: &Server) -> String {
-    s.port.protocol.to_ascii_uppercase()
+fn protocol(s: &Server) -> Protocol {
+    Protocol::parse(&s.port.protocol)
 }
 
 fn sni_names(s: &Server) -> Vec<String> {

@@ -43,6 +43,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::r#type::v3::Int32Range;
 use mesh_model::networking::sidecar::{CaptureMode, IstioIngressListener};
+use mesh_model::protocol::Protocol;
 
 use super::context::ListenerContext;
 use super::filters::{HCM, http_filter, listener_filter, tcp_proxy_to};
@@ -67,7 +68,7 @@ const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
 
 /// What a port's traffic is, for its chain set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Protocol {
+enum Traffic {
     /// Declared HTTP, HTTP2, gRPC: HTTP connection manager only.
     Http,
     /// Declared as anything else: TCP proxy only.
@@ -76,12 +77,15 @@ enum Protocol {
     Sniffed,
 }
 
-impl Protocol {
-    fn of(protocol: &str) -> Protocol {
-        match protocol.to_ascii_uppercase().as_str() {
-            "" => Protocol::Sniffed,
-            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => Protocol::Http,
-            _ => Protocol::Tcp,
+impl Traffic {
+    fn of(protocol: impl Into<Protocol>) -> Traffic {
+        let protocol = protocol.into();
+        if protocol.is_sniffed() {
+            Traffic::Sniffed
+        } else if protocol.is_http() {
+            Traffic::Http
+        } else {
+            Traffic::Tcp
         }
     }
 }
@@ -90,7 +94,7 @@ impl Protocol {
 /// where it goes.
 struct InboundPort {
     port: u32,
-    protocol: Protocol,
+    protocol: Traffic,
     cluster: String,
     /// The Sidecar ingress's own TLS (honoured only when the port's mode is DISABLE).
     user_tls: Option<TransportSocket>,
@@ -114,34 +118,34 @@ const fn spec(tls: bool, alpn: &'static [&'static str], terminate: bool, http: b
 }
 
 /// istiod's chain set for a protocol and mode (reference: security §1.5).
-fn chain_specs(protocol: Protocol, mode: Mode) -> Vec<ChainSpec> {
+fn chain_specs(protocol: Traffic, mode: Mode) -> Vec<ChainSpec> {
     use tls::{ALL_MTLS_ALPN, MTLS_HTTP_ALPN, MX_TCP_ALPN, PLAIN_HTTP_ALPN};
     match (protocol, mode) {
-        (Protocol::Http, Mode::Strict) => vec![spec(true, &[], true, true)],
-        (Protocol::Http, Mode::Permissive) => vec![
+        (Traffic::Http, Mode::Strict) => vec![spec(true, &[], true, true)],
+        (Traffic::Http, Mode::Permissive) => vec![
             spec(true, ALL_MTLS_ALPN, true, true),
             spec(false, &[], false, true),
         ],
-        (Protocol::Http, Mode::Disable) => vec![spec(false, &[], false, true)],
-        (Protocol::Tcp, Mode::Strict) => vec![spec(true, &[], true, false)],
-        (Protocol::Tcp, Mode::Permissive) => vec![
+        (Traffic::Http, Mode::Disable) => vec![spec(false, &[], false, true)],
+        (Traffic::Tcp, Mode::Strict) => vec![spec(true, &[], true, false)],
+        (Traffic::Tcp, Mode::Permissive) => vec![
             spec(true, ALL_MTLS_ALPN, true, false),
             spec(true, &[], false, false),
             spec(false, &[], false, false),
         ],
-        (Protocol::Tcp, Mode::Disable) => vec![spec(false, &[], false, false)],
-        (Protocol::Sniffed, Mode::Strict) => vec![
+        (Traffic::Tcp, Mode::Disable) => vec![spec(false, &[], false, false)],
+        (Traffic::Sniffed, Mode::Strict) => vec![
             spec(true, MTLS_HTTP_ALPN, true, true),
             spec(true, &[], true, false),
         ],
-        (Protocol::Sniffed, Mode::Permissive) => vec![
+        (Traffic::Sniffed, Mode::Permissive) => vec![
             spec(true, MTLS_HTTP_ALPN, true, true),
             spec(false, PLAIN_HTTP_ALPN, false, true),
             spec(true, MX_TCP_ALPN, true, false),
             spec(false, &[], false, false),
             spec(true, &[], false, false),
         ],
-        (Protocol::Sniffed, Mode::Disable) => vec![
+        (Traffic::Sniffed, Mode::Disable) => vec![
             spec(false, PLAIN_HTTP_ALPN, false, true),
             spec(false, &[], false, false),
         ],
@@ -156,7 +160,7 @@ fn port_chains(
     ctx: &PushContext,
     policies: &Policies,
     port: Option<u32>,
-    protocol: Protocol,
+    protocol: Traffic,
     mode: Mode,
     cluster: &str,
     stat_prefix: &str,
@@ -168,7 +172,7 @@ fn port_chains(
     if mode == Mode::Disable
         && let Some(socket) = user_tls
     {
-        let http = protocol == Protocol::Http;
+        let http = protocol == Traffic::Http;
         return vec![FilterChain {
             name: names.0.into(),
             filter_chain_match: Some(FilterChainMatch {
@@ -228,9 +232,9 @@ fn inbound_ports(lx: ListenerContext<'_>, out: &mut dyn Sink) -> Vec<(InboundPor
                 InboundPort {
                     port,
                     protocol: if ing.tls.is_some() && ing.port.protocol.is_empty() {
-                        Protocol::Tcp
+                        Traffic::Tcp
                     } else {
-                        Protocol::of(&ing.port.protocol)
+                        Traffic::of(ing.port.protocol.as_str())
                     },
                     cluster: name,
                     user_tls: ing.tls.as_ref().and_then(user_tls),
@@ -251,7 +255,7 @@ fn inbound_ports(lx: ListenerContext<'_>, out: &mut dyn Sink) -> Vec<(InboundPor
         ports.push((
             InboundPort {
                 port: target,
-                protocol: Protocol::of(&service_port.protocol),
+                protocol: Traffic::of(service_port.protocol),
                 cluster: name,
                 user_tls: None,
             },
@@ -375,7 +379,7 @@ fn virtual_inbound(
             ctx,
             policies,
             port,
-            Protocol::Sniffed,
+            Traffic::Sniffed,
             mode,
             naming::INBOUND_PASSTHROUGH_CLUSTER,
             &format!("{};", naming::INBOUND_PASSTHROUGH_CLUSTER),
@@ -602,13 +606,13 @@ fn ingress_cluster(
         }),
         ..Default::default()
     };
-    if Protocol::of(&ing.port.protocol) == Protocol::Http
+    if Traffic::of(ing.port.protocol.as_str()) == Traffic::Http
         || (ing.port.protocol.is_empty() && ing.tls.is_none())
     {
         let port = ServicePort {
             name: ing.port.name.clone(),
             number: ing.port.number,
-            protocol: ing.port.protocol.to_ascii_uppercase(),
+            protocol: Protocol::parse(&ing.port.protocol),
             target_port: None,
         };
         let policy = mesh_model::networking::destination_rule::TrafficPolicy {

@@ -62,8 +62,7 @@ fn addresses(s: &Service) -> Vec<Address> {
 }
 
 fn is_tls(s: &Service, port: u32) -> bool {
-    s.port(port)
-        .is_some_and(|p| matches!(p.protocol.as_str(), "TLS" | "HTTPS"))
+    s.port(port).is_some_and(|p| p.protocol.is_tls())
 }
 
 fn is_sniffed(s: &Service, port: u32) -> bool {

@@ -49,7 +49,9 @@ fn dynamic_dns_tls_chains(services: &[&Service], port: u32) -> Vec<FilterChain> 
         .iter()
         .filter(|s| s.resolution == Resolution::DynamicDns)
         .filter_map(|s| {
-            let p = s.port(port).filter(|p| p.protocol == "TLS")?;
+            let p = s
+                .port(port)
+                .filter(|p| p.protocol == mesh_model::protocol::Protocol::Tls)?;
             let cluster = naming::outbound_cluster(port, "", &s.hostname);
             Some(FilterChain {
                 filter_chain_match: Some(FilterChainMatch {
