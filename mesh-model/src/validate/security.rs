@@ -491,7 +491,23 @@ fn validate_condition(c: &Condition, at: &str, custom: bool, r: &mut Report) {
         | "request.auth.presenter"
         | "connection.sni" => true,
         _ if bracketed("request.headers") || bracketed("request.auth.claims") => true,
-        _ if key.starts_with("experimental.envoy.filters.") => true,
+        // istiod accepts these only in the form `experimental.envoy.filters.FILTER[KEY]`.
+        _ if key.starts_with("experimental.envoy.filters.") => {
+            let rest = &key["experimental.envoy.filters.".len()..];
+            let ok = rest
+                .split_once('[')
+                .is_some_and(|(f, k)| !f.is_empty() && k.len() > 1 && k.ends_with(']'));
+            if !ok {
+                r.error(
+                    &kat,
+                    format!(
+                        "{key:?} must have the form experimental.envoy.filters.FILTER[KEY] \
+                         (for instance experimental.envoy.filters.network.mysql_proxy[db.table])"
+                    ),
+                );
+            }
+            true
+        }
         _ => false,
     };
     if !known {
