@@ -267,24 +267,18 @@ impl State {
         for name in self.names_on(&node.name) {
             self.touch_service_name(&name, idx);
         }
-        if !self
-            .checks
-            .contains_key(&(node.name.clone(), "serfHealth".to_string()))
-        {
-            self.checks.insert(
-                (node.name.clone(), "serfHealth".to_string()),
-                Stamped {
-                    value: Check {
-                        id: "serfHealth".to_string(),
-                        name: "Serf Health Status".to_string(),
-                        status: Health::Passing,
-                        service_id: String::new(),
-                    },
-                    create: idx,
-                    modify: idx,
+        self.checks
+            .entry((node.name.clone(), "serfHealth".to_string()))
+            .or_insert_with(|| Stamped {
+                value: Check {
+                    id: "serfHealth".to_string(),
+                    name: "Serf Health Status".to_string(),
+                    status: Health::Passing,
+                    service_id: String::new(),
                 },
-            );
-        }
+                create: idx,
+                modify: idx,
+            });
         true
     }
 
