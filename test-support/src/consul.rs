@@ -416,6 +416,8 @@ pub struct FakeConsul {
     addr: SocketAddr,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    /// Dropped with the handle: every open connection (blocked queries too) ends.
+    _stop: tokio::sync::watch::Sender<()>,
 }
 
 impl Drop for FakeConsul {
@@ -443,6 +445,7 @@ impl FakeConsul {
             changed,
         });
         let server = shared.clone();
+        let (stop, stopped) = tokio::sync::watch::channel(());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -450,19 +453,27 @@ impl FakeConsul {
                 };
                 let _ = stream.set_nodelay(true);
                 let shared = server.clone();
+                let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let shared = shared.clone();
                         async move { Ok::<_, Infallible>(handle(&shared, req).await) }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
+                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stopped.changed() => {}
+                    }
                 });
             }
         });
-        Ok(FakeConsul { addr, shared, task })
+        Ok(FakeConsul {
+            addr,
+            shared,
+            task,
+            _stop: stop,
+        })
     }
 
     /// `http://127.0.0.1:<port>`.

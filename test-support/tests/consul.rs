@@ -262,7 +262,7 @@ async fn py_consul_unknown_token_is_refused() {
     assert_eq!(out["denied"], "ACL not found", "{out}");
     let out = py(&fake, code, "good-token").await;
     assert_eq!(out["services"]["web"], serde_json::json!(["v1"]), "{out}");
-    // The client sent the token in the header.
+    // With ACLs off, any token passes.
     fake.set_acl(None);
     let out = py(&fake, code, "bad-token").await;
     assert!(out.get("services").is_some(), "{out}");
@@ -563,9 +563,11 @@ async fn wait_and_index_parsing() {
         assert_eq!((r.status, r.body.as_str()), (400, msg), "{query}");
         assert!(r.headers["content-type"].starts_with("text/plain"));
     }
-    // `1m30s` arrives percent-free; an encoded one decodes.
-    let r = http(&fake, "/v1/catalog/services?index=1&wait=1m30s").await;
-    assert_eq!(r.status, 200);
+    // Parameters are percent-decoded; the index (2 or more) is passed, so these answer at once.
+    for query in ["index=1&wait=1m30s", "index=1&wait=1m30%73"] {
+        let r = http(&fake, &format!("/v1/catalog/services?{query}")).await;
+        assert_eq!(r.status, 200, "{query}");
+    }
 }
 
 #[tokio::test]
@@ -645,4 +647,33 @@ async fn fault_knobs() {
     let log = fake.requests();
     assert_eq!(log[0], format!("/v1/catalog/services?index={high}&wait=5s"));
     assert_eq!(fake.request_count("/v1/health/service/web"), 3);
+}
+
+#[tokio::test]
+async fn dropping_the_server_ends_blocked_queries() {
+    let fake = FakeConsul::start().await.unwrap();
+    let addr = fake.addr();
+    let path = format!("/v1/catalog/services?index={}&wait=10s", fake.index());
+    let query = tokio::spawn(async move { get(addr, "consul", &path, &[]).await });
+    eventually("the blocking query", Duration::from_secs(5), async || {
+        (fake.request_count("/v1/catalog/services") == 1).then_some(())
+    })
+    .await;
+    drop(fake);
+    let r = tokio::time::timeout(Duration::from_secs(3), query)
+        .await
+        .expect("the blocked query outlived the server")
+        .unwrap();
+    assert!(r.is_err(), "answered instead of closing: {r:?}");
+    eventually(
+        "the listener to close",
+        Duration::from_secs(3),
+        async || {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
 }
