@@ -38,6 +38,15 @@
 //!   a default-deny policy, a request without a token reads as the anonymous token: empty
 //!   results with `X-Consul-Results-Filtered-By-ACLs: true`.
 //!
+//! - Fault knobs: the index goes backwards ([`FakeConsul::reset_index`]), index 0
+//!   ([`FakeConsul::set_zero_index`]), early return with the same index
+//!   ([`FakeConsul::wake_blocked`]), no leader ([`FakeConsul::set_leader`]), 429 above N
+//!   concurrent connections ([`FakeConsul::set_max_conns`]), slow answers
+//!   ([`FakeConsul::set_delay`]), a connection dropped mid-body
+//!   ([`FakeConsul::truncate_next`]); duplicate service IDs across nodes, an empty
+//!   `ServiceAddress` and proxy or gateway kinds are plain registrations. The request log
+//!   ([`FakeConsul::requests`]) lets tests count requests.
+//!
 //! # Not faithful
 //!
 //! - One datacenter (`dc1`), no namespaces or partitions (`ns`/`partition` are ignored), no
@@ -202,7 +211,8 @@ struct Check {
 #[derive(Default)]
 struct State {
     index: u64,
-    /// Bumped by [`FakeConsul::reset_index`]: blocked queries return at once.
+    /// Bumped by [`FakeConsul::reset_index`] and [`FakeConsul::wake_blocked`]: blocked queries
+    /// return at once.
     generation: u64,
     nodes: BTreeMap<String, Stamped<Node>>,
     /// Keyed by (node, service ID).
@@ -218,6 +228,12 @@ struct State {
     /// Known tokens when ACLs are on.
     acl: Option<BTreeSet<String>>,
     log: Vec<String>,
+    /// Open connections, and the cap above which new ones get 429.
+    conns: usize,
+    max_conns: Option<usize>,
+    delay: Duration,
+    /// How many more blocking-read answers lose their connection mid-body.
+    truncate: usize,
 }
 
 impl State {
@@ -411,6 +427,62 @@ impl Shared {
     }
 }
 
+/// Consul's answer above `limits.http_max_conns_per_client`.
+pub const TOO_MANY_CONNS: &str =
+    "Your IP is issuing too many concurrent connections, please rate limit your calls\n";
+
+/// Counts a connection while it is open.
+struct OpenConn(Arc<Shared>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.conns = s.conns.saturating_sub(1);
+    }
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn to_box(resp: Response<Full<Bytes>>) -> Response<Body> {
+    resp.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+/// [`handle`], then the slow-response and truncation knobs.
+async fn respond(shared: &Shared, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let resp = handle(shared, req).await;
+    let (delay, truncate) = {
+        let mut s = shared.lock();
+        let truncate = s.truncate > 0 && resp.headers().contains_key("X-Consul-Index");
+        if truncate {
+            s.truncate -= 1;
+        }
+        (s.delay, truncate)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if !truncate {
+        return to_box(resp);
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    };
+    // A declared length the body never reaches: the client sees the connection drop mid-body.
+    parts.headers.insert(
+        hyper::header::CONTENT_LENGTH,
+        hyper::header::HeaderValue::from(bytes.len()),
+    );
+    let half = bytes.slice(..bytes.len() / 2);
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>> = vec![
+        Ok(hyper::body::Frame::data(half)),
+        Err(std::io::Error::other("connection dropped by the fake")),
+    ];
+    let body = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+    Response::from_parts(parts, body.boxed())
+}
+
 /// A running fake Consul server; it stops when dropped.
 pub struct FakeConsul {
     addr: SocketAddr,
@@ -454,13 +526,29 @@ impl FakeConsul {
                 let _ = stream.set_nodelay(true);
                 let shared = server.clone();
                 let mut stopped = stopped.clone();
+                let over = {
+                    let mut s = shared.lock();
+                    s.conns += 1;
+                    s.max_conns.is_some_and(|max| s.conns > max)
+                };
                 tokio::spawn(async move {
+                    let _open = OpenConn(shared.clone());
                     let svc = hyper::service::service_fn(move |req| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                        async move {
+                            if over {
+                                return Ok::<_, Infallible>(to_box(text(
+                                    StatusCode::TOO_MANY_REQUESTS,
+                                    TOO_MANY_CONNS,
+                                )));
+                            }
+                            Ok::<_, Infallible>(respond(&shared, req).await)
+                        }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(!over)
+                        .serve_connection(io, svc);
                     tokio::select! {
                         _ = conn => {}
                         _ = stopped.changed() => {}
@@ -626,6 +714,30 @@ impl FakeConsul {
     /// Turns ACLs on (default deny) with these tokens known, or off with `None`.
     pub fn set_acl(&self, tokens: Option<&[&str]>) {
         self.shared.lock().acl = tokens.map(|t| t.iter().map(|s| s.to_string()).collect());
+    }
+
+    /// Fault: wakes every blocked query now; each answers with its unchanged index (what an
+    /// idempotent write or a spurious wakeup looks like to a client).
+    pub fn wake_blocked(&self) {
+        self.write(|s| s.generation += 1);
+    }
+
+    /// Fault: connections beyond `max` open at once are answered 429 [`TOO_MANY_CONNS`] and
+    /// closed (Consul's `limits.http_max_conns_per_client`; all clients here share one IP).
+    /// `None` lifts the cap.
+    pub fn set_max_conns(&self, max: Option<usize>) {
+        self.shared.lock().max_conns = max;
+    }
+
+    /// Fault: every answer is held back this long (after a blocking query has decided).
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.lock().delay = delay;
+    }
+
+    /// Fault: the next `n` answers from blocking endpoints send their headers and half their
+    /// body, then the connection drops.
+    pub fn truncate_next(&self, n: usize) {
+        self.shared.lock().truncate = n;
     }
 
     /// Every request so far, as `path?query` (the query as sent), oldest first.

@@ -10,7 +10,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mesh_test_support::consul::{
-    DEFAULT_WAIT, FakeConsul, Health, MAX_WAIT, Node, Service, blocking_wait, parse_go_duration,
+    DEFAULT_WAIT, FakeConsul, Health, MAX_WAIT, Node, Service, TOO_MANY_CONNS, blocking_wait,
+    parse_go_duration,
 };
 use mesh_test_support::eventually;
 use mesh_test_support::upstream::{Reply, get, request};
@@ -676,4 +677,62 @@ async fn dropping_the_server_ends_blocked_queries() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn wakeups_connection_cap_delay_and_truncation() {
+    let fake = FakeConsul::start().await.unwrap();
+    fake.set_jitter(false);
+    let idx = fake.index();
+    let addr = fake.addr();
+    let path = format!("/v1/catalog/services?index={idx}&wait=5s");
+
+    // A spurious wakeup: the blocked query answers at once with the same index.
+    let t = Instant::now();
+    let p = path.clone();
+    let query = tokio::spawn(async move { get(addr, "consul", &p, &[]).await.unwrap() });
+    eventually("the blocking query", Duration::from_secs(5), async || {
+        (fake.request_count("/v1/catalog/services") == 1).then_some(())
+    })
+    .await;
+    fake.wake_blocked();
+    let r = tokio::time::timeout(Duration::from_secs(3), query)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.status, index_of(&r)), (200, idx));
+    assert!(t.elapsed() < Duration::from_secs(4));
+
+    // Above the connection cap: 429 while one blocking query holds the only slot.
+    fake.set_max_conns(Some(1));
+    let p = path.clone();
+    let held = tokio::spawn(async move { get(addr, "consul", &p, &[]).await.unwrap() });
+    eventually("the held query", Duration::from_secs(5), async || {
+        (fake.request_count("/v1/catalog/services") == 2).then_some(())
+    })
+    .await;
+    let r = http(&fake, "/v1/catalog/services").await;
+    assert_eq!((r.status, r.body.as_str()), (429, TOO_MANY_CONNS));
+    fake.wake_blocked();
+    assert_eq!(held.await.unwrap().status, 200);
+    eventually("a free slot", Duration::from_secs(5), async || {
+        (http(&fake, "/v1/catalog/services").await.status == 200).then_some(())
+    })
+    .await;
+    fake.set_max_conns(None);
+
+    // Slow answers.
+    fake.set_delay(Duration::from_millis(300));
+    let t = Instant::now();
+    assert_eq!(http(&fake, "/v1/catalog/services").await.status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    fake.set_delay(Duration::ZERO);
+
+    // A connection dropped mid-body, once.
+    fake.truncate_next(1);
+    let r = get(addr, "consul", "/v1/catalog/services", &[]).await;
+    assert!(r.is_err(), "a truncated body read as complete: {r:?}");
+    let r = http(&fake, "/v1/catalog/services").await;
+    assert_eq!(r.status, 200);
+    assert!(body(&r).get("consul").is_some());
 }
