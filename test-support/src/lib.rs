@@ -5,6 +5,8 @@
 //!   ([`serve`], [`serve_at`]), and Envoy nodes for it ([`node`]).
 //! - [`proxy`]: real proxy processes (Envoy or mesh-sidecar, a [`ProxyKind`]) driven over ADS,
 //!   with their admin API.
+//! - [`consul`]: an in-process fake Consul server (catalog, health, blocking queries, ACLs,
+//!   fault knobs).
 //! - [`ext_authz`]: external authorization servers (HTTP and gRPC) for CUSTOM policies.
 //! - [`upstream`]: upstream HTTP servers that answer with their own name, and an HTTP client.
 //! - [`tls`]: TLS peers from the openssl CLI (self-signed certificates, `s_server`, `s_client`).
@@ -14,6 +16,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
 
+pub mod consul;
 pub mod control_plane;
 pub mod ext_authz;
 pub mod identity;
