@@ -1,5 +1,6 @@
 //! Watched directories on real temp dirs: the file cases F1–F12 of the registries reference
 //! (§7.5), asserting on the generations emitted.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::path::Path;
 use std::sync::Arc;
