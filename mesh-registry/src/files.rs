@@ -599,6 +599,8 @@ impl<T: Send + Sync + 'static> Handle<T> {
         let signal = Arc::new(Notify::new());
         let arming = Arming::new(&root, signal.clone());
         let first = scan(&root, layer.keep())?;
+        // A layer's first step always yields (there is no last generation to equal); the
+        // error is unreachable but keeps this free of panics.
         let value = layer
             .step(&first, 1)
             .ok_or_else(|| FilesError::NotADirectory { path: root.clone() })?;

@@ -329,3 +329,41 @@ async fn dir_watcher_emits_on_content_changes_only() {
         first.files[&cred.join("tls.crt")]
     );
 }
+
+#[tokio::test]
+async fn f3_vim_backup_then_rename_never_loses_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.yaml");
+    write(&path, &se("a1"));
+    let mut w = ManifestWatcher::new(dir.path(), opts()).unwrap();
+
+    // vim's default save: the file moved to a backup, the new one written, the backup
+    // deleted; the backup name is not a manifest.
+    let backup = dir.path().join("a.yaml~");
+    std::fs::rename(&path, &backup).unwrap();
+    write(&path, &se("a2"));
+    std::fs::remove_file(&backup).unwrap();
+    let seen = until(&mut w, |g| names(g) == strs(&["shop/a2"])).await;
+    for g in &seen {
+        let n = names(g);
+        assert!(n == strs(&["shop/a1"]) || n == strs(&["shop/a2"]), "{n:?}");
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_watcher_stops_its_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let w = DirWatcher::new(dir.path(), opts()).unwrap();
+    assert_eq!(metrics.num_alive_tasks(), before + 1);
+    drop(w);
+    let deadline = Instant::now() + NEXT;
+    while metrics.num_alive_tasks() > before {
+        assert!(
+            Instant::now() < deadline,
+            "the watch task outlived its handle"
+        );
+        tokio::task::yield_now().await;
+    }
+}
