@@ -13,6 +13,9 @@
 //!   `mesh_xds::cache::ViewCache::set_services` (endpoint-only changes become EDS-only pushes).
 //! - [`ServiceEntries`]: the first adapter, ServiceEntries and WorkloadEntries from a
 //!   [`ConfigStore`](mesh_model::ConfigStore).
+//! - [`files`]: watched directories (notify, debounced, with a periodic rescan): a generation
+//!   per content change, and for manifests a `ParseOutput` per generation with a per-file
+//!   last-known-good; Kubernetes ConfigMap volumes read one consistent generation at a time.
 //! - [`debug`]: the JSON of istiod's `/debug/registryz` and `/debug/endpointz`.
 //!
 //! # A registry of your own
@@ -57,6 +60,7 @@
 
 mod aggregate;
 pub mod debug;
+pub mod files;
 mod registry;
 mod service_entries;
 mod sink;

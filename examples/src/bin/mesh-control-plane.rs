@@ -105,8 +105,10 @@ struct Args {
     /// `kubernetes://NAME-cacert`), as istiod serves secrets. Watched.
     #[arg(long)]
     credentials_dir: Option<PathBuf>,
-    /// How often the config directory is checked for changes.
-    #[arg(long, default_value = "250ms", value_parser = parse_positive_duration)]
+    /// How often the config and credentials directories are re-read in full, as a safety net:
+    /// changes are seen as they happen (inotify, debounced by 100 ms), and the rescan catches
+    /// what events miss (NFS, overlayfs, exhausted inotify watches).
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
     poll_interval: Duration,
     /// Serve Istio's CA API (`IstioCertificateService`) on the gRPC address, signing with the
     /// root kept in this directory (generated on first start), or with Istio's `cacerts` layout
@@ -371,10 +373,19 @@ impl Metrics {
     }
 }
 
-/// A fingerprint of every manifest file: changes when a file is added, removed or modified.
-/// Reads the credentials directory now and whenever it changes, pushing every view when the
-/// credentials differ. A broken credential is logged (once per change) and left out.
-fn watch_credentials(dir: PathBuf, cache: Arc<ViewCache>, interval: Duration) {
+/// Reads the credentials directory now and whenever its content changes (watched with
+/// `mesh_registry::files::DirWatcher`, rescanned every `rescan`), pushing every view when
+/// the credentials differ. A broken credential is logged (once per change) and left out.
+fn watch_credentials(dir: PathBuf, cache: Arc<ViewCache>, rescan: Duration) {
+    // Watching starts before the first read, so that nothing written after it goes unseen.
+    let options = mesh_registry::files::WatchOptions::default().with_rescan_interval(rescan);
+    let watcher = match mesh_registry::files::DirWatcher::new(&dir, options) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!("watching --credentials-dir: {e}; read once, not watched");
+            None
+        }
+    };
     let read = {
         let dir = dir.clone();
         move || mesh_xds::credentials::Credentials::read_dir(&dir)
@@ -389,11 +400,11 @@ fn watch_credentials(dir: PathBuf, cache: Arc<ViewCache>, interval: Duration) {
         dir.display()
     );
     cache.set_credentials(initial);
+    let Some(mut watcher) = watcher else { return };
     tokio::spawn(async move {
         let mut last_problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tick.tick().await;
+        while let Some(generation) = watcher.changed().await {
+            tracing::debug!(generation = generation.number, "{} changed", dir.display());
             let Ok((creds, problems)) = tokio::task::spawn_blocking(read.clone()).await else {
                 continue;
             };
@@ -414,30 +425,23 @@ fn watch_credentials(dir: PathBuf, cache: Arc<ViewCache>, interval: Duration) {
     });
 }
 
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-    mesh_model::parse::manifest_files(dir)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|p| {
-            let m = std::fs::metadata(&p).ok();
-            let (t, len) = m.map(|m| (m.modified().ok(), m.len())).unwrap_or((None, 0));
-            (p, t, len)
-        })
-        .collect()
+/// The first read of the config directory, before the watcher starts.
+fn load(dir: &Path, store: &ConfigStore, metrics: &Metrics) {
+    match mesh_model::parse_path(dir) {
+        Ok(parsed) => sync(dir, parsed, store, metrics),
+        Err(e) => tracing::error!(
+            "reading {}: {e}; keeping the current configuration",
+            dir.display()
+        ),
+    }
 }
 
-fn load(dir: &Path, store: &ConfigStore, metrics: &Metrics) {
-    let parsed: ParseOutput = match mesh_model::parse_path(dir) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(
-                "reading {}: {e}; keeping the current configuration",
-                dir.display()
-            );
-            return;
-        }
-    };
+/// Makes the store hold one generation of the config directory.
+fn sync(dir: &Path, parsed: ParseOutput, store: &ConfigStore, metrics: &Metrics) {
     let resources = parsed.resources.len();
+    for f in parsed.findings.iter().filter(|f| f.is_error()) {
+        tracing::warn!("{f}");
+    }
     let report = store.sync(parsed);
     for r in &report.rejected {
         for f in &r.findings {
@@ -682,27 +686,27 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    // Watch the config directory.
+    // Watch the config directory: events (debounced), and a full rescan every
+    // --poll-interval. Each generation is synced, the first one too (it covers whatever
+    // changed since the read above).
     {
         let dir = args.config.clone();
         let store = store.clone();
         let metrics = metrics.clone();
-        let interval = args.poll_interval;
+        let mut watcher = mesh_registry::files::ManifestWatcher::new(
+            &dir,
+            mesh_registry::files::WatchOptions::default().with_rescan_interval(args.poll_interval),
+        )
+        .with_context(|| format!("watching --config {}", dir.display()))?;
         tokio::spawn(async move {
-            let mut last = fingerprint(&dir);
-            let mut tick = tokio::time::interval(interval);
+            let mut generation = watcher.current();
             loop {
-                tick.tick().await;
-                let now = tokio::task::spawn_blocking({
-                    let dir = dir.clone();
-                    move || fingerprint(&dir)
-                })
-                .await
-                .unwrap_or_default();
-                if now != last {
-                    last = now;
-                    let (dir, store, metrics) = (dir.clone(), store.clone(), metrics.clone());
-                    let _ = tokio::task::spawn_blocking(move || load(&dir, &store, &metrics)).await;
+                let (d, s, m) = (dir.clone(), store.clone(), metrics.clone());
+                let parsed = generation.output.clone();
+                let _ = tokio::task::spawn_blocking(move || sync(&d, parsed, &s, &m)).await;
+                match watcher.changed().await {
+                    Some(next) => generation = next,
+                    None => break,
                 }
             }
         });
