@@ -60,6 +60,7 @@
 
 mod aggregate;
 pub mod debug;
+#[cfg(feature = "files")]
 pub mod files;
 mod registry;
 mod service_entries;
