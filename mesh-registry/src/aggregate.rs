@@ -90,7 +90,6 @@ impl Inner {
         let (registry, built) = merge(&shards, &published.1);
         drop(shards);
         *published = (generations, built);
-        drop(published);
         let registry = Arc::new(registry);
         self.tx.send_if_modified(|cur| {
             if **cur == *registry {
@@ -100,6 +99,9 @@ impl Inner {
                 true
             }
         });
+        // Released only now: a concurrent `publish` (from `Aggregate::snapshot`) that finds
+        // these generations already merged must also find the result sent.
+        drop(published);
     }
 }
 
