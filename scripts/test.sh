@@ -20,11 +20,12 @@ need cargo clippy --version
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # curl and openssl drive the TLS tests; ip (iproute2) and iptables set up the network
-# namespace of the iptables capture test (mesh-xds/tests/capture.rs). Installed with apt if
-# the machine lacks them.
+# namespace of the iptables capture test (mesh-xds/tests/capture.rs); kubectl drives the fake
+# Kubernetes API server (test-support/tests/kube_api.rs; Debian's kubernetes-client). Installed
+# with apt if the machine lacks them.
 export PATH="$PATH:/usr/sbin:/sbin"
 missing=""
-for tool in curl:curl openssl:openssl ip:iproute2 iptables:iptables unshare:util-linux; do
+for tool in curl:curl openssl:openssl ip:iproute2 iptables:iptables unshare:util-linux kubectl:kubernetes-client; do
     command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool#*:}"
 done
 if [ -n "$missing" ]; then

@@ -12,6 +12,7 @@
 //! - [`tls`]: TLS peers from the openssl CLI (self-signed certificates, `s_server`, `s_client`).
 //! - [`identity`]: service-account tokens, CSRs, workload certificates, the CA API on loopback.
 //! - [`netns`]: tests run inside a network namespace of their own.
+//! - [`kube_api`]: a fake Kubernetes API server (list/watch/write over real HTTP, fault knobs).
 //! - [`wait`]: waiting on conditions with deadlines, free ports, temporary directories.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: failing loudly is the point
@@ -20,6 +21,7 @@ pub mod consul;
 pub mod control_plane;
 pub mod ext_authz;
 pub mod identity;
+pub mod kube_api;
 pub mod netns;
 pub mod proxy;
 pub mod tls;
