@@ -236,6 +236,11 @@ impl ServiceRegistry {
             .push(service);
     }
 
+    /// [`ServiceRegistry::declarations`], taking them.
+    pub fn into_declarations(self) -> impl Iterator<Item = Arc<Service>> {
+        self.services.into_values().flatten()
+    }
+
     /// Every declaration of every host, in host order, each host's in precedence order.
     pub fn declarations(&self) -> impl Iterator<Item = &Arc<Service>> {
         self.services.values().flatten()

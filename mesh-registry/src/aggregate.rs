@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     ready: watch::Sender<bool>,
     /// Shard generations of the published registry, and the services built for it.
     published: Mutex<(Vec<u64>, Built)>,
+    /// The endpoints of services that have none (one allocation, shared).
+    no_endpoints: Arc<[Endpoint]>,
 }
 
 impl Inner {
@@ -87,7 +89,7 @@ impl Inner {
         if published.0 == generations {
             return;
         }
-        let (registry, built) = merge(&shards, &published.1);
+        let (registry, built) = merge(&shards, &published.1, &self.no_endpoints);
         drop(shards);
         *published = (generations, built);
         let registry = Arc::new(registry);
@@ -107,20 +109,22 @@ impl Inner {
 
 /// The merged registry, reusing the services built last time whose service and endpoints
 /// are unchanged (so an endpoint change rebuilds one service, not all of them).
-fn merge(shards: &[Shard], before: &Built) -> (ServiceRegistry, Built) {
+///
+/// `empty` stands for the endpoints of every service that has none, so that the reuse check
+/// (pointer equality) holds for those too.
+fn merge(shards: &[Shard], before: &Built, empty: &Arc<[Endpoint]>) -> (ServiceRegistry, Built) {
     let mut registry = ServiceRegistry::new();
     let mut built = Built::new();
     // Kubernetes services already merged into the first cluster's declaration.
     let mut kube_done: std::collections::BTreeSet<&ServiceKey> = Default::default();
-    for (i, shard) in shards.iter().enumerate() {
+    for (i, shard) in shards.iter().enumerate().filter(|(_, s)| !s.removed) {
         let kube = shard.id.provider == Provider::Kubernetes;
         for (key, svc) in &shard.services {
             let svc = &svc.value;
             let eps: Arc<[Endpoint]> = shard
                 .endpoints
                 .get(key)
-                .map(|e| e.value.clone())
-                .unwrap_or_else(|| Arc::from(Vec::new()));
+                .map_or_else(|| empty.clone(), |e| e.value.clone());
             if kube {
                 if !kube_done.insert(key) {
                     continue;
@@ -128,7 +132,7 @@ fn merge(shards: &[Shard], before: &Built) -> (ServiceRegistry, Built) {
                 // The same service in later Kubernetes clusters.
                 let others: Vec<Other<'_>> = shards[i + 1..]
                     .iter()
-                    .filter(|s| s.id.provider == Provider::Kubernetes)
+                    .filter(|s| s.id.provider == Provider::Kubernetes && !s.removed)
                     .filter_map(|s| {
                         let o = s.services.get(key)?;
                         Some((&o.value, s.endpoints.get(key).map(|e| &e.value)))
@@ -199,6 +203,7 @@ impl Aggregate {
             tx: watch::channel(Arc::new(ServiceRegistry::new())).0,
             ready: watch::channel(true).0,
             published: Mutex::new((Vec::new(), Built::new())),
+            no_endpoints: Arc::from(Vec::new()),
         });
         let shared = inner.clone();
         // Aborted when the aggregate is dropped.
@@ -252,7 +257,7 @@ impl Aggregate {
             .shards
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if shards.iter().any(|s| s.id == id) {
+        if shards.iter().any(|s| s.id == id && !s.removed) {
             return Err(AggregateError::Duplicate(id));
         }
         shards.push(Shard::new(id));
@@ -266,8 +271,8 @@ impl Aggregate {
     }
 
     /// Stops a registry and removes everything it held (a remote cluster taken out of the
-    /// mesh). Returns whether it was there. Its sinks keep working but write to a registry
-    /// that is no longer merged.
+    /// mesh). Returns whether it was there. Writes through its sinks are ignored from now on;
+    /// a registry with the same ID may be added again.
     pub fn remove(&self, id: &RegistryId) -> bool {
         let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         tasks.retain(|(t, h)| {
@@ -284,19 +289,17 @@ impl Aggregate {
             .shards
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(shard) = shards.iter_mut().find(|s| &s.id == id) else {
+        let Some(shard) = shards.iter_mut().find(|s| &s.id == id && !s.removed) else {
             return false;
         };
-        // The slot stays (sinks index into the list) but holds nothing and counts as synced.
-        let removed = Shard::new(RegistryId::new(
-            Provider::Custom(format!("removed:{id}")),
-            "",
-        ));
-        let generation = shard.generation + 1;
-        *shard = removed;
-        shard.generation = generation;
+        // The slot stays (sinks index into the list) but holds nothing, counts as synced, and
+        // takes no more writes.
+        shard.services.clear();
+        shard.endpoints.clear();
+        shard.generation += 1;
         shard.synced = true;
         shard.running = false;
+        shard.removed = true;
         drop(shards);
         self.inner.dirty();
         true
@@ -307,8 +310,15 @@ impl Aggregate {
         self.inner.tx.subscribe()
     }
 
-    /// The merged registry as of every write made so far (merging now if the publisher has
-    /// not yet).
+    /// The merged registry last published (writes not merged yet are not in it; see
+    /// [`Aggregate::snapshot`]). Costs a pointer copy: for debug handlers and other readers on
+    /// async threads.
+    pub fn current(&self) -> Arc<ServiceRegistry> {
+        self.inner.tx.borrow().clone()
+    }
+
+    /// The merged registry as of every write made so far, merging now on the caller's thread
+    /// if the publisher has not yet (work proportional to the mesh).
     pub fn snapshot(&self) -> Arc<ServiceRegistry> {
         self.inner.publish();
         self.inner.tx.borrow().clone()
@@ -321,7 +331,7 @@ impl Aggregate {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .filter(|s| !matches!(&s.id.provider, Provider::Custom(n) if n.starts_with("removed:")))
+            .filter(|s| !s.removed)
             .map(|s| RegistryStatus {
                 id: s.id.clone(),
                 synced: s.synced,

@@ -4,8 +4,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mesh_model::ConfigStore;
+use mesh_model::Kind;
 use mesh_model::service::ServiceRegistry;
-use tokio::sync::broadcast::error::RecvError;
+use mesh_model::store::ConfigEvent;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::registry::{Provider, Registry, RegistryId, RunFuture};
 use crate::sink::{RegistrySink, ServiceKey};
@@ -45,9 +47,10 @@ impl ServiceEntries {
         let registry = ServiceRegistry::from_snapshot(&self.store.snapshot());
         let epoch = sink.begin_resync();
         let mut seen = BTreeSet::new();
-        for service in registry.declarations() {
-            if seen.insert(ServiceKey::of(service)) {
-                sink.upsert(service.as_ref().clone());
+        for service in registry.into_declarations() {
+            if seen.insert(ServiceKey::of(&service)) {
+                // The registry is ours alone: the service moves out without a copy.
+                sink.upsert(Arc::unwrap_or_clone(service));
             }
         }
         sink.end_resync(epoch);
@@ -62,24 +65,31 @@ impl Registry for ServiceEntries {
     fn run(self: Box<Self>, sink: RegistrySink) -> RunFuture {
         Box::pin(async move {
             let mut events = self.store.subscribe();
-            let mut revision = None;
+            // Only ServiceEntries and WorkloadEntries make services; a lagged receiver may
+            // have missed one, so it converts again too.
+            let relevant = |e: &Result<ConfigEvent, RecvError>| match e {
+                Ok(e) => matches!(e.key.kind, Kind::ServiceEntry | Kind::WorkloadEntry),
+                Err(_) => true,
+            };
+            let mut convert = true;
             loop {
-                let now = self.store.revision();
-                if revision != Some(now) {
-                    revision = Some(now);
+                if convert {
                     let (me, sink) = (self.clone(), sink.clone());
                     let _ = tokio::task::spawn_blocking(move || me.sync(&sink)).await;
                 }
-                match events.recv().await {
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return Ok(()),
+                let first = events.recv().await;
+                if matches!(first, Err(RecvError::Closed)) {
+                    return Ok(());
                 }
+                convert = relevant(&first);
                 // Coalesce a burst: everything queued is covered by the next conversion.
-                while !matches!(
-                    events.try_recv(),
-                    Err(tokio::sync::broadcast::error::TryRecvError::Empty
-                        | tokio::sync::broadcast::error::TryRecvError::Closed)
-                ) {}
+                loop {
+                    match events.try_recv() {
+                        Ok(e) => convert |= relevant(&Ok(e)),
+                        Err(TryRecvError::Lagged(_)) => convert = true,
+                        Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                    }
+                }
             }
         })
     }

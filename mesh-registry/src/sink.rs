@@ -63,6 +63,9 @@ pub(crate) struct Shard {
     /// Bumped by every change; the aggregate rebuilds when it moves.
     pub(crate) generation: u64,
     pub(crate) running: bool,
+    /// Taken out of the aggregate ([`crate::Aggregate::remove`]): merged no more, and its
+    /// sinks' writes are ignored.
+    pub(crate) removed: bool,
 }
 
 impl Shard {
@@ -79,6 +82,7 @@ impl Shard {
             updates: 0,
             generation: 0,
             running: true,
+            removed: false,
         }
     }
 
@@ -139,6 +143,12 @@ impl RegistrySink {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let shard = &mut shards[self.index];
+        if shard.removed {
+            // A removed registry's sink writes into a scratch shard that nothing reads.
+            let mut scratch = Shard::new(shard.id.clone());
+            drop(shards);
+            return f(&mut scratch);
+        }
         let before = shard.generation;
         let r = f(shard);
         let moved = shard.generation != before;

@@ -167,6 +167,33 @@ async fn kubernetes_clusters_merge_one_service_and_the_first_cluster_wins_ports(
     let r = agg.snapshot();
     assert_eq!(r.get(ORDERS).unwrap().ports.len(), 2, "c2's ports now");
     assert_eq!(agg.status().len(), 2);
+    // The removed registry's sink writes nowhere; the ID can be added again, empty.
+    c1.upsert(orders(&[7], &["10.9.9.9"]));
+    let decls: Vec<u32> = agg
+        .snapshot()
+        .declarations()
+        .map(|s| s.ports[0].number)
+        .collect();
+    assert_eq!(
+        decls,
+        [80, 443],
+        "c2's service and the ServiceEntry, nothing of c1's"
+    );
+    assert!(!agg.remove(&RegistryId::new(Provider::Kubernetes, "c1")));
+    let again = agg
+        .sink(RegistryId::new(Provider::Kubernetes, "c1"))
+        .unwrap();
+    again.set_endpoints(
+        ServiceKey::new(ORDERS, "shop"),
+        vec![Endpoint::new("10.1.0.9")],
+    );
+    assert_eq!(agg.status().len(), 3);
+    // Its endpoints wait for its own declaration of the service (c2 now has none).
+    assert_eq!(addresses(&agg.snapshot(), ORDERS), Vec::<String>::new());
+    again.upsert_service(orders(&[80], &[]));
+    let r = agg.snapshot();
+    assert_eq!(addresses(&r, ORDERS), ["10.1.0.9"]);
+    assert_eq!(r.get(ORDERS).unwrap().ports.len(), 2, "c2 comes first now");
 }
 
 const ENTRIES: &str = r#"apiVersion: networking.istio.io/v1
@@ -204,6 +231,42 @@ async fn the_service_entry_adapter_follows_the_store() {
     assert_eq!(r.declarations().count(), 1);
     assert_eq!(r.get(ORDERS).unwrap().ports[0].number, 80);
     assert_eq!(agg.status()[0].id.to_string(), "External/Kubernetes");
+    // A WorkloadEntry selected by an entry becomes its endpoint (the adapter converts again on
+    // WorkloadEntry changes, not only ServiceEntry ones).
+    store.apply_all(parse_str(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: pay, namespace: shop}
+spec:
+  hosts: [pay.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: pay}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pay, namespace: shop}
+spec:
+  hosts: [pay.shop.svc.cluster.local]
+  http: [{route: [{destination: {host: pay.shop.svc.cluster.local}}]}]
+"#,
+        "pay.yaml",
+    ));
+    published(&mut rx, "pay without endpoints", |r| {
+        r.get("pay.shop.svc.cluster.local").is_some()
+    })
+    .await;
+    store.apply_all(parse_str(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: pay-1, namespace: shop}\nspec: {address: 10.0.0.7, labels: {app: pay}}\n",
+        "we.yaml",
+    ));
+    published(&mut rx, "the workload entry as pay's endpoint", |r| {
+        addresses(r, "pay.shop.svc.cluster.local") == ["10.0.0.7"]
+    })
+    .await;
+    let pay = mesh_model::ResourceKey::new(mesh_model::Kind::ServiceEntry, "shop", "pay");
+    store.delete(&pay).unwrap();
     // The older entry deleted: the newer one takes over.
     let key = mesh_model::ResourceKey::new(mesh_model::Kind::ServiceEntry, "shop", "orders");
     store.delete(&key).unwrap();
