@@ -694,3 +694,61 @@ async fn jwks_fetch_failures_are_logged_with_their_request_authentication() {
         );
     }
 }
+
+/// `--credentials-dir` is watched: a credential added after start is loaded and pushed, and a
+/// broken one is logged by name and left out while the good ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credentials_directory_is_watched() {
+    let config = TempDir::new("mesh-cp-creds-config");
+    let creds = TempDir::new("mesh-cp-creds");
+    let xds: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let debug: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cp = start_control_plane(
+        &config.0,
+        xds,
+        debug,
+        &["--credentials-dir", creds.0.to_str().unwrap()],
+    );
+    let logged = async |what: &str, needle: &str| {
+        eventually(what, Duration::from_secs(10), async || {
+            cp.log.lock().unwrap().contains(needle).then_some(())
+        })
+        .await;
+    };
+    logged("the first read", "0 credential(s) from").await;
+    let (certs, cert, key) =
+        mesh_test_support::tls::self_signed("mesh-cp-creds-cert", "shop.example.com");
+    let add = |name: &str| {
+        let d = creds.0.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(&cert, d.join("tls.crt")).unwrap();
+        std::fs::copy(&key, d.join("tls.key")).unwrap();
+    };
+    add("shop-cert");
+    logged(
+        "the new credential",
+        r#"credentials changed: ["shop-cert"]"#,
+    )
+    .await;
+    // A broken one is named in the log; the good one stays.
+    std::fs::create_dir_all(creds.0.join("broken")).unwrap();
+    std::fs::write(creds.0.join("broken/tls.crt"), "not a certificate").unwrap();
+    std::fs::write(creds.0.join("broken/tls.key"), "not a key").unwrap();
+    logged("the broken credential", r#"credential "broken":"#).await;
+    assert!(
+        !cp.log
+            .lock()
+            .unwrap()
+            .contains(r#"credentials changed: ["broken""#),
+        "{}",
+        cp.log.lock().unwrap()
+    );
+    std::fs::remove_dir_all(creds.0.join("broken")).unwrap();
+    add("web-cert");
+    logged(
+        "a second credential",
+        r#"credentials changed: ["shop-cert", "web-cert"]"#,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&certs);
+}

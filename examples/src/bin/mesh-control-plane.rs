@@ -425,23 +425,9 @@ fn watch_credentials(dir: PathBuf, cache: Arc<ViewCache>, rescan: Duration) {
     });
 }
 
-/// The first read of the config directory, before the watcher starts.
-fn load(dir: &Path, store: &ConfigStore, metrics: &Metrics) {
-    match mesh_model::parse_path(dir) {
-        Ok(parsed) => sync(dir, parsed, store, metrics),
-        Err(e) => tracing::error!(
-            "reading {}: {e}; keeping the current configuration",
-            dir.display()
-        ),
-    }
-}
-
 /// Makes the store hold one generation of the config directory.
 fn sync(dir: &Path, parsed: ParseOutput, store: &ConfigStore, metrics: &Metrics) {
     let resources = parsed.resources.len();
-    for f in parsed.findings.iter().filter(|f| f.is_error()) {
-        tracing::warn!("{f}");
-    }
     let report = store.sync(parsed);
     for r in &report.rejected {
         for f in &r.findings {
@@ -508,7 +494,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(ConfigStore::new());
-    load(&args.config, &store, &metrics);
+    // The watcher's first generation is the first read of --config.
+    let mut config_watcher = mesh_registry::files::ManifestWatcher::new(
+        &args.config,
+        mesh_registry::files::WatchOptions::default().with_rescan_interval(args.poll_interval),
+    )
+    .with_context(|| format!("watching --config {}", args.config.display()))?;
+    sync(
+        &args.config,
+        config_watcher.current().output.clone(),
+        &store,
+        &metrics,
+    );
 
     let cache = ViewCache::new(store.clone(), mesh);
     // Services come from the registries' aggregate; today that is the ServiceEntries and
@@ -686,28 +683,17 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    // Watch the config directory: events (debounced), and a full rescan every
-    // --poll-interval. Each generation is synced, the first one too (it covers whatever
-    // changed since the read above).
+    // Follow the config directory: events (debounced), and a full rescan every
+    // --poll-interval; each new generation is synced.
     {
         let dir = args.config.clone();
         let store = store.clone();
         let metrics = metrics.clone();
-        let mut watcher = mesh_registry::files::ManifestWatcher::new(
-            &dir,
-            mesh_registry::files::WatchOptions::default().with_rescan_interval(args.poll_interval),
-        )
-        .with_context(|| format!("watching --config {}", dir.display()))?;
         tokio::spawn(async move {
-            let mut generation = watcher.current();
-            loop {
+            while let Some(generation) = config_watcher.changed().await {
                 let (d, s, m) = (dir.clone(), store.clone(), metrics.clone());
                 let parsed = generation.output.clone();
                 let _ = tokio::task::spawn_blocking(move || sync(&d, parsed, &s, &m)).await;
-                match watcher.changed().await {
-                    Some(next) => generation = next,
-                    None => break,
-                }
             }
         });
     }
@@ -832,8 +818,8 @@ fn debug_response(
         )
     };
     match req.uri().path() {
-        "/debug/registryz" => pretty(mesh_registry::debug::registryz(&registries.snapshot())),
-        "/debug/endpointz" => pretty(mesh_registry::debug::endpointz(&registries.snapshot())),
+        "/debug/registryz" => pretty(mesh_registry::debug::registryz(&registries.current())),
+        "/debug/endpointz" => pretty(mesh_registry::debug::endpointz(&registries.current())),
         "/debug/registries" => pretty(mesh_registry::debug::registries(&registries.status())),
         "/metrics" => {
             let mut out = String::new();
