@@ -57,6 +57,8 @@
 //! - No consistency semantics beyond the headers: every mode reads the same state.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use crate::form;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -819,41 +821,14 @@ pub fn blocking_wait(wait: Option<&str>) -> Option<Duration> {
     }
 }
 
-/// Decodes `application/x-www-form-urlencoded` text.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok());
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The query's parameters, in order (a bare key has value `None`).
 fn params(query: &str) -> Vec<(String, Option<String>)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), Some(decode(v))),
-            None => (decode(p), None),
+            Some((k, v)) => (form::decode(k), Some(form::decode(v))),
+            None => (form::decode(p), None),
         })
         .collect()
 }
@@ -1024,7 +999,7 @@ async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Respons
 }
 
 fn decode_path(s: &str) -> String {
-    decode(&s.replace('+', "%2B"))
+    form::decode(&s.replace('+', "%2B"))
 }
 
 /// The case-insensitive lookup Consul's request decoding gives.

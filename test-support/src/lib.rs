@@ -20,6 +20,7 @@
 pub mod consul;
 pub mod control_plane;
 pub mod ext_authz;
+mod form;
 pub mod identity;
 pub mod kube_api;
 pub mod netns;
