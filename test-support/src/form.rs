@@ -36,7 +36,8 @@ mod tests {
         assert_eq!(decode("%41"), "A");
         assert_eq!(decode("100%"), "100%");
         assert_eq!(decode("%4"), "%4");
-        assert_eq!(decode("%+1x"), "%+1x");
+        // Not an escape: the % stays, and the + is a space as everywhere else.
+        assert_eq!(decode("%+1x"), "% 1x");
         assert_eq!(decode("%zz"), "%zz");
         assert_eq!(decode("%E2%9C%93"), "\u{2713}");
     }
